@@ -1,0 +1,927 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * presto.c - forward the VFS events of one directory tree to userspace.
+ *
+ * Each open file of /dev/presto is a "reader".  A reader arms one volume
+ * (a directory) with PRESTO_IOC_ARM; the module then puts an fsnotify
+ * superblock mark on the volume's filesystem, keeps the events whose
+ * objects lie below the volume root (but not below <root>/.replicator) and
+ * appends them, as binary records (see presto_abi.h), to a ring buffer of
+ * fixed size owned by the reader.  read() drains the ring, poll() waits
+ * for it.  A full ring never blocks the filesystem: the event is counted
+ * as lost and the reader later receives one OVERFLOW record carrying the
+ * count, after which it must rescan the volume.
+ *
+ * Locking rules
+ * -------------
+ * r->arm_mutex   serialises PRESTO_IOC_ARM, PRESTO_IOC_DISARM and release.
+ *                It guards r->mark, r->root and r->arm_flags.  Those are
+ *                set before the fsnotify mark is attached and cleared only
+ *                after the mark is destroyed and fsnotify_wait_marks_destroyed()
+ *                returned, so the event handler reads them without a lock.
+ * r->read_mutex  serialises consumers: read() holds it while it copies
+ *                records out of the ring (with r->lock dropped); disarm takes
+ *                it before freeing the ring.  Never held while sleeping for
+ *                events.
+ * r->lock        spinlock protecting the ring (head, tail, contents beyond
+ *                tail), seq, the loss counters, the written-inode table and
+ *                the path scratch buffer.  Taken by the fsnotify handler
+ *                (process context: fsnotify is never called from interrupt
+ *                context), by read(), poll() and ioctl().  Nested inside it
+ *                the handler takes rename_lock (read side) and one
+ *                dentry->d_lock at a time, never the other way round.
+ *                Nothing allocates or sleeps while it is held.
+ *
+ * Order: arm_mutex -> read_mutex -> lock -> rename_lock -> d_lock.
+ *
+ * The handler runs synchronously in the task doing the filesystem
+ * operation, often with the parent directory's i_rwsem held.  It does no
+ * filesystem work and no allocation: it resolves names from the dcache,
+ * copies the record into the preallocated ring and wakes the reader.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/module.h>
+#include <linux/miscdevice.h>
+#include <linux/fs.h>
+#include <linux/fsnotify_backend.h>
+#include <linux/namei.h>
+#include <linux/dcache.h>
+#include <linux/path.h>
+#include <linux/slab.h>
+#include <linux/vmalloc.h>
+#include <linux/poll.h>
+#include <linux/uaccess.h>
+#include <linux/wait.h>
+#include <linux/mutex.h>
+#include <linux/spinlock.h>
+#include <linux/seqlock.h>
+#include <linux/timekeeping.h>
+#include <linux/log2.h>
+#include <linux/hash.h>
+#include <linux/capability.h>
+#include <linux/atomic.h>
+
+#include "presto_abi.h"
+
+#ifdef __BIG_ENDIAN
+#error "the presto ABI is little-endian; this module does not byte-swap"
+#endif
+
+#define PRESTO_PRIVATE_DIR	".replicator"
+#define PRESTO_MODTAB_BITS	10	/* 1024 slots of written inodes */
+#define PRESTO_MODTAB_SIZE	(1u << PRESTO_MODTAB_BITS)
+#define PRESTO_MODTAB_LIMIT	(PRESTO_MODTAB_SIZE * 3 / 4)
+#define PRESTO_SCRATCH		(2 * PATH_MAX)
+
+/* Where a dentry lies relative to the armed volume. */
+enum presto_where {
+	PRESTO_OUTSIDE = 0,
+	PRESTO_INSIDE,
+	PRESTO_PRIVATE,		/* below <root>/.replicator (or that dir itself) */
+};
+
+struct presto_reader;
+
+struct presto_mark {
+	struct fsnotify_mark fsn;
+	struct presto_reader *reader;
+};
+
+struct presto_reader {
+	struct mutex arm_mutex;
+	struct mutex read_mutex;
+	wait_queue_head_t wq;
+	struct fsnotify_group *group;
+
+	/* [arm_mutex; stable while the mark is attached] */
+	struct presto_mark *mark;
+	struct path root;
+	u32 arm_flags;
+
+	spinlock_t lock;
+	/* [lock] */
+	bool armed;
+	u8 *ring;
+	u32 size;		/* ring bytes, power of two */
+	u64 head;		/* bytes ever queued */
+	u64 tail;		/* bytes ever consumed */
+	u64 seq;		/* last sequence number used */
+	u64 queued;
+	u64 lost_total;
+	u64 pending_lost;	/* lost since the last OVERFLOW record */
+	u64 *modtab;		/* inodes modified since their last close */
+	u32 modtab_used;
+	bool modtab_full;
+	char *scratch;		/* PRESTO_SCRATCH bytes for path building */
+};
+
+static atomic_t presto_live_marks = ATOMIC_INIT(0);
+
+/* ---- ring ------------------------------------------------------------ */
+
+static inline u32 presto_rec_len(u32 len1, u32 len2)
+{
+	u32 len = PRESTO_EVENT_HDR_LEN + len1 + 1;
+
+	if (len2)
+		len += len2 + 1;
+	return ALIGN(len, PRESTO_REC_ALIGN);
+}
+
+static void presto_ring_put(struct presto_reader *r, u64 pos,
+			    const void *src, u32 len)
+{
+	u32 off = pos & (r->size - 1);
+	u32 first = min(len, r->size - off);
+
+	memcpy(r->ring + off, src, first);
+	if (len > first)
+		memcpy(r->ring, (const u8 *)src + first, len - first);
+}
+
+static void presto_ring_zero(struct presto_reader *r, u64 pos, u32 len)
+{
+	static const u8 zeros[PRESTO_REC_ALIGN];
+
+	presto_ring_put(r, pos, zeros, len);
+}
+
+/* Append one record; the caller checked that it fits.  [lock] */
+static void presto_write_locked(struct presto_reader *r, u8 type, u16 flags,
+				u16 mode, u64 ino, u64 aux,
+				const char *p1, u16 len1,
+				const char *p2, u16 len2)
+{
+	struct presto_event ev = {};
+	u32 rec_len = presto_rec_len(len1, len2);
+	u64 pos = r->head;
+
+	ev.rec_len = rec_len;
+	ev.magic = PRESTO_MAGIC;
+	ev.version = PRESTO_ABI_VERSION;
+	ev.type = type;
+	ev.seq = ++r->seq;
+	ev.ino = ino;
+	ev.time_ns = ktime_get_real_ns();
+	ev.flags = flags;
+	ev.mode = mode;
+	ev.path_len = len1;
+	ev.path2_len = len2;
+	ev.aux = aux;
+
+	presto_ring_put(r, pos, &ev, sizeof(ev));
+	pos += sizeof(ev);
+	presto_ring_put(r, pos, p1, len1);
+	pos += len1;
+	presto_ring_zero(r, pos, 1);
+	pos += 1;
+	if (len2) {
+		presto_ring_put(r, pos, p2, len2);
+		pos += len2;
+		presto_ring_zero(r, pos, 1);
+		pos += 1;
+	}
+	if (r->head + rec_len > pos)
+		presto_ring_zero(r, pos, r->head + rec_len - pos);
+	r->head += rec_len;
+	r->queued++;
+}
+
+static inline u32 presto_free_locked(struct presto_reader *r)
+{
+	return r->size - (u32)(r->head - r->tail);
+}
+
+/*
+ * Invariant: after every write at least one header's worth of ring stays
+ * free, so a pending OVERFLOW record can always be queued.  [lock]
+ */
+static void presto_flush_overflow_locked(struct presto_reader *r)
+{
+	if (!r->pending_lost)
+		return;
+	presto_write_locked(r, PRESTO_EV_OVERFLOW, 0, 0, 0, r->pending_lost,
+			    "", 0, NULL, 0);
+	r->pending_lost = 0;
+}
+
+static inline void presto_lose_locked(struct presto_reader *r)
+{
+	r->pending_lost++;
+	r->lost_total++;
+}
+
+/* Queue an event or count it as lost.  Returns true if queued.  [lock] */
+static bool presto_queue_locked(struct presto_reader *r, u8 type, u16 flags,
+				u16 mode, u64 ino, const char *p1, u32 len1,
+				const char *p2, u32 len2)
+{
+	u32 need = presto_rec_len(len1, len2) + PRESTO_EVENT_HDR_LEN;
+	u32 avail = presto_free_locked(r);
+
+	if (r->pending_lost)
+		need += PRESTO_EVENT_HDR_LEN;
+	if (avail < need) {
+		presto_lose_locked(r);
+		return false;
+	}
+	presto_flush_overflow_locked(r);
+	presto_write_locked(r, type, flags, mode, ino, 0, p1, len1, p2, len2);
+	return true;
+}
+
+/* ---- written-inode table (open addressing, linear probing) ----------- */
+
+static inline u32 presto_modtab_slot(u64 ino)
+{
+	return hash_64(ino, PRESTO_MODTAB_BITS);
+}
+
+/* Returns the slot holding ino, or the empty slot where it would go. */
+static u32 presto_modtab_find(struct presto_reader *r, u64 ino)
+{
+	u32 i = presto_modtab_slot(ino);
+
+	while (r->modtab[i] && r->modtab[i] != ino)
+		i = (i + 1) & (PRESTO_MODTAB_SIZE - 1);
+	return i;
+}
+
+/* [lock] */
+static void presto_modtab_add(struct presto_reader *r, u64 ino)
+{
+	u32 i = presto_modtab_find(r, ino);
+
+	if (r->modtab[i])
+		return;
+	if (r->modtab_used >= PRESTO_MODTAB_LIMIT) {
+		/* Too many files open for writing: stop filtering closes. */
+		r->modtab_full = true;
+		return;
+	}
+	r->modtab[i] = ino;
+	r->modtab_used++;
+}
+
+/* Remove ino; returns true if it was there.  [lock] */
+static bool presto_modtab_take(struct presto_reader *r, u64 ino)
+{
+	u32 mask = PRESTO_MODTAB_SIZE - 1;
+	u32 i = presto_modtab_find(r, ino), j, k;
+
+	if (!r->modtab[i])
+		return false;
+	r->modtab[i] = 0;
+	r->modtab_used--;
+	if (!r->modtab_used)
+		r->modtab_full = false;
+	/* Backward-shift the entries of the probe run that follows. */
+	for (j = (i + 1) & mask; r->modtab[j]; j = (j + 1) & mask) {
+		k = presto_modtab_slot(r->modtab[j]);
+		if (i <= j ? (i < k && k <= j) : (i < k || k <= j))
+			continue;
+		r->modtab[i] = r->modtab[j];
+		r->modtab[j] = 0;
+		i = j;
+	}
+	return true;
+}
+
+/* ---- names ----------------------------------------------------------- */
+
+static inline bool presto_is_private_name(const unsigned char *name, u32 len)
+{
+	return len == sizeof(PRESTO_PRIVATE_DIR) - 1 &&
+	       !memcmp(name, PRESTO_PRIVATE_DIR, len);
+}
+
+/*
+ * Locate @d (plus an optional last component @leaf) relative to @root.
+ * With @buf, the relative path is built at the end of buf[0, PRESTO_SCRATCH
+ * / 2) and returned through @out/@outlen (no leading '/', not terminated).
+ * Returns an enum presto_where, or -ENAMETOOLONG.
+ *
+ * Walks d_parent under RCU and a rename_lock read section (retrying, then
+ * locking, like d_path), taking each dentry's d_lock while reading its
+ * name so that name and length are consistent.
+ */
+static int presto_locate(struct dentry *start, const struct qstr *leaf,
+			 struct dentry *root, char *buf,
+			 const char **out, u32 *outlen)
+{
+	const u32 buflen = PRESTO_SCRATCH / 2;
+	char *end = buf ? buf + buflen : NULL;
+	struct dentry *d;
+	int seq = 0;
+	int where;
+	char *p;
+
+	if (leaf && start == root &&
+	    presto_is_private_name(leaf->name, leaf->len))
+		return PRESTO_PRIVATE;
+	if (leaf && buf && leaf->len + 1 > buflen)
+		return -ENAMETOOLONG;
+
+restart:
+	p = end;
+	where = PRESTO_INSIDE;
+	if (leaf && buf) {
+		p -= leaf->len;
+		memcpy(p, leaf->name, leaf->len);
+		*--p = '/';
+	}
+
+	rcu_read_lock();
+	read_seqbegin_or_lock(&rename_lock, &seq);
+	d = start;
+	while (d != root) {
+		struct dentry *parent;
+
+		spin_lock(&d->d_lock);
+		parent = d->d_parent;
+		if (d == parent) {
+			spin_unlock(&d->d_lock);
+			where = PRESTO_OUTSIDE;
+			break;
+		}
+		if (parent == root &&
+		    presto_is_private_name(d->d_name.name, d->d_name.len))
+			where = PRESTO_PRIVATE;
+		if (buf && where == PRESTO_INSIDE) {
+			if (p - buf < (long)d->d_name.len + 1) {
+				spin_unlock(&d->d_lock);
+				where = -ENAMETOOLONG;
+				break;
+			}
+			p -= d->d_name.len;
+			memcpy(p, d->d_name.name, d->d_name.len);
+			*--p = '/';
+		}
+		spin_unlock(&d->d_lock);
+		d = parent;
+	}
+	rcu_read_unlock();
+	if (need_seqretry(&rename_lock, seq)) {
+		seq = 1;	/* second pass takes rename_lock */
+		goto restart;
+	}
+	done_seqretry(&rename_lock, seq);
+
+	if (buf && where == PRESTO_INSIDE) {
+		if (p < end)
+			p++;	/* drop the leading '/' */
+		*out = p;
+		*outlen = end - p;
+	}
+	return where;
+}
+
+/* ---- fsnotify handler ------------------------------------------------ */
+
+static void presto_wake(struct presto_reader *r)
+{
+	if (wq_has_sleeper(&r->wq))
+		wake_up_interruptible(&r->wq);
+}
+
+static inline u16 presto_mode(struct inode *inode)
+{
+	return inode ? (u16)inode->i_mode : 0;
+}
+
+/* Queue an event about one object; paths come from presto_locate().  */
+static void presto_event_one(struct presto_reader *r, u8 type, u16 flags,
+			     struct inode *inode, struct dentry *d,
+			     const struct qstr *leaf)
+{
+	const char *path;
+	u32 len;
+	int where;
+
+	spin_lock(&r->lock);
+	if (!r->armed)
+		goto out;
+	where = presto_locate(d, leaf, r->root.dentry, r->scratch,
+			      &path, &len);
+	if (where == PRESTO_INSIDE)
+		presto_queue_locked(r, type, flags, presto_mode(inode),
+				    inode ? inode->i_ino : 0, path, len,
+				    NULL, 0);
+	else if (where < 0)
+		presto_lose_locked(r);
+out:
+	spin_unlock(&r->lock);
+	presto_wake(r);
+}
+
+static void presto_modify(struct presto_reader *r, struct inode *inode,
+			  struct dentry *d)
+{
+	u32 i;
+
+	spin_lock(&r->lock);
+	if (!r->armed || r->modtab_full)
+		goto out;
+	i = presto_modtab_find(r, inode->i_ino);
+	if (r->modtab[i])
+		goto out;	/* fast path: already known as written */
+	if (presto_locate(d, NULL, r->root.dentry, NULL, NULL, NULL) ==
+	    PRESTO_INSIDE)
+		presto_modtab_add(r, inode->i_ino);
+out:
+	spin_unlock(&r->lock);
+}
+
+static void presto_close_write(struct presto_reader *r, struct inode *inode,
+			       struct dentry *d)
+{
+	u16 flags = 0;
+	bool written;
+
+	if (!(r->arm_flags & PRESTO_ARM_ALL_CLOSE_WRITE)) {
+		spin_lock(&r->lock);
+		written = presto_modtab_take(r, inode->i_ino);
+		if (!written && r->modtab_full)
+			flags = PRESTO_F_UNVERIFIED;
+		spin_unlock(&r->lock);
+		if (!written && !flags)
+			return;
+	} else {
+		flags = PRESTO_F_UNVERIFIED;
+	}
+	if (d_unlinked(d))
+		return;		/* the file has no name any more */
+	presto_event_one(r, PRESTO_EV_CLOSE_WRITE, flags, inode, d, NULL);
+}
+
+static void presto_rename(struct presto_reader *r, struct dentry *moved,
+			  struct inode *old_dir, const struct qstr *old_name)
+{
+	struct inode *inode = d_inode(moved);
+	struct dentry *old_parent = d_find_alias(old_dir);
+	const char *p1 = NULL, *p2 = NULL;
+	u32 l1 = 0, l2 = 0;
+	int w1, w2;
+	u16 flags = d_is_dir(moved) ? PRESTO_F_ISDIR : 0;
+
+	spin_lock(&r->lock);
+	if (!r->armed)
+		goto out;
+	if (!old_parent) {
+		presto_lose_locked(r);
+		goto out;
+	}
+	w1 = presto_locate(old_parent, old_name, r->root.dentry, r->scratch,
+			   &p1, &l1);
+	w2 = presto_locate(moved, NULL, r->root.dentry,
+			   r->scratch + PRESTO_SCRATCH / 2, &p2, &l2);
+	if (w1 < 0 || w2 < 0)
+		presto_lose_locked(r);
+	else if (w1 == PRESTO_INSIDE && w2 == PRESTO_INSIDE)
+		presto_queue_locked(r, PRESTO_EV_RENAME, flags,
+				    presto_mode(inode), inode->i_ino,
+				    p1, l1, p2, l2);
+	else if (w1 == PRESTO_INSIDE)
+		presto_queue_locked(r, PRESTO_EV_MOVED_OUT, flags,
+				    presto_mode(inode), inode->i_ino,
+				    p1, l1, NULL, 0);
+	else if (w2 == PRESTO_INSIDE)
+		presto_queue_locked(r, PRESTO_EV_MOVED_IN, flags,
+				    presto_mode(inode), inode->i_ino,
+				    p2, l2, NULL, 0);
+out:
+	spin_unlock(&r->lock);
+	dput(old_parent);	/* not the last reference: the caller pins it */
+	presto_wake(r);
+}
+
+/* Directory entry event reported as (dir inode, name, object inode). */
+static void presto_dirent(struct presto_reader *r, u8 type, u16 flags,
+			  struct inode *inode, struct inode *dir,
+			  const struct qstr *name)
+{
+	struct dentry *parent = d_find_alias(dir);
+
+	if (!parent) {
+		spin_lock(&r->lock);
+		presto_lose_locked(r);
+		spin_unlock(&r->lock);
+		presto_wake(r);
+		return;
+	}
+	presto_event_one(r, type, flags, inode, parent, name);
+	dput(parent);		/* not the last reference: the caller pins it */
+}
+
+static int presto_handle_event(struct fsnotify_group *group, u32 mask,
+			       const void *data, int data_type,
+			       struct inode *dir, const struct qstr *name,
+			       u32 cookie, struct fsnotify_iter_info *iter_info)
+{
+	struct presto_reader *r = group->private;
+	struct inode *inode = fsnotify_data_inode(data, data_type);
+	struct dentry *d = fsnotify_data_dentry(data, data_type);
+	u16 isdir = (mask & FS_ISDIR) ? PRESTO_F_ISDIR : 0;
+
+	if (mask & FS_RENAME) {
+		if (d && dir && name)
+			presto_rename(r, d, dir, name);
+		return 0;
+	}
+	if (mask & FS_CREATE) {
+		if (d && d_inode(d)) {
+			/* create, mkdir, mknod, symlink: data is the dentry */
+			inode = d_inode(d);
+			if (S_ISDIR(inode->i_mode))
+				presto_event_one(r, PRESTO_EV_MKDIR,
+						 PRESTO_F_ISDIR, inode, d, NULL);
+			else if (S_ISLNK(inode->i_mode))
+				presto_event_one(r, PRESTO_EV_SYMLINK, 0,
+						 inode, d, NULL);
+			else
+				presto_event_one(r, PRESTO_EV_CREATE, 0,
+						 inode, d, NULL);
+		} else if (inode && dir && name) {
+			/* link: data is the inode, plus dir and new name */
+			presto_dirent(r, PRESTO_EV_LINK, 0, inode, dir, name);
+		}
+		return 0;
+	}
+	if (mask & FS_DELETE) {
+		if (inode && dir && name) {
+			if (S_ISDIR(inode->i_mode))
+				isdir = PRESTO_F_ISDIR;
+			presto_dirent(r, isdir ? PRESTO_EV_RMDIR :
+				      PRESTO_EV_UNLINK, isdir, inode, dir,
+				      name);
+		}
+		return 0;
+	}
+	/* Events on an object: only those that name it by dentry. */
+	if (!d || !inode)
+		return 0;
+	if (mask & FS_MODIFY)
+		presto_modify(r, inode, d);
+	if (mask & FS_ATTRIB)
+		presto_event_one(r, PRESTO_EV_SETATTR, isdir, inode, d, NULL);
+	if (mask & FS_CLOSE_WRITE)
+		presto_close_write(r, inode, d);
+	return 0;
+}
+
+static void presto_free_mark(struct fsnotify_mark *fsn)
+{
+	kfree(container_of(fsn, struct presto_mark, fsn));
+	atomic_dec(&presto_live_marks);
+}
+
+static const struct fsnotify_ops presto_fsnotify_ops = {
+	.handle_event	= presto_handle_event,
+	.free_mark	= presto_free_mark,
+};
+
+/* ---- arm / disarm ---------------------------------------------------- */
+
+/* [arm_mutex] */
+static void presto_disarm_locked(struct presto_reader *r)
+{
+	struct presto_mark *m = r->mark;
+	u8 *ring;
+	u64 *modtab;
+	char *scratch;
+
+	if (!m)
+		return;
+	fsnotify_destroy_mark(&m->fsn, r->group);
+	fsnotify_put_mark(&m->fsn);
+	/* After this no handler runs for the mark and free_mark has run. */
+	fsnotify_wait_marks_destroyed();
+	r->mark = NULL;
+
+	mutex_lock(&r->read_mutex);
+	spin_lock(&r->lock);
+	r->armed = false;
+	ring = r->ring;
+	modtab = r->modtab;
+	scratch = r->scratch;
+	r->ring = NULL;
+	r->modtab = NULL;
+	r->scratch = NULL;
+	r->size = 0;
+	r->head = 0;
+	r->tail = 0;
+	r->pending_lost = 0;
+	spin_unlock(&r->lock);
+	mutex_unlock(&r->read_mutex);
+
+	wake_up_interruptible(&r->wq);
+	vfree(ring);
+	kfree(modtab);
+	kfree(scratch);
+	path_put(&r->root);
+	r->root.mnt = NULL;
+	r->root.dentry = NULL;
+}
+
+static long presto_arm(struct presto_reader *r, void __user *uarg)
+{
+	struct presto_arm arg;
+	struct presto_mark *m = NULL;
+	struct path root;
+	u8 *ring = NULL;
+	u64 *modtab = NULL;
+	char *scratch = NULL, *name;
+	u32 mask;
+	int err;
+
+	if (!capable(CAP_SYS_ADMIN))
+		return -EPERM;
+	if (copy_from_user(&arg, uarg, sizeof(arg)))
+		return -EFAULT;
+	if (arg.size != sizeof(arg) || arg.reserved ||
+	    (arg.flags & ~PRESTO_ARM_FLAGS))
+		return -EINVAL;
+	if (!arg.ring_bytes)
+		arg.ring_bytes = PRESTO_RING_DEFAULT;
+	if (!is_power_of_2(arg.ring_bytes) ||
+	    arg.ring_bytes < PRESTO_RING_MIN || arg.ring_bytes > PRESTO_RING_MAX)
+		return -EINVAL;
+
+	name = strndup_user(u64_to_user_ptr(arg.path), PATH_MAX);
+	if (IS_ERR(name))
+		return PTR_ERR(name);
+	err = kern_path(name, LOOKUP_FOLLOW | LOOKUP_DIRECTORY, &root);
+	kfree(name);
+	if (err)
+		return err;
+
+	err = -ENOMEM;
+	ring = vzalloc(arg.ring_bytes);
+	modtab = kcalloc(PRESTO_MODTAB_SIZE, sizeof(*modtab), GFP_KERNEL);
+	scratch = kmalloc(PRESTO_SCRATCH, GFP_KERNEL);
+	m = kzalloc(sizeof(*m), GFP_KERNEL);
+	if (!ring || !modtab || !scratch || !m)
+		goto out_free;
+
+	mutex_lock(&r->arm_mutex);
+	err = -EBUSY;
+	if (r->mark)
+		goto out_unlock;
+
+	r->root = root;
+	r->arm_flags = arg.flags;
+	spin_lock(&r->lock);
+	r->ring = ring;
+	r->size = arg.ring_bytes;
+	r->head = 0;
+	r->tail = 0;
+	r->seq = 0;
+	r->queued = 0;
+	r->lost_total = 0;
+	r->pending_lost = 0;
+	r->modtab = modtab;
+	r->modtab_used = 0;
+	r->modtab_full = false;
+	r->scratch = scratch;
+	r->armed = true;
+	spin_unlock(&r->lock);
+
+	mask = FS_CREATE | FS_DELETE | FS_RENAME | FS_ATTRIB |
+	       FS_CLOSE_WRITE | FS_ISDIR;
+	if (!(arg.flags & PRESTO_ARM_ALL_CLOSE_WRITE))
+		mask |= FS_MODIFY;
+	fsnotify_init_mark(&m->fsn, r->group);
+	m->fsn.mask = mask;
+	m->reader = r;
+	atomic_inc(&presto_live_marks);
+	err = fsnotify_add_mark(&m->fsn, &root.dentry->d_sb->s_fsnotify_marks,
+				FSNOTIFY_OBJ_TYPE_SB, 0, NULL);
+	if (err) {
+		/* Never attached: the put frees it through free_mark. */
+		fsnotify_put_mark(&m->fsn);
+		fsnotify_wait_marks_destroyed();
+		spin_lock(&r->lock);
+		r->armed = false;
+		r->ring = NULL;
+		r->modtab = NULL;
+		r->scratch = NULL;
+		r->size = 0;
+		spin_unlock(&r->lock);
+		r->root.mnt = NULL;
+		r->root.dentry = NULL;
+		m = NULL;
+		goto out_unlock;
+	}
+	r->mark = m;
+	mutex_unlock(&r->arm_mutex);
+	return 0;
+
+out_unlock:
+	mutex_unlock(&r->arm_mutex);
+out_free:
+	kfree(m);
+	kfree(scratch);
+	kfree(modtab);
+	vfree(ring);
+	path_put(&root);
+	return err;
+}
+
+/* ---- file operations ------------------------------------------------- */
+
+static int presto_open(struct inode *inode, struct file *file)
+{
+	struct presto_reader *r;
+	struct fsnotify_group *group;
+
+	r = kzalloc(sizeof(*r), GFP_KERNEL);
+	if (!r)
+		return -ENOMEM;
+	group = fsnotify_alloc_group(&presto_fsnotify_ops, 0);
+	if (IS_ERR(group)) {
+		kfree(r);
+		return PTR_ERR(group);
+	}
+	group->private = r;
+	r->group = group;
+	mutex_init(&r->arm_mutex);
+	mutex_init(&r->read_mutex);
+	init_waitqueue_head(&r->wq);
+	spin_lock_init(&r->lock);
+	file->private_data = r;
+	return stream_open(inode, file);
+}
+
+static int presto_release(struct inode *inode, struct file *file)
+{
+	struct presto_reader *r = file->private_data;
+
+	mutex_lock(&r->arm_mutex);
+	presto_disarm_locked(r);
+	mutex_unlock(&r->arm_mutex);
+	/* No marks are left, so this is the last reference. */
+	fsnotify_put_group(r->group);
+	kfree(r);
+	return 0;
+}
+
+static bool presto_readable(struct presto_reader *r)
+{
+	bool ret;
+
+	spin_lock(&r->lock);
+	ret = !r->armed || r->head != r->tail || r->pending_lost;
+	spin_unlock(&r->lock);
+	return ret;
+}
+
+static ssize_t presto_read(struct file *file, char __user *buf, size_t count,
+			   loff_t *ppos)
+{
+	struct presto_reader *r = file->private_data;
+	u64 start, pos;
+	u32 n, off, first;
+	int err;
+
+	if (count < PRESTO_EVENT_HDR_LEN)
+		return -EINVAL;
+	count = min_t(size_t, count, PRESTO_RING_MAX);
+
+	for (;;) {
+		err = mutex_lock_interruptible(&r->read_mutex);
+		if (err)
+			return err;
+		spin_lock(&r->lock);
+		presto_flush_overflow_locked(r);
+		if (r->head != r->tail)
+			break;	/* with read_mutex and lock held */
+		spin_unlock(&r->lock);
+		mutex_unlock(&r->read_mutex);
+		if (!READ_ONCE(r->armed))
+			return 0;
+		if (file->f_flags & O_NONBLOCK)
+			return -EAGAIN;
+		err = wait_event_interruptible(r->wq, presto_readable(r));
+		if (err)
+			return err;
+	}
+
+	/* Take as many whole records as fit in the buffer. */
+	start = r->tail;
+	for (pos = start; pos != r->head; ) {
+		u32 len = *(u32 *)(r->ring + (pos & (r->size - 1)));
+
+		if (pos + len - start > count)
+			break;
+		pos += len;
+	}
+	spin_unlock(&r->lock);
+	n = pos - start;
+	if (!n) {
+		mutex_unlock(&r->read_mutex);
+		return -EINVAL;		/* buffer smaller than the next record */
+	}
+
+	/* [start, pos) is ours: writers only fill [head, tail + size). */
+	off = start & (r->size - 1);
+	first = min(n, r->size - off);
+	err = 0;
+	if (copy_to_user(buf, r->ring + off, first) ||
+	    (n > first && copy_to_user(buf + first, r->ring, n - first)))
+		err = -EFAULT;
+	if (!err) {
+		spin_lock(&r->lock);
+		r->tail = pos;
+		spin_unlock(&r->lock);
+	}
+	mutex_unlock(&r->read_mutex);
+	return err ? err : n;
+}
+
+static __poll_t presto_poll(struct file *file, poll_table *wait)
+{
+	struct presto_reader *r = file->private_data;
+	__poll_t mask = 0;
+
+	poll_wait(file, &r->wq, wait);
+	spin_lock(&r->lock);
+	if (r->head != r->tail || r->pending_lost)
+		mask |= EPOLLIN | EPOLLRDNORM;
+	else if (!r->armed)
+		mask |= EPOLLHUP;
+	spin_unlock(&r->lock);
+	return mask;
+}
+
+static long presto_ioctl(struct file *file, unsigned int cmd,
+			 unsigned long arg)
+{
+	struct presto_reader *r = file->private_data;
+	struct presto_stats st = {};
+
+	switch (cmd) {
+	case PRESTO_IOC_ARM:
+		return presto_arm(r, (void __user *)arg);
+	case PRESTO_IOC_DISARM:
+		mutex_lock(&r->arm_mutex);
+		presto_disarm_locked(r);
+		mutex_unlock(&r->arm_mutex);
+		return 0;
+	case PRESTO_IOC_STATS:
+		st.abi_version = PRESTO_ABI_VERSION;
+		spin_lock(&r->lock);
+		st.armed = r->armed;
+		st.ring_bytes = r->size;
+		st.ring_used = r->head - r->tail;
+		st.queued = r->queued;
+		st.lost = r->lost_total;
+		st.pending_lost = r->pending_lost;
+		spin_unlock(&r->lock);
+		if (copy_to_user((void __user *)arg, &st, sizeof(st)))
+			return -EFAULT;
+		return 0;
+	default:
+		return -ENOTTY;
+	}
+}
+
+static const struct file_operations presto_fops = {
+	.owner		= THIS_MODULE,
+	.open		= presto_open,
+	.release	= presto_release,
+	.read		= presto_read,
+	.poll		= presto_poll,
+	.unlocked_ioctl	= presto_ioctl,
+	.compat_ioctl	= compat_ptr_ioctl,
+	.llseek		= no_llseek,
+};
+
+static struct miscdevice presto_misc = {
+	.minor	= MISC_DYNAMIC_MINOR,
+	.name	= "presto",
+	.fops	= &presto_fops,
+	.mode	= 0600,
+};
+
+static int __init presto_init(void)
+{
+	BUILD_BUG_ON(sizeof(struct presto_event) != PRESTO_EVENT_HDR_LEN);
+	BUILD_BUG_ON(sizeof(struct presto_arm) != 24);
+	BUILD_BUG_ON(sizeof(struct presto_stats) != 40);
+	return misc_register(&presto_misc);
+}
+
+static void __exit presto_exit(void)
+{
+	misc_deregister(&presto_misc);
+	WARN_ON(atomic_read(&presto_live_marks));
+}
+
+module_init(presto_init);
+module_exit(presto_exit);
+
+MODULE_LICENSE("GPL");
+MODULE_AUTHOR("replicator project");
+MODULE_DESCRIPTION("Presto: forward VFS events of a volume via /dev/presto");
+MODULE_VERSION("1.0");

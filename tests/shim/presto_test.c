@@ -1,0 +1,655 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * presto_test.c - in-guest test of presto.ko (run by tests/shim/run-qemu.sh).
+ *
+ * Usage: presto_test MODULE.ko MOUNTPOINT
+ *
+ * MOUNTPOINT is a freshly made ext4 filesystem.  The program loads the
+ * module, arms /dev/presto on MOUNTPOINT/vol, performs a scripted list of
+ * operations, reads the event records and compares them with the expected
+ * list, checks overflow handling, closes, unloads the module and unmounts.
+ *
+ * Output (one line each, on stdout = the serial console):
+ *   PRESTO-CHECK ok|FAIL <name> [detail]
+ *   PRESTO-EVENT <reader> seq=N type=T flags=F ino=I path=P [path2=Q]
+ *   PRESTO-CAPTURE-BEGIN name=main bytes=N
+ *   PRESTO-HEX <offset> <hex bytes, up to 32 per line>
+ *   PRESTO-CAPTURE-END name=main
+ *   PRESTO-TEST: N passed, M failed
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/klog.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "presto_abi.h"
+
+static int passed, failed;
+
+static void check(int ok, const char *name, const char *fmt, ...)
+{
+	char detail[512] = "";
+	va_list ap;
+
+	if (fmt) {
+		va_start(ap, fmt);
+		vsnprintf(detail, sizeof(detail), fmt, ap);
+		va_end(ap);
+	}
+	printf("PRESTO-CHECK %s %s%s%s\n", ok ? "ok" : "FAIL", name,
+	       detail[0] ? " " : "", detail);
+	fflush(stdout);
+	if (ok)
+		passed++;
+	else
+		failed++;
+}
+
+static void die(const char *what)
+{
+	printf("PRESTO-CHECK FAIL fatal %s: %s\n", what, strerror(errno));
+	printf("PRESTO-TEST: %d passed, %d failed\n", passed, failed + 1);
+	fflush(stdout);
+	exit(1);
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
+}
+
+/* ---- decoded events -------------------------------------------------- */
+
+struct ev {
+	uint32_t type, flags, mode;
+	uint64_t seq, ino, time_ns, aux;
+	char path[256], path2[256];
+};
+
+#define MAXEV 4096
+
+struct evlist {
+	const char *name;
+	struct ev ev[MAXEV];
+	int n;
+	int bad;		/* malformed records seen */
+	uint64_t last_seq;
+	unsigned char *raw;	/* capture of all bytes read, if non-NULL */
+	size_t rawlen, rawcap;
+};
+
+static const char *type_name(unsigned int t)
+{
+	static const char *const names[] = {
+		"?", "CLOSE_WRITE", "CREATE", "MKDIR", "RMDIR", "UNLINK",
+		"RENAME", "LINK", "SYMLINK", "SETATTR", "MOVED_IN",
+		"MOVED_OUT", "OVERFLOW",
+	};
+	return t <= PRESTO_EV_MAX ? names[t] : "?";
+}
+
+/* Parse a buffer returned by read(); returns 0 if well formed. */
+static int parse(struct evlist *l, const unsigned char *buf, size_t len,
+		 uint64_t t0)
+{
+	size_t off = 0;
+
+	if (l->raw) {
+		if (l->rawlen + len > l->rawcap) {
+			l->rawcap = (l->rawlen + len) * 2;
+			l->raw = realloc(l->raw, l->rawcap);
+		}
+		memcpy(l->raw + l->rawlen, buf, len);
+		l->rawlen += len;
+	}
+	while (off < len) {
+		struct presto_event h;
+		const unsigned char *p = buf + off;
+		struct ev *e;
+		size_t need, i;
+
+		if (len - off < PRESTO_EVENT_HDR_LEN)
+			return -1;
+		memcpy(&h, p, sizeof(h));
+		need = PRESTO_EVENT_HDR_LEN + h.path_len + 1 +
+		       (h.path2_len ? h.path2_len + 1 : 0);
+		if (h.rec_len % 8 || h.rec_len < need || h.rec_len > len - off ||
+		    h.magic != PRESTO_MAGIC || h.version != PRESTO_ABI_VERSION ||
+		    h.type < 1 || h.type > PRESTO_EV_MAX ||
+		    p[PRESTO_EVENT_HDR_LEN + h.path_len] != 0 ||
+		    (h.path2_len &&
+		     p[PRESTO_EVENT_HDR_LEN + h.path_len + 1 + h.path2_len]) ||
+		    h.seq != l->last_seq + 1 || h.time_ns < t0 ||
+		    h.time_ns > now_ns()) {
+			printf("PRESTO-BAD %s off=%zu len=%u magic=%x ver=%u type=%u seq=%llu\n",
+			       l->name, off, h.rec_len, h.magic, h.version,
+			       h.type, (unsigned long long)h.seq);
+			l->bad++;
+			return -1;
+		}
+		for (i = need; i < h.rec_len; i++)
+			if (p[i])
+				l->bad++;
+		l->last_seq = h.seq;
+		if (l->n < MAXEV) {
+			e = &l->ev[l->n++];
+			memset(e, 0, sizeof(*e));
+			e->type = h.type;
+			e->flags = h.flags;
+			e->mode = h.mode;
+			e->seq = h.seq;
+			e->ino = h.ino;
+			e->time_ns = h.time_ns;
+			e->aux = h.aux;
+			snprintf(e->path, sizeof(e->path), "%.*s", h.path_len,
+				 p + PRESTO_EVENT_HDR_LEN);
+			if (h.path2_len)
+				snprintf(e->path2, sizeof(e->path2), "%.*s",
+					 h.path2_len,
+					 p + PRESTO_EVENT_HDR_LEN + h.path_len + 1);
+		}
+		off += h.rec_len;
+	}
+	return 0;
+}
+
+/* Drain a non-blocking reader into l. */
+static void drain(int fd, struct evlist *l, uint64_t t0, size_t bufsz)
+{
+	static unsigned char buf[1 << 16];
+	ssize_t n;
+
+	if (bufsz > sizeof(buf))
+		bufsz = sizeof(buf);
+	for (;;) {
+		n = read(fd, buf, bufsz);
+		if (n < 0 && errno == EAGAIN)
+			return;
+		if (n < 0) {
+			check(0, "read", "%s: %s", l->name, strerror(errno));
+			return;
+		}
+		if (n == 0)
+			return;
+		if (parse(l, buf, n, t0))
+			return;
+	}
+}
+
+static void print_events(const struct evlist *l)
+{
+	int i;
+
+	for (i = 0; i < l->n; i++) {
+		const struct ev *e = &l->ev[i];
+
+		printf("PRESTO-EVENT %s seq=%llu type=%s flags=%u ino=%llu aux=%llu path=%s%s%s\n",
+		       l->name, (unsigned long long)e->seq, type_name(e->type),
+		       e->flags, (unsigned long long)e->ino,
+		       (unsigned long long)e->aux, e->path,
+		       e->path2[0] ? " path2=" : "", e->path2);
+	}
+	fflush(stdout);
+}
+
+/* ---- expectations ---------------------------------------------------- */
+
+struct exp {
+	unsigned int type, flags;
+	const char *path, *path2;
+	uint64_t ino;		/* 0: not checked */
+};
+
+struct explist {
+	struct exp e[256];
+	int n;
+};
+
+static void expect(struct explist *x, unsigned int type, unsigned int flags,
+		   const char *path, const char *path2, uint64_t ino)
+{
+	x->e[x->n++] = (struct exp){ type, flags, path, path2 ? path2 : "",
+				     ino };
+}
+
+static void compare(const char *name, const struct evlist *l,
+		    const struct explist *x)
+{
+	int i, n = l->n > x->n ? l->n : x->n, bad = 0;
+	char cname[128];
+
+	for (i = 0; i < n; i++) {
+		const struct ev *e = i < l->n ? &l->ev[i] : NULL;
+		const struct exp *w = i < x->n ? &x->e[i] : NULL;
+
+		snprintf(cname, sizeof(cname), "%s.%02d", name, i + 1);
+		if (!e || !w) {
+			check(0, cname, e ? "unexpected %s %s" :
+			      "missing %s %s", type_name(e ? e->type : w->type),
+			      e ? e->path : w->path);
+			bad++;
+			continue;
+		}
+		if (e->type != w->type || e->flags != w->flags ||
+		    strcmp(e->path, w->path) || strcmp(e->path2, w->path2) ||
+		    (w->ino && e->ino != w->ino)) {
+			check(0, cname,
+			      "got %s f=%u '%s' '%s' ino=%llu, want %s f=%u '%s' '%s' ino=%llu",
+			      type_name(e->type), e->flags, e->path, e->path2,
+			      (unsigned long long)e->ino, type_name(w->type),
+			      w->flags, w->path, w->path2,
+			      (unsigned long long)w->ino);
+			bad++;
+			continue;
+		}
+		check(1, cname, "%s '%s'%s%s", type_name(e->type), e->path,
+		      e->path2[0] ? " -> " : "", e->path2);
+	}
+	check(!bad && !l->bad, name, "%d events, %d expected, %d malformed",
+	      l->n, x->n, l->bad);
+}
+
+/* ---- helpers for scripted operations --------------------------------- */
+
+static uint64_t ino_of(const char *path)
+{
+	struct stat st;
+
+	if (lstat(path, &st))
+		die(path);
+	return st.st_ino;
+}
+
+static uint64_t write_file(const char *path, const char *data, int flags)
+{
+	int fd = open(path, O_WRONLY | flags, 0644);
+	struct stat st;
+
+	if (fd < 0)
+		die(path);
+	if (data && write(fd, data, strlen(data)) != (ssize_t)strlen(data))
+		die("write");
+	fstat(fd, &st);
+	close(fd);
+	return st.st_ino;
+}
+
+static void xcall(int ret, const char *what)
+{
+	if (ret)
+		die(what);
+}
+
+static int arm(int fd, const char *path, uint32_t ring, uint32_t flags)
+{
+	struct presto_arm a = {
+		.size = sizeof(a),
+		.flags = flags,
+		.ring_bytes = ring,
+		.path = (uintptr_t)path,
+	};
+
+	return ioctl(fd, PRESTO_IOC_ARM, &a) ? -errno : 0;
+}
+
+static void hexdump(const char *name, const unsigned char *p, size_t n)
+{
+	size_t i, j;
+
+	printf("PRESTO-CAPTURE-BEGIN name=%s bytes=%zu\n", name, n);
+	for (i = 0; i < n; i += 32) {
+		printf("PRESTO-HEX %06zx ", i);
+		for (j = i; j < n && j < i + 32; j++)
+			printf("%02x", p[j]);
+		printf("\n");
+	}
+	printf("PRESTO-CAPTURE-END name=%s\n", name);
+	fflush(stdout);
+}
+
+static int dmesg_clean(void)
+{
+	static char buf[1 << 18];
+	int n = klogctl(3 /* SYSLOG_ACTION_READ_ALL */, buf, sizeof(buf) - 1);
+	const char *bad[] = { "WARNING:", "BUG:", "Call Trace", "Oops",
+			      "Busy inodes", "leak", NULL };
+	int i, ok = 1;
+
+	if (n < 0)
+		return 0;
+	buf[n] = 0;
+	for (i = 0; bad[i]; i++) {
+		if (strstr(buf, bad[i])) {
+			printf("PRESTO-DMESG found '%s'\n", bad[i]);
+			ok = 0;
+		}
+	}
+	if (!ok) {
+		char *line = strtok(buf, "\n");
+
+		for (; line; line = strtok(NULL, "\n"))
+			printf("PRESTO-DMESG %s\n", line);
+	}
+	return ok;
+}
+
+/* ---- the test -------------------------------------------------------- */
+
+static struct evlist mainl = { .name = "main" };
+static struct evlist subl = { .name = "sub" };
+static struct evlist ovl = { .name = "overflow" };
+static struct explist mainx, subx;
+
+int main(int argc, char **argv)
+{
+	const char *ko, *mnt;
+	char vol[256], outside[256];
+	uint64_t t0, ino_f1, ino_a, ino_b, ino, ino_x, ino_f4;
+	struct presto_stats st;
+	struct pollfd pfd;
+	int kfd, fd, fd_sub, fd_ov, i, err, sum;
+	char name[512];
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (argc != 3) {
+		fprintf(stderr, "usage: %s presto.ko mountpoint\n", argv[0]);
+		return 2;
+	}
+	ko = argv[1];
+	mnt = argv[2];
+	snprintf(vol, sizeof(vol), "%s/vol", mnt);
+	snprintf(outside, sizeof(outside), "%s/outside", mnt);
+
+	/* Load the module. */
+	kfd = open(ko, O_RDONLY | O_CLOEXEC);
+	if (kfd < 0)
+		die(ko);
+	err = syscall(SYS_finit_module, kfd, "", 0);
+	check(!err, "insmod", err ? strerror(errno) : NULL);
+	close(kfd);
+	if (err)
+		die("finit_module");
+
+	xcall(mkdir(vol, 0755), "mkdir vol");
+	xcall(mkdir(outside, 0755), "mkdir outside");
+	xcall(chdir(vol), "chdir vol");
+	xcall(mkdir(".replicator", 0755), "mkdir .replicator");
+
+	fd = open(PRESTO_DEVICE, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
+		die(PRESTO_DEVICE);
+
+	/* ioctl argument checks */
+	check(arm(fd, "/nonexistent", 0, 0) == -ENOENT, "arm-enoent", NULL);
+	check(arm(fd, vol, 1000, 0) == -EINVAL, "arm-bad-ring", NULL);
+	check(arm(fd, vol, 0, 0x80) == -EINVAL, "arm-bad-flags", NULL);
+	check(read(fd, name, sizeof(name)) == 0, "read-unarmed-eof", NULL);
+
+	t0 = now_ns();
+	check(arm(fd, vol, 0, 0) == 0, "arm", NULL);
+	check(arm(fd, vol, 0, 0) == -EBUSY, "arm-twice-ebusy", NULL);
+	memset(&st, 0, sizeof(st));
+	check(!ioctl(fd, PRESTO_IOC_STATS, &st) && st.armed == 1 &&
+	      st.ring_bytes == PRESTO_RING_DEFAULT &&
+	      st.abi_version == PRESTO_ABI_VERSION, "stats-armed", NULL);
+	pfd = (struct pollfd){ .fd = fd, .events = POLLIN };
+	check(poll(&pfd, 1, 0) == 0, "poll-empty", NULL);
+
+	/* 1. create + write + close */
+	ino_f1 = write_file("f1", "hello\n", O_CREAT);
+	expect(&mainx, PRESTO_EV_CREATE, 0, "f1", NULL, ino_f1);
+	expect(&mainx, PRESTO_EV_CLOSE_WRITE, 0, "f1", NULL, ino_f1);
+	pfd.revents = 0;
+	check(poll(&pfd, 1, 1000) == 1 && (pfd.revents & POLLIN),
+	      "poll-readable", NULL);
+
+	/* 2. mkdir; a second reader armed on the sub-volume d1 */
+	xcall(mkdir("d1", 0755), "mkdir d1");
+	expect(&mainx, PRESTO_EV_MKDIR, PRESTO_F_ISDIR, "d1", NULL,
+	       ino_of("d1"));
+	fd_sub = open(PRESTO_DEVICE, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	if (fd_sub < 0)
+		die("open sub");
+	check(arm(fd_sub, "d1", 0, 0) == 0, "arm-sub", NULL);
+
+	/* 3. mkdir + rmdir */
+	xcall(mkdir("d2", 0755), "mkdir d2");
+	ino = ino_of("d2");
+	xcall(rmdir("d2"), "rmdir d2");
+	expect(&mainx, PRESTO_EV_MKDIR, PRESTO_F_ISDIR, "d2", NULL, ino);
+	expect(&mainx, PRESTO_EV_RMDIR, PRESTO_F_ISDIR, "d2", NULL, ino);
+
+	/* 4-6. create without writing; reopen for writing without writing;
+	 * unlink */
+	ino = write_file("f2", NULL, O_CREAT);
+	write_file("f1", NULL, 0);
+	xcall(unlink("f2"), "unlink f2");
+	expect(&mainx, PRESTO_EV_CREATE, 0, "f2", NULL, ino);
+	expect(&mainx, PRESTO_EV_UNLINK, 0, "f2", NULL, ino);
+
+	/* 7. rename of a file (into the sub-volume) */
+	xcall(rename("f1", "d1/f1r"), "rename f1");
+	expect(&mainx, PRESTO_EV_RENAME, 0, "f1", "d1/f1r", ino_f1);
+	expect(&subx, PRESTO_EV_MOVED_IN, 0, "f1r", NULL, ino_f1);
+
+	/* 8-9. a directory with files, renamed */
+	xcall(mkdir("d3", 0755), "mkdir d3");
+	ino = ino_of("d3");
+	ino_a = write_file("d3/a", "aaa\n", O_CREAT);
+	ino_b = write_file("d3/b", "bbb\n", O_CREAT);
+	xcall(rename("d3", "d4"), "rename d3");
+	expect(&mainx, PRESTO_EV_MKDIR, PRESTO_F_ISDIR, "d3", NULL, ino);
+	expect(&mainx, PRESTO_EV_CREATE, 0, "d3/a", NULL, ino_a);
+	expect(&mainx, PRESTO_EV_CLOSE_WRITE, 0, "d3/a", NULL, ino_a);
+	expect(&mainx, PRESTO_EV_CREATE, 0, "d3/b", NULL, ino_b);
+	expect(&mainx, PRESTO_EV_CLOSE_WRITE, 0, "d3/b", NULL, ino_b);
+	expect(&mainx, PRESTO_EV_RENAME, PRESTO_F_ISDIR, "d3", "d4", ino);
+
+	/* 10-11. hard link, symlink */
+	xcall(link("d4/a", "hl"), "link");
+	expect(&mainx, PRESTO_EV_LINK, 0, "hl", NULL, ino_a);
+	xcall(symlink("d4/a", "sl"), "symlink");
+	expect(&mainx, PRESTO_EV_SYMLINK, 0, "sl", NULL, ino_of("sl"));
+
+	/* 12. chmod, utimes, chmod of a directory */
+	xcall(chmod("d4/b", 0600), "chmod");
+	expect(&mainx, PRESTO_EV_SETATTR, 0, "d4/b", NULL, ino_b);
+	{
+		struct timeval tv[2] = { { 1000000, 0 }, { 2000000, 0 } };
+
+		xcall(utimes("d4/a", tv), "utimes");
+	}
+	expect(&mainx, PRESTO_EV_SETATTR, 0, "d4/a", NULL, ino_a);
+	xcall(chmod("d1", 0700), "chmod d1");
+	expect(&mainx, PRESTO_EV_SETATTR, PRESTO_F_ISDIR, "d1", NULL,
+	       ino_of("d1"));
+	expect(&subx, PRESTO_EV_SETATTR, PRESTO_F_ISDIR, "", NULL,
+	       ino_of("d1"));
+
+	/* 13. many small writes: one close event */
+	{
+		int wfd = open("f3", O_WRONLY | O_CREAT, 0644);
+
+		if (wfd < 0)
+			die("f3");
+		for (i = 0; i < 500; i++)
+			if (write(wfd, "0123456789abcdef", 16) != 16)
+				die("write f3");
+		close(wfd);
+	}
+	expect(&mainx, PRESTO_EV_CREATE, 0, "f3", NULL, ino_of("f3"));
+	expect(&mainx, PRESTO_EV_CLOSE_WRITE, 0, "f3", NULL, ino_of("f3"));
+
+	/* 14. inside .replicator/: nothing */
+	write_file(".replicator/kml", "record\n", O_CREAT);
+	xcall(mkdir(".replicator/tmp", 0755), "mkdir private");
+	xcall(rename(".replicator/kml", ".replicator/kml2"), "rename private");
+	xcall(chmod(".replicator/kml2", 0600), "chmod private");
+	write_file(".replicator/gone", "x\n", O_CREAT);
+	xcall(unlink(".replicator/gone"), "unlink private");
+	xcall(rmdir(".replicator/tmp"), "rmdir private");
+	xcall(chmod(".replicator", 0700), "chmod .replicator");
+
+	/* 15. outside the volume: nothing */
+	snprintf(name, sizeof(name), "%s/x", outside);
+	ino_x = write_file(name, "outside\n", O_CREAT);
+	snprintf(name, sizeof(name), "%s/y", outside);
+	xcall(mkdir(name, 0755), "mkdir outside/y");
+	xcall(rmdir(name), "rmdir outside/y");
+
+	/* 16-17. moves across the volume boundary */
+	snprintf(name, sizeof(name), "%s/x", outside);
+	xcall(rename(name, "moved"), "rename in");
+	expect(&mainx, PRESTO_EV_MOVED_IN, 0, "moved", NULL, ino_x);
+	snprintf(name, sizeof(name), "%s/x2", outside);
+	xcall(rename("moved", name), "rename out");
+	expect(&mainx, PRESTO_EV_MOVED_OUT, 0, "moved", NULL, ino_x);
+	ino = ino_of(".replicator/kml2");
+	xcall(rename(".replicator/kml2", "staged"), "rename from private");
+	expect(&mainx, PRESTO_EV_MOVED_IN, 0, "staged", NULL, ino);
+
+	/* 18. truncating open counts as a modification */
+	write_file("d1/f1r", NULL, O_TRUNC);
+	expect(&mainx, PRESTO_EV_CLOSE_WRITE, 0, "d1/f1r", NULL, ino_f1);
+	expect(&subx, PRESTO_EV_CLOSE_WRITE, 0, "f1r", NULL, ino_f1);
+
+	/* 19. write, rename while open, close: close reports the new name */
+	{
+		int wfd = open("f4", O_WRONLY | O_CREAT, 0644);
+		struct stat sb;
+
+		if (wfd < 0 || write(wfd, "4", 1) != 1)
+			die("f4");
+		fstat(wfd, &sb);
+		ino_f4 = sb.st_ino;
+		xcall(rename("f4", "f5"), "rename f4");
+		close(wfd);
+	}
+	expect(&mainx, PRESTO_EV_CREATE, 0, "f4", NULL, ino_f4);
+	expect(&mainx, PRESTO_EV_RENAME, 0, "f4", "f5", ino_f4);
+	expect(&mainx, PRESTO_EV_CLOSE_WRITE, 0, "f5", NULL, ino_f4);
+
+	/* 20. rename over an existing file, unlink of a hard link */
+	write_file("f6", "six\n", O_CREAT | O_EXCL);
+	ino = ino_of("f6");
+	xcall(rename("f6", "f5"), "rename over");
+	xcall(unlink("hl"), "unlink hl");
+	expect(&mainx, PRESTO_EV_CREATE, 0, "f6", NULL, ino);
+	expect(&mainx, PRESTO_EV_CLOSE_WRITE, 0, "f6", NULL, ino);
+	expect(&mainx, PRESTO_EV_RENAME, 0, "f6", "f5", ino);
+	expect(&mainx, PRESTO_EV_UNLINK, 0, "hl", NULL, ino_a);
+
+	/* 21. end marker */
+	xcall(mkdir("end", 0755), "mkdir end");
+	expect(&mainx, PRESTO_EV_MKDIR, PRESTO_F_ISDIR, "end", NULL,
+	       ino_of("end"));
+
+	mainl.raw = malloc(1 << 16);
+	mainl.rawcap = 1 << 16;
+	/* small reads: several records per read, records never split */
+	drain(fd, &mainl, t0, 200);
+	drain(fd_sub, &subl, t0, 4096);
+	print_events(&mainl);
+	print_events(&subl);
+	compare("main", &mainl, &mainx);
+	compare("sub", &subl, &subx);
+	hexdump("main", mainl.raw, mainl.rawlen);
+
+	check(read(fd, name, 8) < 0 && errno == EINVAL, "read-short-einval",
+	      NULL);
+	check(read(fd, name, sizeof(name)) < 0 && errno == EAGAIN,
+	      "read-empty-eagain", NULL);
+
+	/* Disarm: further events are not queued, read returns EOF. */
+	check(!ioctl(fd, PRESTO_IOC_DISARM), "disarm", NULL);
+	xcall(mkdir("after-disarm", 0755), "mkdir after-disarm");
+	memset(&st, 0, sizeof(st));
+	check(!ioctl(fd, PRESTO_IOC_STATS, &st) && st.armed == 0,
+	      "stats-disarmed", NULL);
+	check(read(fd, name, sizeof(name)) == 0, "read-disarmed-eof", NULL);
+	close(fd_sub);
+
+	/* Overflow: a 4 KiB ring and a flood of events. */
+	fd_ov = open(PRESTO_DEVICE, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	if (fd_ov < 0)
+		die("open overflow");
+	t0 = now_ns();
+	check(arm(fd_ov, vol, PRESTO_RING_MIN, 0) == 0, "arm-small-ring", NULL);
+	xcall(mkdir("ov", 0755), "mkdir ov");
+	for (i = 0; i < 300; i++) {
+		snprintf(name, sizeof(name), "ov/f%03d", i);
+		write_file(name, NULL, O_CREAT);
+	}
+	memset(&st, 0, sizeof(st));
+	err = ioctl(fd_ov, PRESTO_IOC_STATS, &st);
+	check(!err && st.lost > 0 && st.pending_lost == st.lost, "stats-lost",
+	      "queued=%llu lost=%llu", (unsigned long long)st.queued,
+	      (unsigned long long)st.lost);
+	pfd = (struct pollfd){ .fd = fd_ov, .events = POLLIN };
+	check(poll(&pfd, 1, 0) == 1, "poll-overflow", NULL);
+	drain(fd_ov, &ovl, t0, 1 << 16);
+	{
+		int normal = 0, overflows = 0, order_ok = 1;
+		uint64_t lost = 0;
+
+		for (i = 0; i < ovl.n; i++) {
+			if (ovl.ev[i].type == PRESTO_EV_OVERFLOW) {
+				overflows++;
+				lost += ovl.ev[i].aux;
+				if (i != ovl.n - 1)
+					order_ok = 0;
+			} else {
+				normal++;
+				if (overflows)
+					order_ok = 0;
+			}
+		}
+		sum = normal + (int)lost;
+		check(overflows == 1 && order_ok && sum == 301 &&
+		      lost == st.lost && !ovl.bad, "overflow",
+		      "records=%d overflows=%d lost=%llu sum=%d (want 301)",
+		      normal, overflows, (unsigned long long)lost, sum);
+	}
+	/* after the overflow the stream resumes */
+	ovl.n = 0;
+	write_file("ov/after", NULL, O_CREAT);
+	drain(fd_ov, &ovl, t0, 1 << 16);
+	check(ovl.n == 1 && ovl.ev[0].type == PRESTO_EV_CREATE &&
+	      !strcmp(ovl.ev[0].path, "ov/after"), "overflow-resume",
+	      "n=%d", ovl.n);
+
+	/* Unload: busy while a reader is open, fine after. */
+	err = syscall(SYS_delete_module, "presto", O_NONBLOCK);
+	check(err && (errno == EWOULDBLOCK || errno == EBUSY),
+	      "rmmod-busy-while-open", err ? strerror(errno) : "unloaded");
+	close(fd_ov);
+	close(fd);
+	err = syscall(SYS_delete_module, "presto", O_NONBLOCK);
+	check(!err, "rmmod", err ? strerror(errno) : NULL);
+	check(access(PRESTO_DEVICE, F_OK) != 0, "device-gone", NULL);
+
+	xcall(chdir("/"), "chdir /");
+	err = umount2(mnt, 0);
+	check(!err, "umount", err ? strerror(errno) : NULL);
+	check(dmesg_clean(), "dmesg-clean", NULL);
+
+	printf("PRESTO-TEST: %d passed, %d failed\n", passed, failed);
+	fflush(stdout);
+	return failed ? 1 : 0;
+}

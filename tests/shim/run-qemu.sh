@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# tests/shim/run-qemu.sh - build presto.ko and test it in Debian's own kernel
+# booted under QEMU (TCG).  Never loads anything into the host's kernel.
+#
+#   bash tests/shim/run-qemu.sh
+#
+# Needs root on Debian 12 (installs missing packages with apt-get) and
+# reaches only Debian's archive.  Environment:
+#   PRESTO_CACHE          download/extract cache (default /var/cache/replicator-qemu)
+#   PRESTO_CAPTURE_OUT    if set, the raw bytes of the "main" scenario read
+#                         from /dev/presto are written to this file
+#   PRESTO_LOG_OUT        if set, the full serial console log is copied here
+#   PRESTO_QEMU_TIMEOUT   seconds allowed for the guest (default 300)
+#   PRESTO_TOTAL_TIMEOUT  seconds allowed for everything (default 1800)
+#   PRESTO_KEEP=1         keep the work directory
+# Exit status: 0 all guest checks passed; 1 otherwise (or on timeout).
+set -euo pipefail
+
+if [[ -z "${PRESTO_UNDER_TIMEOUT:-}" ]]; then
+	export PRESTO_UNDER_TIMEOUT=1
+	exec timeout -k 10 "${PRESTO_TOTAL_TIMEOUT:-1800}" bash "$0" "$@"
+fi
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+top=$(cd "$here/../.." && pwd)
+cache=${PRESTO_CACHE:-/var/cache/replicator-qemu}
+qemu_timeout=${PRESTO_QEMU_TIMEOUT:-300}
+export DEBIAN_FRONTEND=noninteractive
+t_start=$(date +%s)
+
+log() { printf 'run-qemu: %s\n' "$*" >&2; }
+fail() { log "ERROR: $*"; echo "PRESTO-TEST: 0 passed, 1 failed"; exit 1; }
+
+[[ $(id -u) -eq 0 ]] || fail "must run as root (apt-get install)"
+
+# ---- packages --------------------------------------------------------------
+pkgs=(linux-headers-amd64 qemu-system-x86 busybox-static e2fsprogs kmod cpio
+      gcc make libc6-dev)
+missing=()
+for p in "${pkgs[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' ||
+		missing+=("$p")
+done
+apt_updated=
+apt_update() {
+	[[ -n $apt_updated ]] && return 0
+	log "apt-get update"
+	apt-get update -qq </dev/null >&2
+	apt_updated=1
+}
+if ((${#missing[@]})); then
+	apt_update
+	log "installing ${missing[*]}"
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >&2
+fi
+
+# Kernel version from the headers meta package: never hard-coded.
+kver() {
+	dpkg-query -W -f='${Depends}' linux-headers-amd64 |
+		sed -n 's/.*linux-headers-\([0-9][^ ,]*-amd64\).*/\1/p'
+}
+KVER=$(kver)
+[[ -n $KVER ]] || fail "cannot find the kernel version of linux-headers-amd64"
+
+# ---- kernel image, extracted (not installed) -------------------------------
+kroot=$cache/$KVER/root
+if [[ ! -f $kroot/boot/vmlinuz-$KVER || ! -f $kroot/.complete ]]; then
+	mkdir -p "$cache/$KVER"
+	rm -rf "$kroot" "$cache/$KVER"/*.deb
+	dl() { (cd "$cache/$KVER" && apt-get download -q -o APT::Sandbox::User=root "linux-image-$KVER" </dev/null >&2); }
+	if ! dl; then
+		# The archive moved on: bring the headers up to date, retry.
+		apt_update
+		apt-get install -y -qq linux-headers-amd64 </dev/null >&2
+		KVER=$(kver)
+		kroot=$cache/$KVER/root
+		mkdir -p "$cache/$KVER"
+		dl || fail "cannot download linux-image-$KVER"
+	fi
+	chmod -R a+rX "$cache" 2>/dev/null || true
+	dpkg-deb -x "$cache/$KVER"/linux-image-"$KVER"_*.deb "$kroot"
+	depmod -b "$kroot" "$KVER"
+	touch "$kroot/.complete"
+fi
+kdir=/usr/src/linux-headers-$KVER
+[[ -d $kdir ]] || fail "headers $kdir missing"
+log "kernel $KVER"
+
+# ---- work dir --------------------------------------------------------------
+work=$(mktemp -d "${TMPDIR:-/tmp}/presto-qemu.XXXXXX")
+cleanup() { [[ -n "${PRESTO_KEEP:-}" ]] && log "kept $work" || rm -rf "$work"; }
+trap cleanup EXIT
+
+# ---- build the module and the test program ---------------------------------
+mkdir -p "$work/shim"
+cp "$top/shim/presto.c" "$top/shim/presto_abi.h" "$top/shim/Kbuild" "$work/shim/"
+log "building presto.ko"
+make -s -C "$kdir" M="$work/shim" modules >"$work/build.log" 2>&1 ||
+	{ cat "$work/build.log" >&2; fail "module build failed"; }
+if grep -q 'warning:' "$work/build.log"; then
+	cat "$work/build.log" >&2
+	fail "module build has warnings"
+fi
+vm=$(modinfo -F vermagic "$work/shim/presto.ko")
+[[ $vm == "$KVER "* ]] || fail "vermagic '$vm' does not match $KVER"
+gcc -static -O2 -Wall -I "$top/shim" -o "$work/presto_test" \
+	"$here/presto_test.c" || fail "test program build failed"
+
+# ---- initramfs -------------------------------------------------------------
+ird=$work/initramfs
+mkdir -p "$ird"/{bin,dev,proc,sys,mnt,tmp,lib/modules}
+cp /bin/busybox "$ird/bin/busybox"
+cp "$work/shim/presto.ko" "$work/presto_test" "$ird/"
+: >"$ird/modules.list"
+declare -A seen=()
+while read -r kind path _; do
+	[[ $kind == insmod ]] || continue
+	b=$(basename "$path")
+	[[ -n ${seen[$b]:-} ]] && continue
+	seen[$b]=1
+	cp "$path" "$ird/lib/modules/$b"
+	echo "$b" >>"$ird/modules.list"
+done < <(modprobe -d "$kroot" -S "$KVER" --show-depends -a ext4 virtio_pci virtio_blk)
+cat >"$ird/init" <<'EOF'
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+for m in $(cat /modules.list); do
+	# crc32c-intel needs SSE4.2 and may be refused: crc32c_generic stands in
+	insmod /lib/modules/$m 2>/dev/null || echo "PRESTO-INFO insmod $m refused"
+done
+i=0
+while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+if mount -t ext4 /dev/vda /mnt; then
+	/presto_test /presto.ko /mnt
+	echo "PRESTO-EXIT $?"
+else
+	echo "PRESTO-CHECK FAIL boot-mount /dev/vda"
+fi
+sync
+poweroff -f
+EOF
+chmod 755 "$ird/init"
+(cd "$ird" && find . | cpio -o -H newc --quiet | gzip -1) >"$work/initrd.gz"
+
+# ---- disk and boot ----------------------------------------------------------
+truncate -s 64M "$work/disk.img"
+mkfs.ext4 -q -F "$work/disk.img"
+
+log "booting (timeout ${qemu_timeout}s)"
+t_boot=$(date +%s)
+set +e
+timeout -k 5 "$qemu_timeout" qemu-system-x86_64 -accel tcg -m 512 \
+	-nographic -no-reboot -net none \
+	-kernel "$kroot/boot/vmlinuz-$KVER" -initrd "$work/initrd.gz" \
+	-append "console=ttyS0 loglevel=1 panic=-1 rdinit=/init" \
+	-drive file="$work/disk.img",if=virtio,format=raw \
+	</dev/null >"$work/console.log" 2>&1
+qrc=$?
+set -e
+tr -d '\r' <"$work/console.log" >"$work/console.txt"
+log "guest finished in $(($(date +%s) - t_boot))s (qemu exit $qrc)"
+[[ -n "${PRESTO_LOG_OUT:-}" ]] && cp "$work/console.txt" "$PRESTO_LOG_OUT"
+
+grep -E '^PRESTO-(CHECK|INFO|BAD|DMESG|EXIT)' "$work/console.txt" || true
+
+if [[ -n "${PRESTO_CAPTURE_OUT:-}" ]]; then
+	sed -n '/^PRESTO-CAPTURE-BEGIN name=main /,/^PRESTO-CAPTURE-END name=main/p' \
+		"$work/console.txt" |
+		perl -ne 'print pack("H*", $1) if /^PRESTO-HEX [0-9a-f]+ ([0-9a-f]+)$/' \
+			>"$PRESTO_CAPTURE_OUT"
+	want=$(sed -n 's/^PRESTO-CAPTURE-BEGIN name=main bytes=\([0-9]*\).*/\1/p' \
+		"$work/console.txt")
+	got=$(stat -c %s "$PRESTO_CAPTURE_OUT")
+	[[ -n $want && $want == "$got" ]] ||
+		fail "capture incomplete: $got bytes, expected ${want:-?}"
+	log "capture: $got bytes -> $PRESTO_CAPTURE_OUT"
+fi
+
+summary=$(grep -E '^PRESTO-TEST: [0-9]+ passed, [0-9]+ failed$' "$work/console.txt" | tail -1 || true)
+if [[ -z $summary ]]; then
+	[[ $qrc -eq 124 ]] && log "guest timed out after ${qemu_timeout}s"
+	log "no summary line; last console lines:"
+	tail -40 "$work/console.txt" >&2
+	echo "PRESTO-TEST: 0 passed, 1 failed"
+	exit 1
+fi
+log "total $(($(date +%s) - t_start))s"
+echo "$summary"
+[[ $summary == *" 0 failed" ]]
