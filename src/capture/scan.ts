@@ -1,0 +1,151 @@
+/**
+ * Scan capture: compares the tree on disk with the index of the last recorded
+ * state and describes the difference as KML changes. Only files whose size,
+ * mtime or inode moved are hashed; a path that reappears under a new name
+ * with the same inode becomes one rename (a directory's contents move with it).
+ *
+ * @module
+ */
+
+import type { KmlRecord } from "../kml/record.ts";
+import { Op } from "../kml/record.ts";
+import type { Entry } from "../volume/state.ts";
+import { hashFile } from "../fs/hash.ts";
+import { typeBits } from "../fs/stat.ts";
+import { isWithin } from "../fs/paths.ts";
+import { type Seen, walk } from "./walk.ts";
+
+/** A change as capture describes it; the volume adds origin, sequence and epoch. */
+export type Change = Pick<KmlRecord, "op" | "path" | "target" | "mode" | "size" | "mtimeNs" | "digest">;
+
+/** What a scan found. */
+export interface ScanResult {
+  changes: Change[];
+  /** Index rows to write (null: delete the row) if the changes are recorded. */
+  updates: Map<string, Entry | null>;
+  problems: string[];
+}
+
+const NO_DIGEST = "0".repeat(64);
+
+/** Scans the volume at `root` against `index` (which it does not modify). */
+export function scan(root: string, index: Map<string, Entry>): ScanResult {
+  const { seen, unreadable, problems } = walk(root);
+  const old = new Map(index);
+  const changes: Change[] = [];
+  const updates = new Map<string, Entry | null>();
+  const renamed = detectRenames(old, seen, changes, updates);
+  const hidden = (p: string) => unreadable.some((d) => d !== "" && isWithin(p, d)) || unreadable.includes("");
+
+  const removed = [...old.keys()].filter((p) => {
+    const s = seen.get(p);
+    return (!s || s.type !== old.get(p)!.type) && !hidden(p);
+  }).sort().reverse();
+  for (const p of removed) {
+    changes.push(change(old.get(p)!.type === "d" ? Op.Rmdir : Op.Unlink, p));
+    updates.set(p, null);
+    old.delete(p);
+  }
+
+  for (const [p, s] of seen) {
+    const before = old.get(p);
+    const entry = toEntry(s, before);
+    if (s.type === "f" && needsHash(s, before, renamed.has(p))) {
+      try {
+        entry.digest = hashFile(`${root}/${p}`);
+      } catch (e) {
+        problems.push(`cannot read ${p}: ${(e as Error).message}; it was not recorded`);
+        continue;
+      }
+    }
+    const c = diffEntry(p, s, entry, before);
+    if (c) changes.push(c);
+    if (c || !before || !sameEntry(before, entry)) updates.set(p, entry);
+  }
+  return { changes, updates, problems };
+}
+
+/**
+ * Pairs paths that vanished with new paths of the same inode and type, in
+ * path order so a directory is paired before anything inside it; rewrites
+ * `old` as if each rename had already been applied.
+ */
+function detectRenames(
+  old: Map<string, Entry>,
+  seen: Map<string, Seen>,
+  changes: Change[],
+  updates: Map<string, Entry | null>,
+): Set<string> {
+  const gone = new Map<number, string>();
+  for (const [p, e] of old) if (!seen.has(p)) gone.set(e.ino, p);
+  const renamed = new Set<string>();
+  if (gone.size === 0) return renamed;
+  for (const [p, s] of seen) {
+    if (old.has(p)) continue;
+    const from = gone.get(s.ino);
+    if (from === undefined || !old.has(from) || old.get(from)!.type !== s.type) continue;
+    if (isWithin(p, from)) continue; // a directory cannot move inside itself
+    gone.delete(s.ino);
+    changes.push({ ...change(Op.Rename, from), target: p });
+    for (const [q, e] of [...old]) {
+      if (!isWithin(q, from)) continue;
+      const to = p + q.slice(from.length);
+      old.delete(q);
+      old.set(to, e);
+      updates.set(q, null);
+      updates.set(to, e);
+      renamed.add(to);
+    }
+  }
+  return renamed;
+}
+
+function needsHash(s: Seen, before: Entry | undefined, wasRenamed: boolean): boolean {
+  if (!before || before.type !== "f") return true;
+  return before.size !== s.size || before.mtimeNs !== s.mtimeNs || (before.ino !== s.ino && !wasRenamed);
+}
+
+function toEntry(s: Seen, before: Entry | undefined): Entry {
+  const keep = before && before.type === "f" && s.type === "f";
+  return {
+    type: s.type as Entry["type"],
+    ino: s.ino,
+    perm: s.perm,
+    size: s.type === "f" ? s.size : 0,
+    mtimeNs: s.mtimeNs,
+    digest: keep ? before.digest : "",
+    target: s.target,
+  };
+}
+
+/** The change that turns `before` into what is on disk now, if any. */
+function diffEntry(p: string, s: Seen, now: Entry, before: Entry | undefined): Change | null {
+  const mode = typeBits(s.type) | s.perm;
+  const fresh = !before || before.type !== s.type;
+  if (s.type === "d") {
+    if (fresh) return { ...change(Op.Mkdir, p), mode };
+    return before.perm !== s.perm ? { ...change(Op.Setattr, p), mode } : null;
+  }
+  if (s.type === "l") {
+    if (fresh || before.target !== s.target) {
+      return { ...change(Op.Symlink, p), mode, target: s.target, mtimeNs: s.mtimeNs };
+    }
+    return null;
+  }
+  if (fresh || before.digest !== now.digest) {
+    return { ...change(Op.Store, p), mode, size: s.size, mtimeNs: s.mtimeNs, digest: now.digest };
+  }
+  if (before.perm !== s.perm || before.mtimeNs !== s.mtimeNs) {
+    return { ...change(Op.Setattr, p), mode, mtimeNs: s.mtimeNs };
+  }
+  return null;
+}
+
+function sameEntry(a: Entry, b: Entry): boolean {
+  return a.type === b.type && a.ino === b.ino && a.perm === b.perm && a.size === b.size &&
+    a.mtimeNs === b.mtimeNs && a.digest === b.digest && a.target === b.target;
+}
+
+function change(op: Op, path: string): Change {
+  return { op, path, target: "", mode: 0, size: 0, mtimeNs: 0n, digest: NO_DIGEST };
+}

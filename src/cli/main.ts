@@ -1,0 +1,135 @@
+/**
+ * The command line: parses arguments, calls the API in src/replica.ts, prints
+ * results and maps errors to exit statuses. Silent when nothing happened.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { clone, init, listPeers, log, setPeer, status, sync } from "../replica.ts";
+import { fsck } from "../volume/fsck.ts";
+import { Exit, ReplicatorError, UsageError } from "../errors.ts";
+import { printLog, printStatus, printSyncReports, toJson } from "./output.ts";
+
+const USAGE = `usage:
+  replicator init [DIR] [--host NAME]
+  replicator clone SOURCE [DIR] [--host NAME]
+  replicator sync [PEER...] [-C DIR]
+  replicator status [-C DIR] [--json]
+  replicator log [-C DIR] [--json]
+  replicator fsck [-C DIR] [--repair]
+  replicator peer (add NAME URL | remove NAME | list) [-C DIR]
+options: -C DIR, --json, -v, --host NAME, --ssh CMD, --remote-cmd PATH, --token-file F`;
+
+const OPTIONS = {
+  C: { type: "string", short: "C" },
+  json: { type: "boolean" },
+  verbose: { type: "boolean", short: "v" },
+  host: { type: "string" },
+  repair: { type: "boolean" },
+  ssh: { type: "string" },
+  "remote-cmd": { type: "string" },
+  "token-file": { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+type Flags = {
+  C?: string;
+  json?: boolean;
+  verbose?: boolean;
+  host?: string;
+  repair?: boolean;
+};
+
+/** Runs the CLI with `args`; returns the exit status. */
+export function main(args: string[]): number {
+  try {
+    const { values, positionals } = parse(args);
+    if (values.help) {
+      console.log(USAGE);
+      return Exit.ok;
+    }
+    const [command, ...rest] = positionals;
+    if (!command) throw new UsageError("no command given");
+    return run(command, rest, values);
+  } catch (e) {
+    if (e instanceof ReplicatorError) {
+      console.error(`replicator: ${e.message}`);
+      if (e instanceof UsageError) console.error(USAGE);
+      return e.exitCode;
+    }
+    if (e instanceof Deno.errors.PermissionDenied) {
+      console.error(`replicator: ${(e as Error).message}; check the permissions of the volume's files`);
+      return Exit.failed;
+    }
+    console.error(`replicator: unexpected error: ${(e as Error).stack ?? e}`);
+    return Exit.failed;
+  }
+}
+
+function parse(args: string[]) {
+  try {
+    return parseArgs({ args, options: OPTIONS, allowPositionals: true, strict: true });
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+}
+
+function run(command: string, rest: string[], f: Flags): number {
+  const dir = f.C ?? ".";
+  switch (command) {
+    case "init":
+      arity(rest, 0, 1);
+      init(rest[0] ?? dir, { host: f.host });
+      if (f.verbose) console.log(`initialised ${rest[0] ?? dir}; this replica holds the permit`);
+      return Exit.ok;
+    case "clone": {
+      arity(rest, 1, 2);
+      const report = clone(rest[0], rest[1] ?? dir, { host: f.host });
+      return printSyncReports([report], f);
+    }
+    case "sync":
+      return printSyncReports(sync(dir, rest), f);
+    case "status":
+      arity(rest, 0, 0);
+      return printStatus(status(dir), f);
+    case "log":
+      arity(rest, 0, 0);
+      return printLog(log(dir), f);
+    case "fsck":
+      return runFsck(dir, rest, f);
+    case "peer":
+      return runPeer(dir, rest, f);
+    default:
+      throw new UsageError(`unknown command '${command}'`);
+  }
+}
+
+function runFsck(dir: string, rest: string[], f: Flags): number {
+  arity(rest, 0, 0);
+  const problems = fsck(dir, f.repair);
+  if (f.json) console.log(toJson({ problems }));
+  else {
+    for (const p of problems) {
+      const where = p.offset === undefined ? p.file : `${p.file} at offset ${p.offset}`;
+      console.error(`${where}: ${p.message}${p.repaired ? " (repaired)" : ""}`);
+    }
+  }
+  return problems.every((p) => p.repaired) ? Exit.ok : Exit.failed;
+}
+
+function runPeer(dir: string, rest: string[], f: Flags): number {
+  const [sub, ...args] = rest;
+  if (sub === "add" && args.length === 2) setPeer(dir, args[0], args[1]);
+  else if (sub === "remove" && args.length === 1) setPeer(dir, args[0], null);
+  else if (sub === "list" && args.length === 0) {
+    const peers = listPeers(dir);
+    if (f.json) console.log(toJson(peers));
+    else for (const [name, url] of Object.entries(peers)) console.log(`${name}\t${url}`);
+  } else throw new UsageError("peer takes: add NAME URL | remove NAME | list");
+  return Exit.ok;
+}
+
+function arity(rest: string[], min: number, max: number): void {
+  if (rest.length < min || rest.length > max) throw new UsageError("wrong number of arguments");
+}

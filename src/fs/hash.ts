@@ -1,0 +1,36 @@
+/**
+ * SHA-256 of whole files, streamed in bounded memory.
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+
+const CHUNK = 1 << 20;
+
+/** Hex SHA-256 of the file at `path`, read in 1 MiB pieces. */
+export function hashFile(path: string): string {
+  const f = Deno.openSync(path, { read: true });
+  try {
+    return hashOpenFile(f);
+  } finally {
+    f.close();
+  }
+}
+
+/** Hex SHA-256 of the rest of an open file. */
+export function hashOpenFile(f: Deno.FsFile): string {
+  const h = createHash("sha256");
+  const buf = new Uint8Array(CHUNK);
+  for (;;) {
+    const n = f.readSync(buf);
+    if (n === null || n === 0) break;
+    h.update(buf.subarray(0, n));
+  }
+  return h.digest("hex");
+}
+
+/** Hex SHA-256 of bytes in memory. */
+export function hashBytes(b: Uint8Array): string {
+  return createHash("sha256").update(b).digest("hex");
+}

@@ -1,0 +1,88 @@
+/**
+ * The few libc calls Deno does not offer: syncfs(2) and utimensat(2) with
+ * nanoseconds and AT_SYMLINK_NOFOLLOW. Loaded once, on first use, via FFI.
+ *
+ * @module
+ */
+
+const AT_FDCWD = -100;
+const AT_SYMLINK_NOFOLLOW = 0x100;
+const O_RDONLY = 0;
+const O_DIRECTORY = 0o200000;
+
+const SYMBOLS = {
+  open: { parameters: ["buffer", "i32"], result: "i32" },
+  openMode: { name: "open", parameters: ["buffer", "i32", "u32"], result: "i32" },
+  flock: { parameters: ["i32", "i32"], result: "i32" },
+  close: { parameters: ["i32"], result: "i32" },
+  syncfs: { parameters: ["i32"], result: "i32" },
+  statx: { parameters: ["i32", "buffer", "i32", "u32", "buffer"], result: "i32" },
+  utimensat: { parameters: ["i32", "buffer", "buffer", "i32"], result: "i32" },
+} as const;
+
+type Lib = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+let lib: Lib | undefined;
+
+/** The loaded symbols. */
+export function libc(): Lib {
+  lib ??= Deno.dlopen("libc.so.6", SYMBOLS).symbols;
+  return lib;
+}
+
+export function cString(s: string): Uint8Array<ArrayBuffer> {
+  const b = new TextEncoder().encode(s);
+  const out = new Uint8Array(b.length + 1);
+  out.set(b);
+  return out;
+}
+
+/** syncfs(2) on the filesystem holding directory `dir`. */
+export function syncfs(dir: string): void {
+  const fd = libc().open(cString(dir), O_RDONLY | O_DIRECTORY);
+  if (fd < 0) throw new Error(`cannot open ${dir} to flush its filesystem`);
+  try {
+    if (libc().syncfs(fd) !== 0) throw new Error(`syncfs(${dir}) failed`);
+  } finally {
+    libc().close(fd);
+  }
+}
+
+/**
+ * Sets atime and mtime of `path` (not following a final symlink) to `mtimeNs`.
+ * Throws Deno.errors.NotFound-like Error on failure.
+ */
+export function setMtimeNs(path: string, mtimeNs: bigint): void {
+  const ts = new BigInt64Array(4);
+  const sec = mtimeNs / 1_000_000_000n;
+  let nsec = mtimeNs % 1_000_000_000n;
+  const s = nsec < 0n ? sec - 1n : sec;
+  if (nsec < 0n) nsec += 1_000_000_000n;
+  ts[0] = s;
+  ts[1] = nsec;
+  ts[2] = s;
+  ts[3] = nsec;
+  const rc = libc().utimensat(AT_FDCWD, cString(path), new Uint8Array(ts.buffer), AT_SYMLINK_NOFOLLOW);
+  if (rc !== 0) throw new Error(`cannot set the modification time of ${path}`);
+}
+
+const O_RDWR = 2;
+const O_CREAT = 0o100;
+const O_CLOEXEC = 0o2000000;
+const LOCK_EX = 2;
+const LOCK_NB = 4;
+
+/**
+ * Takes an exclusive flock(2) on `path` (created if missing) without waiting.
+ * Returns a release function, or null if another process holds the lock.
+ * The kernel drops the lock when the process dies, so a killed run never
+ * leaves the volume locked.
+ */
+export function tryLock(path: string): (() => void) | null {
+  const fd = libc().openMode(cString(path), O_RDWR | O_CREAT | O_CLOEXEC, 0o644);
+  if (fd < 0) throw new Error(`cannot open lock file ${path}`);
+  if (libc().flock(fd, LOCK_EX | LOCK_NB) !== 0) {
+    libc().close(fd);
+    return null;
+  }
+  return () => void libc().close(fd);
+}

@@ -1,0 +1,40 @@
+/**
+ * Volume-relative paths: the only kind a record may carry (rule 6: nothing is
+ * written outside the volume, whatever a peer sends).
+ *
+ * @module
+ */
+
+import { HostilePeerError } from "../errors.ts";
+import { META_DIR } from "../volume/layout.ts";
+
+/**
+ * Throws HostilePeerError unless `p` is relative, normalised ("a/b", no "",
+ * "." or ".." component, no NUL, no trailing "/") and outside `.replicator/`.
+ */
+export function checkRelativePath(p: string): void {
+  const bad = (why: string) => new HostilePeerError(`refusing unsafe path ${JSON.stringify(p)}: ${why}`);
+  if (p.length === 0) throw bad("empty");
+  if (p.includes("\0")) throw bad("contains NUL");
+  if (p.startsWith("/")) throw bad("absolute");
+  for (const part of p.split("/")) {
+    if (part === "" || part === "." || part === "..") throw bad("not normalised");
+  }
+  if (p === META_DIR || p.startsWith(META_DIR + "/")) throw bad("inside the metadata directory");
+}
+
+/** Parent of a relative path ("" for a top-level name). */
+export function parentOf(p: string): string {
+  const i = p.lastIndexOf("/");
+  return i < 0 ? "" : p.slice(0, i);
+}
+
+/** Final component of a relative path. */
+export function baseOf(p: string): string {
+  return p.slice(p.lastIndexOf("/") + 1);
+}
+
+/** True if `p` is `dir` or inside it. */
+export function isWithin(p: string, dir: string): boolean {
+  return p === dir || p.startsWith(dir + "/");
+}

@@ -1,0 +1,85 @@
+/**
+ * lstat with nanosecond times, through statx(2): Deno's own lstat rounds
+ * mtime to milliseconds, and replicas must agree on mtimes exactly.
+ *
+ * @module
+ */
+
+import { cString, libc } from "./libc.ts";
+
+const AT_FDCWD = -100;
+const AT_SYMLINK_NOFOLLOW = 0x100;
+const STATX_BASIC_STATS = 0x7ff;
+const S_IFMT = 0o170000;
+
+/** File types the replicator handles; anything else is "other". */
+export type FileType = "f" | "d" | "l" | "other";
+
+/** The fields of struct statx that capture and apply need. */
+export interface Stat {
+  type: FileType;
+  /** st_mode & 0o7777 */
+  perm: number;
+  ino: number;
+  size: number;
+  mtimeNs: bigint;
+  ctimeNs: bigint;
+}
+
+const buf = new Uint8Array(256);
+const view = new DataView(buf.buffer);
+
+/** lstat(path) with ns times, or null if it does not exist. Throws on other errors. */
+export function lstatNs(path: string): Stat | null {
+  const rc = libc().statx(AT_FDCWD, cString(path), AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, buf);
+  if (rc !== 0) {
+    if (Deno.errors && lstatMissing(path)) return null;
+    throw new Error(`cannot stat ${path}`);
+  }
+  const mode = view.getUint16(28, true);
+  return {
+    type: typeOf(mode),
+    perm: mode & 0o7777,
+    ino: Number(view.getBigUint64(32, true)),
+    size: Number(view.getBigUint64(40, true)),
+    ctimeNs: timestamp(96),
+    mtimeNs: timestamp(112),
+  };
+}
+
+function timestamp(at: number): bigint {
+  return view.getBigInt64(at, true) * 1_000_000_000n + BigInt(view.getUint32(at + 8, true));
+}
+
+function typeOf(mode: number): FileType {
+  switch (mode & S_IFMT) {
+    case 0o100000:
+      return "f";
+    case 0o040000:
+      return "d";
+    case 0o120000:
+      return "l";
+    default:
+      return "other";
+  }
+}
+
+/** st_mode type bits for a type. */
+export function typeBits(t: FileType): number {
+  return t === "f" ? 0o100000 : t === "d" ? 0o040000 : t === "l" ? 0o120000 : 0;
+}
+
+/** Type of a full st_mode. */
+export function modeType(mode: number): FileType {
+  return typeOf(mode);
+}
+
+function lstatMissing(path: string): boolean {
+  try {
+    Deno.lstatSync(path);
+    return false;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return true;
+    throw e;
+  }
+}

@@ -1,0 +1,211 @@
+/**
+ * The operations a user runs, as functions: the public API behind the CLI.
+ *
+ * @example
+ * ```ts
+ * init("/srv/a", { host: "alpha" });
+ * clone("/srv/a", "/srv/b", { host: "beta" });
+ * const [report] = sync("/srv/b", ["/srv/a"]);
+ * ```
+ * @module
+ */
+
+import { resolve } from "node:path";
+import { hostname } from "node:os";
+import { Volume, findRoot } from "./volume/volume.ts";
+import { randomId } from "./volume/config.ts";
+import { Op, encodeRecord, decodeRecord, type KmlRecord } from "./kml/record.ts";
+import { capture } from "./capture/capture.ts";
+import { scan, type Change } from "./capture/scan.ts";
+import { syncVolumes, type SyncReport } from "./sync/sync.ts";
+import type { ExpectEntry } from "./expect/expect.ts";
+import { ReplicatorError, UsageError } from "./errors.ts";
+
+/** Options naming this replica. */
+export interface HostOptions {
+  host?: string;
+}
+
+/** Makes `dir` a new volume whose replica holds the permit (epoch 1), recording what is already there. */
+export function init(dir: string, opts: HostOptions = {}): void {
+  const vol = Volume.create(dir, randomId(), opts.host ?? hostname());
+  try {
+    const [permit] = vol.ownRecords([{ ...noChange(), op: Op.Permit, target: vol.hostId }], 1);
+    vol.commitRecords([permit], [encodeRecord(permit)]);
+    capture(vol);
+  } finally {
+    vol.close();
+  }
+}
+
+/** Makes `dir` a new replica of the volume at `source` (without the permit) and fills it. */
+export function clone(source: string, dir: string, opts: HostOptions = {}): SyncReport {
+  const src = Volume.open(localPath(source));
+  let vol: Volume | undefined;
+  try {
+    vol = Volume.create(dir, src.config.volumeId, opts.host ?? hostname());
+    return syncVolumes(vol, src);
+  } finally {
+    vol?.close();
+    src.close();
+  }
+}
+
+/** Syncs the volume containing `dir` with each peer (default: its named peers). */
+export function sync(dir: string, peers: string[] = []): SyncReport[] {
+  const root = findRoot(dir);
+  let targets = peers;
+  if (targets.length === 0) {
+    const vol = Volume.open(root);
+    targets = Object.values(vol.config.peers);
+    vol.close();
+    if (targets.length === 0) {
+      throw new UsageError("no peer given and none configured; name one, or add one with 'replicator peer add NAME URL'");
+    }
+  }
+  return targets.map((p) => syncOne(root, resolvePeer(root, p)));
+}
+
+function syncOne(root: string, peerPath: string): SyncReport {
+  const peerRoot = findRoot(peerPath);
+  // Lock in path order, so two runs syncing the same pair in opposite directions cannot deadlock.
+  const [first, second] = root < peerRoot ? [root, peerRoot] : [peerRoot, root];
+  const a = Volume.open(first);
+  try {
+    const b = Volume.open(second);
+    try {
+      return root === first ? syncVolumes(a, b) : syncVolumes(b, a);
+    } finally {
+      b.close();
+    }
+  } finally {
+    a.close();
+  }
+}
+
+/** A peer argument as a local path: a named peer, a path, or a file:// URL. */
+function resolvePeer(root: string, peer: string): string {
+  const vol = Volume.open(root);
+  const named = vol.config.peers[peer];
+  vol.close();
+  return localPath(named ?? peer);
+}
+
+function localPath(peer: string): string {
+  if (peer.startsWith("file://")) return decodeURIComponent(new URL(peer).pathname);
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(peer)) {
+    throw new ReplicatorError(
+      `peer ${peer}: this build syncs with local directories and file:// URLs only; ` +
+        `ssh:// and http(s):// transports are not available yet`,
+    );
+  }
+  return resolve(peer);
+}
+
+/** Status of a replica. */
+export interface Status {
+  root: string;
+  volumeId: string;
+  hostId: string;
+  hostName: string;
+  permit: { epoch: number; holder: string; held: boolean };
+  kml: { bytes: number; incarnation: string };
+  peers: Record<string, string>;
+  expect: ExpectEntry[];
+  /** Local changes not yet recorded (holder) or not publishable (others). */
+  pending: { op: string; path: string; target?: string }[];
+  /** Conflict copies present in the tree. */
+  conflicts: string[];
+}
+
+/** Reports the state of the replica containing `dir`, without changing it. */
+export function status(dir: string): Status {
+  const vol = Volume.open(dir);
+  try {
+    const found = scan(vol.root, vol.state.loadIndex());
+    const p = vol.permit();
+    return {
+      root: vol.root,
+      volumeId: vol.config.volumeId,
+      hostId: vol.hostId,
+      hostName: vol.config.hostName,
+      permit: { epoch: p.epoch, holder: p.holder, held: p.holder === vol.hostId },
+      kml: { bytes: vol.kml.size, incarnation: vol.kml.header.incarnation },
+      peers: vol.config.peers,
+      expect: vol.readExpect(),
+      pending: found.changes.map(describeChange),
+      conflicts: conflictCopies(vol.root),
+    };
+  } finally {
+    vol.close();
+  }
+}
+
+function describeChange(c: Change): { op: string; path: string; target?: string } {
+  return c.target && c.op === Op.Rename || c.op === Op.Symlink
+    ? { op: Op[c.op].toLowerCase(), path: c.path, target: c.target }
+    : { op: Op[c.op].toLowerCase(), path: c.path };
+}
+
+function conflictCopies(root: string): string[] {
+  const out: string[] = [];
+  const visit = (rel: string) => {
+    for (const e of Deno.readDirSync(rel ? `${root}/${rel}` : root)) {
+      if (!rel && e.name === ".replicator") continue;
+      const p = rel ? `${rel}/${e.name}` : e.name;
+      if (/\.conflict-.+-\d{8}T\d{6}Z(-\d+)?$/.test(e.name)) out.push(p);
+      if (e.isDirectory) visit(p);
+    }
+  };
+  visit("");
+  return out.sort();
+}
+
+/** A record with its place in the log. */
+export interface LogEntry extends KmlRecord {
+  offset: number;
+}
+
+/** Every record of the replica's KML, oldest first. */
+export function log(dir: string): LogEntry[] {
+  const vol = Volume.open(dir);
+  try {
+    return [...vol.kml.frames()].map((f) => ({ offset: f.offset, ...decodeRecord(f.bytes) }));
+  } finally {
+    vol.close();
+  }
+}
+
+/** Adds, replaces or removes a named peer. */
+export function setPeer(dir: string, name: string, url: string | null): void {
+  const vol = Volume.open(dir);
+  try {
+    if (url === null && !(name in vol.config.peers)) throw new ReplicatorError(`no peer named ${name}`);
+    const peers = { ...vol.config.peers };
+    if (url === null) delete peers[name];
+    else peers[name] = url;
+    vol.config = { ...vol.config, peers };
+    writeConfigOf(vol);
+  } finally {
+    vol.close();
+  }
+}
+
+import { writeConfig } from "./volume/config.ts";
+function writeConfigOf(vol: Volume): void {
+  writeConfig(vol.layout.config, vol.config);
+}
+
+/** The named peers. */
+export function listPeers(dir: string): Record<string, string> {
+  const vol = Volume.open(dir);
+  try {
+    return vol.config.peers;
+  } finally {
+    vol.close();
+  }
+}
+
+function noChange(): Change {
+  return { op: Op.Store, path: "", target: "", mode: 0, size: 0, mtimeNs: 0n, digest: "0".repeat(64) };
+}

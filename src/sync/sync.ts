@@ -1,0 +1,57 @@
+/**
+ * A sync between two replicas: both record their local changes, then each
+ * pulls what the other has, then each notes how far the other has read it.
+ * The order is the same whichever side started, so `sync -C A B` and
+ * `sync -C B A` reach the same state.
+ *
+ * @module
+ */
+
+import { capture, type CaptureResult } from "../capture/capture.ts";
+import type { Volume } from "../volume/volume.ts";
+import { PeerMismatchError } from "../errors.ts";
+import { localPeer } from "./peer.ts";
+import { pull, type PullResult } from "./pull.ts";
+
+/** The outcome of syncing with one peer, from this replica's point of view. */
+export interface SyncReport {
+  peer: string;
+  local: { capture: CaptureResult; pull: PullResult };
+  remote: { capture: CaptureResult; pull: PullResult };
+}
+
+/** Syncs two open replicas of the same volume in both directions. */
+export function syncVolumes(local: Volume, remote: Volume): SyncReport {
+  if (local.config.volumeId !== remote.config.volumeId) {
+    throw new PeerMismatchError(
+      `${remote.root} is a replica of another volume (${remote.config.volumeId}, ` +
+        `not ${local.config.volumeId}); check the peer's path`,
+    );
+  }
+  if (local.hostId === remote.hostId) {
+    throw new PeerMismatchError(`${remote.root} is this same replica`);
+  }
+  const localCapture = capture(local);
+  const remoteCapture = capture(remote);
+  const localPull = pull(local, localPeer(remote));
+  const remotePull = pull(remote, localPeer(local));
+  confirm(local, remote);
+  confirm(remote, local);
+  return {
+    peer: remote.root,
+    local: { capture: localCapture, pull: localPull },
+    remote: { capture: remoteCapture, pull: remotePull },
+  };
+}
+
+/** Copies how far `other` has read `vol` into vol's Expect entry for `other`. */
+function confirm(vol: Volume, other: Volume): void {
+  const theirs = other.readExpect().find((e) => e.host === vol.hostId);
+  if (!theirs || theirs.incarnation !== vol.kml.header.incarnation) return;
+  const mine = vol.readExpect();
+  const entry = mine.find((e) => e.host === other.hostId);
+  if (!entry || (entry.confirmedOffset === theirs.readOffset && entry.confirmedSeq === theirs.readSeq)) return;
+  entry.confirmedOffset = theirs.readOffset;
+  entry.confirmedSeq = theirs.readSeq;
+  vol.writeExpect(mine);
+}

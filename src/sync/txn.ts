@@ -1,0 +1,180 @@
+/**
+ * Transactions: a batch of remote records is applied as one unit (rule 2).
+ *
+ * 1. Content is staged in `.replicator/staging/` and flushed (syncfs).
+ * 2. The transaction file `.replicator/txn` is written atomically: the commit point.
+ * 3. Steps are applied to the tree, the records appended to the KML, the state
+ *    and Expect updated, everything flushed, and the transaction file removed.
+ *
+ * On open, a transaction file means "redo" (every step is idempotent); staging
+ * without one means "undo" (the staged files are dropped).
+ *
+ * @module
+ */
+
+import { decodeBase64 } from "./base64.ts";
+import { decodeRecord, frameLength, type KmlRecord, Op } from "../kml/record.ts";
+import type { ExpectEntry } from "../expect/expect.ts";
+import { fsyncDir, syncFilesystem, writeFileAtomic } from "../fs/durable.ts";
+import { lstatNs } from "../fs/stat.ts";
+import { isWithin } from "../fs/paths.ts";
+import type { Volume } from "../volume/volume.ts";
+import type { Entry } from "../volume/state.ts";
+import { applyStep, type StepPlan, Tree } from "./apply.ts";
+import { FormatError } from "../errors.ts";
+
+/** Transaction file format version. */
+export const TXN_VERSION = 1;
+
+/** A committed batch, as stored in `.replicator/txn`. */
+export interface Txn {
+  version: number;
+  /** KML size before the batch: redo cuts back to it and appends again. */
+  kmlSize: number;
+  /** The records to append, concatenated, base64. */
+  frames: string;
+  steps: StepPlan[];
+  /** The Expect entries after the batch. */
+  expect: ExpectEntry[];
+}
+
+/** Outcome of applying a transaction. */
+export interface TxnResult {
+  applied: number;
+  /** Steps that could not be applied, with the reason. */
+  problems: string[];
+}
+
+/** Commits and applies a planned batch. */
+export function runTxn(vol: Volume, txn: Txn): TxnResult {
+  syncFilesystem(vol.root); // staged content durable before the commit point
+  writeFileAtomic(vol.layout.txn, new TextEncoder().encode(JSON.stringify(txn)));
+  return applyTxn(vol, txn);
+}
+
+/** Finishes a committed transaction, or drops staging left by an uncommitted one. */
+export function recoverTxn(vol: Volume): void {
+  let text: string | undefined;
+  try {
+    text = Deno.readTextFileSync(vol.layout.txn);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  if (text === undefined) {
+    clearStaging(vol);
+    return;
+  }
+  let txn: Txn;
+  try {
+    txn = JSON.parse(text);
+  } catch {
+    throw new FormatError(`${vol.layout.txn} is damaged; run 'replicator fsck --repair'`);
+  }
+  if (txn.version !== TXN_VERSION) throw new FormatError(`${vol.layout.txn}: unknown version`);
+  applyTxn(vol, txn);
+}
+
+/** Splits concatenated frames. */
+export function splitFrames(all: Uint8Array): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  for (let at = 0; at < all.length;) {
+    const len = frameLength(all.subarray(at));
+    out.push(all.subarray(at, at + len));
+    at += len;
+  }
+  return out;
+}
+
+function applyTxn(vol: Volume, txn: Txn): TxnResult {
+  const frames = splitFrames(decodeBase64(txn.frames));
+  const records = frames.map(decodeRecord);
+  const tree = new Tree(vol.root);
+  const problems: string[] = [];
+  let applied = 0;
+  for (const step of txn.steps) {
+    const r = records[step.i];
+    try {
+      if (applyStep(tree, r, step, vol.layout.staging)) applied++;
+    } catch (e) {
+      problems.push(`${r.path}: ${(e as Error).message}`);
+    }
+  }
+  if (vol.kml.size !== txn.kmlSize) vol.kml.truncate(txn.kmlSize);
+  vol.commitRecords(records, frames, () => updateIndex(vol, records, txn.steps));
+  vol.writeExpect(txn.expect);
+  syncFilesystem(vol.root);
+  Deno.removeSync(vol.layout.txn);
+  clearStaging(vol);
+  fsyncDir(vol.layout.meta);
+  return { applied, problems };
+}
+
+/**
+ * Brings the index up to what the batch changed, read back from disk: a file
+ * row is only written when the disk matches the record that last stored it,
+ * so a step that failed leaves the path looking changed (to be rescanned).
+ * Runs inside the state transaction.
+ */
+function updateIndex(vol: Volume, records: KmlRecord[], steps: StepPlan[]): void {
+  const wrote = new Map<string, KmlRecord>(); // path -> last record that set content or attrs
+  const stepped = new Set(steps.map((s) => s.i));
+  records.forEach((r, i) => {
+    if (!stepped.has(i)) return;
+    switch (r.op) {
+      case Op.Rename:
+        vol.state.renameEntries(r.path, r.target);
+        for (const [p, w] of [...wrote]) {
+          if (!isWithin(p, r.path)) continue;
+          wrote.delete(p);
+          wrote.set(r.target + p.slice(r.path.length), w);
+        }
+        break;
+      case Op.Unlink:
+      case Op.Rmdir:
+        wrote.delete(r.path);
+        vol.state.deleteEntry(r.path);
+        break;
+      case Op.Permit:
+        break;
+      default:
+        wrote.set(r.path, r);
+    }
+  });
+  for (const [p, r] of wrote) {
+    const e = entryOnDisk(vol, p, r);
+    if (e === null) vol.state.deleteEntry(p);
+    else if (e) vol.state.putEntry(p, e);
+  }
+}
+
+/** The index row for `p` as it is on disk after record `r`; null if gone, undefined to leave as is. */
+function entryOnDisk(vol: Volume, p: string, r: KmlRecord): Entry | null | undefined {
+  const abs = `${vol.root}/${p}`;
+  const st = lstatNs(abs);
+  if (!st) return null;
+  if (st.type === "other") return undefined;
+  let digest = "";
+  if (st.type === "f") {
+    if (r.op === Op.Store && st.size === r.size && st.mtimeNs === r.mtimeNs) digest = r.digest;
+    else if (r.op === Op.Setattr) digest = vol.state.getEntry(p)?.digest ?? "";
+    if (!digest) return undefined;
+  }
+  return {
+    type: st.type,
+    ino: st.ino,
+    perm: st.perm,
+    size: st.type === "f" ? st.size : 0,
+    mtimeNs: st.mtimeNs,
+    digest,
+    target: st.type === "l" ? Deno.readLinkSync(abs) : "",
+  };
+}
+
+function clearStaging(vol: Volume): void {
+  try {
+    Deno.removeSync(vol.layout.staging, { recursive: true });
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+}
+

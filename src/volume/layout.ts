@@ -1,0 +1,38 @@
+/**
+ * Where a volume keeps its metadata: everything lives in `.replicator/` at the
+ * volume root, which is never captured or replicated as content.
+ *
+ * @module
+ */
+
+/** Name of the metadata directory at the volume root. */
+export const META_DIR = ".replicator";
+
+/** Absolute paths of a volume's metadata files. */
+export interface Layout {
+  root: string;
+  meta: string;
+  config: string;
+  kml: string;
+  expect: string;
+  state: string;
+  lock: string;
+  txn: string;
+  staging: string;
+}
+
+/** The layout of the volume rooted at absolute path `root`. */
+export function layoutOf(root: string): Layout {
+  const meta = `${root}/${META_DIR}`;
+  return {
+    root,
+    meta,
+    config: `${meta}/volume.json`,
+    kml: `${meta}/kml`,
+    expect: `${meta}/expect`,
+    state: `${meta}/state.db`,
+    lock: `${meta}/lock`,
+    txn: `${meta}/txn`,
+    staging: `${meta}/staging`,
+  };
+}

@@ -1,0 +1,30 @@
+/**
+ * The volume lock: one run at a time per volume (rule 7). A second run polls
+ * for a short while, then gives up with BusyError (exit status 75).
+ *
+ * @module
+ */
+
+import { tryLock } from "../fs/libc.ts";
+import { BusyError } from "../errors.ts";
+
+/** How long a run waits for the lock, from REPLICATOR_LOCK_WAIT (seconds), default 5. */
+export function lockWaitMs(): number {
+  const s = Number(Deno.env.get("REPLICATOR_LOCK_WAIT") ?? "5");
+  return Number.isFinite(s) && s >= 0 ? s * 1000 : 5000;
+}
+
+/** Takes the lock at `path`, waiting up to `waitMs`. Returns the release function. */
+export function acquireLock(path: string, label: string, waitMs = lockWaitMs()): () => void {
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    const release = tryLock(path);
+    if (release) return release;
+    if (Date.now() >= deadline) throw new BusyError(label);
+    sleepSync(100);
+  }
+}
+
+function sleepSync(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}

@@ -1,0 +1,163 @@
+/**
+ * The state database (`.replicator/state.db`, SQLite): the index of the tree as
+ * last recorded, the highest record applied per origin host, and a few values
+ * derived from the KML. The KML is the truth; everything here except the index
+ * can be rebuilt from it (see Volume.reconcile).
+ *
+ * @module
+ */
+
+import { DatabaseSync, type StatementSync } from "node:sqlite";
+
+/** Kind of a tree entry. */
+export type EntryType = "f" | "d" | "l";
+
+/** What the index remembers of one path. */
+export interface Entry {
+  type: EntryType;
+  ino: number;
+  /** Permission bits (st_mode & 0o7777). */
+  perm: number;
+  size: number;
+  mtimeNs: bigint;
+  /** SHA-256 hex for files, "" otherwise. */
+  digest: string;
+  /** Link target for symlinks, "" otherwise. */
+  target: string;
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS entries (
+  path TEXT PRIMARY KEY, type TEXT NOT NULL, ino INTEGER NOT NULL, perm INTEGER NOT NULL,
+  size INTEGER NOT NULL, mtime_s INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+  digest TEXT NOT NULL, target TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS origins (host TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+`;
+
+const NS = 1_000_000_000n;
+
+/** Typed access to the state database. */
+export class State {
+  private readonly db: DatabaseSync;
+  private readonly upsertStmt: StatementSync;
+  private readonly deleteStmt: StatementSync;
+
+  constructor(path: string) {
+    this.db = new DatabaseSync(path);
+    this.db.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;");
+    this.db.exec(SCHEMA);
+    this.upsertStmt = this.db.prepare(
+      "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    );
+    this.deleteStmt = this.db.prepare("DELETE FROM entries WHERE path = ?");
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  /** Runs `fn` in one SQLite transaction. */
+  transaction<T>(fn: () => T): T {
+    this.db.exec("BEGIN IMMEDIATE");
+    try {
+      const out = fn();
+      this.db.exec("COMMIT");
+      return out;
+    } catch (e) {
+      this.db.exec("ROLLBACK");
+      throw e;
+    }
+  }
+
+  /** The whole index. */
+  loadIndex(): Map<string, Entry> {
+    const rows = this.db.prepare(
+      "SELECT path, type, ino, perm, size, mtime_s, mtime_ns, digest, target FROM entries",
+    ).all() as unknown as Row[];
+    const out = new Map<string, Entry>();
+    for (const r of rows) out.set(r.path, rowEntry(r));
+    return out;
+  }
+
+  getEntry(path: string): Entry | undefined {
+    const r = this.db.prepare(
+      "SELECT path, type, ino, perm, size, mtime_s, mtime_ns, digest, target FROM entries WHERE path = ?",
+    ).get(path) as unknown as Row | undefined;
+    return r ? rowEntry(r) : undefined;
+  }
+
+  putEntry(path: string, e: Entry): void {
+    const s = e.mtimeNs / NS;
+    const ns = e.mtimeNs - s * NS;
+    this.upsertStmt.run(path, e.type, e.ino, e.perm, e.size, s, ns, e.digest, e.target);
+  }
+
+  deleteEntry(path: string): void {
+    this.deleteStmt.run(path);
+  }
+
+  /** Moves `from` and everything under it to `to`. */
+  renameEntries(from: string, to: string): void {
+    this.db.prepare("DELETE FROM entries WHERE path = ? OR (path >= ? AND path < ?)")
+      .run(to, to + "/", to + "0");
+    this.db.prepare(
+      "UPDATE entries SET path = ? || substr(path, ?) WHERE path = ? OR (path >= ? AND path < ?)",
+    ).run(to, from.length + 1, from, from + "/", from + "0");
+  }
+
+  /** Highest origin sequence number applied per origin host. */
+  origins(): Map<string, number> {
+    const rows = this.db.prepare("SELECT host, seq FROM origins").all() as unknown as {
+      host: string;
+      seq: number;
+    }[];
+    return new Map(rows.map((r) => [r.host, r.seq]));
+  }
+
+  /** Raises the applied sequence number of `host` to at least `seq`. */
+  noteOrigin(host: string, seq: number): void {
+    this.db.prepare(
+      "INSERT INTO origins VALUES (?, ?) ON CONFLICT(host) DO UPDATE SET seq = max(seq, excluded.seq)",
+    ).run(host, seq);
+  }
+
+  clearDerived(): void {
+    this.db.exec("DELETE FROM origins; DELETE FROM meta WHERE key IN ('kml_end','permit_epoch','permit_holder');");
+  }
+
+  getMeta(key: string): string | undefined {
+    const r = this.db.prepare("SELECT value FROM meta WHERE key = ?").get(key) as
+      | { value: string }
+      | undefined;
+    return r?.value;
+  }
+
+  setMeta(key: string, value: string | number): void {
+    this.db.prepare("INSERT OR REPLACE INTO meta VALUES (?, ?)").run(key, String(value));
+  }
+}
+
+interface Row {
+  path: string;
+  type: EntryType;
+  ino: number;
+  perm: number;
+  size: number;
+  mtime_s: number;
+  mtime_ns: number;
+  digest: string;
+  target: string;
+}
+
+function rowEntry(r: Row): Entry {
+  return {
+    type: r.type,
+    ino: r.ino,
+    perm: r.perm,
+    size: r.size,
+    mtimeNs: BigInt(r.mtime_s) * NS + BigInt(r.mtime_ns),
+    digest: r.digest,
+    target: r.target,
+  };
+}

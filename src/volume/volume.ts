@@ -1,0 +1,214 @@
+/**
+ * A replica of a volume on this host: its config, KML, Expect, state and lock.
+ * Opening a volume takes the lock, cuts a torn KML tail, finishes or undoes an
+ * interrupted transaction, and brings the state database up to the KML.
+ *
+ * @module
+ */
+
+import { resolve } from "node:path";
+import { KML_HEADER_BYTES, KmlLog } from "../kml/log.ts";
+import { decodeRecord, encodeRecord, type KmlRecord, Op } from "../kml/record.ts";
+import { decodeExpect, encodeExpect, type ExpectEntry } from "../expect/expect.ts";
+import { writeFileAtomic } from "../fs/durable.ts";
+import { FormatError, ReplicatorError, VolumeNotFoundError } from "../errors.ts";
+import { type Layout, layoutOf, META_DIR } from "./layout.ts";
+import { randomId, readConfig, type VolumeConfig, writeConfig } from "./config.ts";
+import { acquireLock } from "./lock.ts";
+import { type Entry, State } from "./state.ts";
+import type { Change } from "../capture/scan.ts";
+import { recoverTxn } from "../sync/txn.ts";
+
+/** Who holds the write permit, as this replica knows it. */
+export interface Permit {
+  epoch: number;
+  /** Host id of the holder, "" if no permit record has been seen. */
+  holder: string;
+}
+
+/** Finds the volume root at or above `dir` (like git's -C). */
+export function findRoot(dir: string): string {
+  let d = resolve(dir);
+  for (;;) {
+    try {
+      if (Deno.statSync(`${d}/${META_DIR}`).isDirectory) return d;
+    } catch { /* keep walking up */ }
+    const up = resolve(d, "..");
+    if (up === d) throw new VolumeNotFoundError(resolve(dir));
+    d = up;
+  }
+}
+
+/** An open, locked replica. Close it to release the lock. */
+export class Volume {
+  private constructor(
+    readonly layout: Layout,
+    public config: VolumeConfig,
+    readonly kml: KmlLog,
+    readonly state: State,
+    private readonly release: () => void,
+  ) {}
+
+  /** Opens the volume containing `dir`, waiting briefly for its lock. */
+  static open(dir: string): Volume {
+    const root = findRoot(dir);
+    const layout = layoutOf(root);
+    const release = acquireLock(layout.lock, root);
+    try {
+      const config = readConfig(layout.config);
+      const kml = KmlLog.open(layout.kml);
+      const vol = new Volume(layout, config, kml, new State(layout.state), release);
+      if (kml.header.volumeId !== config.volumeId) {
+        throw new FormatError(`${layout.kml} belongs to another volume`);
+      }
+      recoverTxn(vol);
+      vol.reconcile();
+      return vol;
+    } catch (e) {
+      release();
+      throw e;
+    }
+  }
+
+  /**
+   * Creates the metadata of a new replica in `dir` (which may hold files).
+   * `volumeId` is new for `init`, the source's for `clone`.
+   */
+  static create(dir: string, volumeId: string, hostName: string): Volume {
+    const root = resolve(dir);
+    Deno.mkdirSync(root, { recursive: true });
+    const layout = layoutOf(root);
+    try {
+      Deno.mkdirSync(layout.meta);
+    } catch (e) {
+      if (e instanceof Deno.errors.AlreadyExists) {
+        throw new ReplicatorError(`${root} is already a replica (it has ${META_DIR}/)`);
+      }
+      throw e;
+    }
+    const release = acquireLock(layout.lock, root);
+    const config: VolumeConfig = { format: 1, volumeId, hostId: randomId(), hostName, peers: {} };
+    writeConfig(layout.config, config);
+    writeFileAtomic(layout.expect, encodeExpect([]));
+    const kml = KmlLog.create(layout.kml, { volumeId, incarnation: randomId() });
+    const vol = new Volume(layout, config, kml, new State(layout.state), release);
+    vol.reconcile();
+    return vol;
+  }
+
+  get root(): string {
+    return this.layout.root;
+  }
+
+  get hostId(): string {
+    return this.config.hostId;
+  }
+
+  close(): void {
+    this.state.close();
+    this.kml.close();
+    this.release();
+  }
+
+  /** The current permit as learnt from the log. */
+  permit(): Permit {
+    return {
+      epoch: Number(this.state.getMeta("permit_epoch") ?? "0"),
+      holder: this.state.getMeta("permit_holder") ?? "",
+    };
+  }
+
+  /** Holder of the permit in `epoch`, or "" if unknown. */
+  holderOf(epoch: number): string {
+    return this.state.getMeta(`permit:${epoch}`) ?? "";
+  }
+
+  holdsPermit(): boolean {
+    return this.permit().holder === this.hostId;
+  }
+
+  readExpect(): ExpectEntry[] {
+    return decodeExpect(Deno.readFileSync(this.layout.expect));
+  }
+
+  writeExpect(entries: ExpectEntry[]): void {
+    writeFileAtomic(this.layout.expect, encodeExpect(entries));
+  }
+
+  /** Turns changes made here into this host's records (sequence, epoch, time). */
+  ownRecords(changes: Change[], epoch = this.permit().epoch): KmlRecord[] {
+    let seq = Math.max(
+      this.state.origins().get(this.hostId) ?? 0,
+      Number(this.state.getMeta("own_seq") ?? "0"),
+    );
+    const now = BigInt(Date.now()) * 1_000_000n;
+    return changes.map((c) => ({
+      ...c,
+      originHost: this.hostId,
+      originSeq: ++seq,
+      epoch,
+      timeNs: now,
+    }));
+  }
+
+  /**
+   * Appends records (already encoded as `frames`) durably, then updates the
+   * derived state and runs `alsoInState` in the same SQLite transaction.
+   */
+  commitRecords(records: KmlRecord[], frames: Uint8Array[], alsoInState?: () => void): void {
+    if (frames.length > 0) this.kml.append(frames);
+    this.state.transaction(() => {
+      for (const r of records) this.noteRecord(r);
+      alsoInState?.();
+      this.state.setMeta("kml_end", this.kml.size);
+    });
+  }
+
+  /** Records local changes as this host's records, with their index updates. */
+  recordLocal(changes: Change[], updates: Map<string, Entry | null>): KmlRecord[] {
+    const records = this.ownRecords(changes);
+    this.commitRecords(records, records.map(encodeRecord), () => this.applyIndex(updates));
+    return records;
+  }
+
+  /** Writes index rows (null deletes). Call inside a state transaction. */
+  applyIndex(updates: Map<string, Entry | null>): void {
+    for (const [p, e] of updates) {
+      if (e) this.state.putEntry(p, e);
+      else this.state.deleteEntry(p);
+    }
+  }
+
+  /**
+   * Brings origins and permit up to the end of the KML: records appended
+   * before a crash, after which the state was not updated, are replayed.
+   */
+  reconcile(): void {
+    const end = Number(this.state.getMeta("kml_end") ?? "0");
+    const incarnation = this.state.getMeta("kml_incarnation");
+    if (end === this.kml.size && incarnation === this.kml.header.incarnation) return;
+    this.state.transaction(() => {
+      let from = end;
+      if (end > this.kml.size || end === 0 || incarnation !== this.kml.header.incarnation) {
+        this.state.clearDerived();
+        from = KML_HEADER_BYTES;
+      }
+      for (const f of this.kml.frames(from)) this.noteRecord(decodeRecord(f.bytes));
+      this.state.setMeta("kml_end", this.kml.size);
+      this.state.setMeta("kml_incarnation", this.kml.header.incarnation);
+    });
+  }
+
+  private noteRecord(r: KmlRecord): void {
+    this.state.noteOrigin(r.originHost, r.originSeq);
+    // Never reused, even if fsck cuts the log: peers skip sequence numbers they have seen.
+    if (r.originHost === this.hostId && r.originSeq > Number(this.state.getMeta("own_seq") ?? "0")) {
+      this.state.setMeta("own_seq", r.originSeq);
+    }
+    if (r.op === Op.Permit && r.epoch > this.permit().epoch) {
+      this.state.setMeta("permit_epoch", r.epoch);
+      this.state.setMeta("permit_holder", r.target);
+      this.state.setMeta(`permit:${r.epoch}`, r.target);
+    }
+  }
+}
