@@ -70,7 +70,7 @@
 
 #define PRESTO_PRIVATE_DIR	".replicator"
 #define PRESTO_MODTAB_BITS	10	/* 1024 slots of written inodes */
-#define PRESTO_MODTAB_SIZE	(1u << PRESTO_MODTAB_BITS)
+#define PRESTO_MODTAB_SIZE	BIT(PRESTO_MODTAB_BITS)
 #define PRESTO_MODTAB_LIMIT	(PRESTO_MODTAB_SIZE * 3 / 4)
 #define PRESTO_SCRATCH		(2 * PATH_MAX)
 
@@ -89,8 +89,8 @@ struct presto_mark {
 };
 
 struct presto_reader {
-	struct mutex arm_mutex;
-	struct mutex read_mutex;
+	struct mutex arm_mutex;		/* arm/disarm/release, see top */
+	struct mutex read_mutex;	/* one consumer copying at a time */
 	wait_queue_head_t wq;
 	struct fsnotify_group *group;
 
@@ -99,7 +99,7 @@ struct presto_reader {
 	struct path root;
 	u32 arm_flags;
 
-	spinlock_t lock;
+	spinlock_t lock;		/* ring, counters, tables: see top */
 	/* [lock] */
 	bool armed;
 	u8 *ring;
@@ -113,6 +113,7 @@ struct presto_reader {
 	u64 *modtab;		/* inodes modified since their last close */
 	u32 modtab_used;
 	bool modtab_full;
+	u64 skip_ino;		/* last inode found outside (MODIFY cache) */
 	char *scratch;		/* PRESTO_SCRATCH bytes for path building */
 };
 
@@ -423,12 +424,16 @@ static void presto_modify(struct presto_reader *r, struct inode *inode,
 	spin_lock(&r->lock);
 	if (!r->armed || r->modtab_full)
 		goto out;
+	if (inode->i_ino == r->skip_ino)
+		goto out;	/* fast path: known to be outside */
 	i = presto_modtab_find(r, inode->i_ino);
 	if (r->modtab[i])
 		goto out;	/* fast path: already known as written */
 	if (presto_locate(d, NULL, r->root.dentry, NULL, NULL, NULL) ==
 	    PRESTO_INSIDE)
 		presto_modtab_add(r, inode->i_ino);
+	else
+		r->skip_ino = inode->i_ino;
 out:
 	spin_unlock(&r->lock);
 }
@@ -466,8 +471,8 @@ static void presto_rename(struct presto_reader *r, struct dentry *moved,
 	u16 flags = d_is_dir(moved) ? PRESTO_F_ISDIR : 0;
 
 	spin_lock(&r->lock);
-	if (!r->armed)
-		goto out;
+	if (!r->armed || moved == r->root.dentry)
+		goto out;	/* the volume itself moved: nothing changed in it */
 	if (!old_parent) {
 		presto_lose_locked(r);
 		goto out;
@@ -523,6 +528,16 @@ static int presto_handle_event(struct fsnotify_group *group, u32 mask,
 	struct inode *inode = fsnotify_data_inode(data, data_type);
 	struct dentry *d = fsnotify_data_dentry(data, data_type);
 	u16 isdir = (mask & FS_ISDIR) ? PRESTO_F_ISDIR : 0;
+
+	/*
+	 * Any change of the namespace may move an inode into the volume or
+	 * reuse an inode number: forget the "outside" cache of presto_modify.
+	 */
+	if (mask & (FS_RENAME | FS_CREATE | FS_DELETE)) {
+		spin_lock(&r->lock);
+		r->skip_ino = 0;
+		spin_unlock(&r->lock);
+	}
 
 	if (mask & FS_RENAME) {
 		if (d && dir && name)
@@ -812,6 +827,8 @@ static ssize_t presto_read(struct file *file, char __user *buf, size_t count,
 	for (pos = start; pos != r->head; ) {
 		u32 len = *(u32 *)(r->ring + (pos & (r->size - 1)));
 
+		if (WARN_ON_ONCE(len < PRESTO_EVENT_HDR_LEN))
+			break;
 		if (pos + len - start > count)
 			break;
 		pos += len;

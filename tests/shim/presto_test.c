@@ -323,6 +323,22 @@ static void hexdump(const char *name, const unsigned char *p, size_t n)
 	fflush(stdout);
 }
 
+/* Count vmalloc areas owned by the module (its rings). */
+static int vmalloc_presto(void)
+{
+	FILE *f = fopen("/proc/vmallocinfo", "r");
+	char line[512];
+	int n = 0;
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (strstr(line, "[presto]"))
+			n++;
+	fclose(f);
+	return n;
+}
+
 static int dmesg_clean(void)
 {
 	static char buf[1 << 18];
@@ -555,7 +571,24 @@ int main(int argc, char **argv)
 	expect(&mainx, PRESTO_EV_RENAME, 0, "f6", "f5", ino);
 	expect(&mainx, PRESTO_EV_UNLINK, 0, "hl", NULL, ino_a);
 
-	/* 21. end marker */
+	/* 21. a file written outside, moved in while open, written, closed */
+	{
+		int wfd;
+
+		snprintf(name, sizeof(name), "%s/w", outside);
+		wfd = open(name, O_WRONLY | O_CREAT, 0644);
+		if (wfd < 0 || write(wfd, "a", 1) != 1)
+			die("outside/w");
+		xcall(rename(name, "w"), "rename w in");
+		if (write(wfd, "b", 1) != 1)
+			die("write w");
+		ino = ino_of("w");
+		close(wfd);
+	}
+	expect(&mainx, PRESTO_EV_MOVED_IN, 0, "w", NULL, ino);
+	expect(&mainx, PRESTO_EV_CLOSE_WRITE, 0, "w", NULL, ino);
+
+	/* 22. end marker */
 	xcall(mkdir("end", 0755), "mkdir end");
 	expect(&mainx, PRESTO_EV_MKDIR, PRESTO_F_ISDIR, "end", NULL,
 	       ino_of("end"));
@@ -634,12 +667,47 @@ int main(int argc, char **argv)
 	      !strcmp(ovl.ev[0].path, "ov/after"), "overflow-resume",
 	      "n=%d", ovl.n);
 
+	/* Arm/close cycles, half of them reporting every close. */
+	write_file("cyc", NULL, O_CREAT);
+	{
+		static struct evlist cyc = { .name = "cycle" };
+		int bad = 0;
+
+		for (i = 0; i < 40; i++) {
+			int cfd = open(PRESTO_DEVICE,
+				       O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+			int all = i & 1;
+
+			if (cfd < 0 ||
+			    arm(cfd, vol, 0, all ? PRESTO_ARM_ALL_CLOSE_WRITE : 0)) {
+				bad++;
+				continue;
+			}
+			write_file("cyc", NULL, 0);
+			cyc.n = 0;
+			cyc.last_seq = 0;
+			drain(cfd, &cyc, t0, 4096);
+			if (all ? cyc.n != 1 ||
+				  cyc.ev[0].type != PRESTO_EV_CLOSE_WRITE ||
+				  cyc.ev[0].flags != PRESTO_F_UNVERIFIED ||
+				  strcmp(cyc.ev[0].path, "cyc") :
+				  cyc.n != 0)
+				bad++;
+			close(cfd);
+		}
+		check(!bad, "arm-close-cycles", "%d of 40 bad", bad);
+	}
+
+	/* The ring shows in vmallocinfo while armed, and not after close. */
+	check(vmalloc_presto() > 0, "vmalloc-while-armed", NULL);
+
 	/* Unload: busy while a reader is open, fine after. */
 	err = syscall(SYS_delete_module, "presto", O_NONBLOCK);
 	check(err && (errno == EWOULDBLOCK || errno == EBUSY),
 	      "rmmod-busy-while-open", err ? strerror(errno) : "unloaded");
 	close(fd_ov);
 	close(fd);
+	check(vmalloc_presto() == 0, "vmalloc-freed", NULL);
 	err = syscall(SYS_delete_module, "presto", O_NONBLOCK);
 	check(!err, "rmmod", err ? strerror(errno) : NULL);
 	check(access(PRESTO_DEVICE, F_OK) != 0, "device-gone", NULL);

@@ -8,7 +8,8 @@
 # reaches only Debian's archive.  Environment:
 #   PRESTO_CACHE          download/extract cache (default /var/cache/replicator-qemu)
 #   PRESTO_CAPTURE_OUT    if set, the raw bytes of the "main" scenario read
-#                         from /dev/presto are written to this file
+#                         from /dev/presto are written to this file, and the
+#                         guest's decoding of them to $PRESTO_CAPTURE_OUT.events
 #   PRESTO_LOG_OUT        if set, the full serial console log is copied here
 #   PRESTO_QEMU_TIMEOUT   seconds allowed for the guest (default 300)
 #   PRESTO_TOTAL_TIMEOUT  seconds allowed for everything (default 1800)
@@ -176,7 +177,10 @@ if [[ -n "${PRESTO_CAPTURE_OUT:-}" ]]; then
 	got=$(stat -c %s "$PRESTO_CAPTURE_OUT")
 	[[ -n $want && $want == "$got" ]] ||
 		fail "capture incomplete: $got bytes, expected ${want:-?}"
-	log "capture: $got bytes -> $PRESTO_CAPTURE_OUT"
+	# the same records as decoded by the guest, one line each
+	sed -n 's/^PRESTO-EVENT main //p' "$work/console.txt" \
+		>"$PRESTO_CAPTURE_OUT.events"
+	log "capture: $got bytes -> $PRESTO_CAPTURE_OUT (+ .events)"
 fi
 
 summary=$(grep -E '^PRESTO-TEST: [0-9]+ passed, [0-9]+ failed$' "$work/console.txt" | tail -1 || true)
