@@ -37,6 +37,8 @@ export function printSyncReports(reports: SyncReport[], f: OutputFlags): number 
       pending: r.local.capture.pending.length,
       received: r.local.pull.received,
       applied: r.local.pull.applied,
+      fetched: r.local.pull.fetched,
+      fetchedBytes: r.local.pull.fetchedBytes,
       sent: r.remote.pull.received,
       conflicts: r.local.pull.conflicts,
       peerConflicts: r.remote.pull.conflicts,

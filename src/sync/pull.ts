@@ -25,6 +25,9 @@ export interface PullResult {
   received: number;
   /** Steps that changed the tree. */
   applied: number;
+  /** Files whose content was copied from the peer, and their bytes. */
+  fetched: number;
+  fetchedBytes: number;
   /** Conflict copies made (volume-relative paths). */
   conflicts: string[];
   /** Content not taken because it changed again on the peer (a later record will bring it). */
@@ -41,7 +44,16 @@ interface Accepted {
 
 /** Pulls everything new from `peer` into `vol`. */
 export function pull(vol: Volume, peer: PeerSource): PullResult {
-  const result: PullResult = { received: 0, applied: 0, conflicts: [], deferred: [], rejected: 0, problems: [] };
+  const result: PullResult = {
+    received: 0,
+    applied: 0,
+    fetched: 0,
+    fetchedBytes: 0,
+    conflicts: [],
+    deferred: [],
+    rejected: 0,
+    problems: [],
+  };
   const expects = vol.readExpect();
   const before = expects.find((e) => e.host === peer.hostId) ?? newExpect(peer.hostId);
   const exp: ExpectEntry = before.incarnation === peer.incarnation
@@ -258,6 +270,8 @@ function stageContent(
     }
     Deno.chmodSync(dest, r.mode & 0o7777);
     setMtimeNs(dest, r.mtimeNs);
+    result.fetched++;
+    result.fetchedBytes += r.size;
   }
 }
 

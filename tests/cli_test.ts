@@ -1,0 +1,199 @@
+/** End-to-end tests of the command line, run as a user runs it. */
+
+import { assert, assertEquals, assertMatch, assertNotEquals } from "./assert.ts";
+import { cli, json, listing, put, tempDir } from "./helpers.ts";
+import { setMtimeNs } from "../src/fs/libc.ts";
+
+async function pair() {
+  const dir = await tempDir();
+  const a = `${dir}/a`;
+  const b = `${dir}/b`;
+  Deno.mkdirSync(a);
+  return { dir, a, b };
+}
+
+Deno.test("init and clone replicate every kind of entry exactly", async () => {
+  const { a, b } = await pair();
+  put(`${a}/plain.txt`, "hello\n");
+  put(`${a}/empty`, "");
+  put(`${a}/with space/new\nline/naïve ☃.txt`, "unicode");
+  Deno.mkdirSync(`${a}/empty dir`);
+  Deno.chmodSync(`${a}/empty dir`, 0o700);
+  put(`${a}/bin/tool`, "#!/bin/sh\n");
+  Deno.chmodSync(`${a}/bin/tool`, 0o751);
+  Deno.symlinkSync("plain.txt", `${a}/link`);
+  Deno.symlinkSync("/nonexistent/outside", `${a}/dangling`);
+  setMtimeNs(`${a}/plain.txt`, 1_600_000_000_123_456_789n);
+  assertEquals((await cli(["init", a, "--host", "alpha"])).code, 0);
+  const r = await cli(["clone", a, b, "--host", "beta"]);
+  assertEquals(r.code, 0, r.stderr);
+  assertEquals(r.stdout + r.stderr, "", "clone is quiet on success");
+  assertEquals(listing(b), listing(a));
+  assert(listing(b)["plain.txt"].includes(" 1600000000123456789 "), "mtime kept to the ns");
+});
+
+Deno.test("sync runs both ways and either side can start it", async () => {
+  const { a, b } = await pair();
+  put(`${a}/f`, "v1");
+  await cli(["init", a, "--host", "alpha"]);
+  await cli(["clone", a, b, "--host", "beta"]);
+  put(`${a}/f`, "v2");
+  put(`${a}/g/h`, "new");
+  let r = await cli(["sync", "-C", b, a]);
+  assertEquals(r.code, 0, r.stderr);
+  assertEquals(listing(b), listing(a));
+  Deno.removeSync(`${a}/g`, { recursive: true });
+  Deno.chmodSync(`${a}/f`, 0o600);
+  r = await cli(["sync", "-C", a, b]);
+  assertEquals(r.code, 0, r.stderr);
+  assertEquals(listing(b), listing(a));
+  r = await cli(["sync", "-C", a, b]);
+  assertEquals([r.code, r.stdout, r.stderr], [0, "", ""], "nothing to do: silent");
+});
+
+Deno.test("a directory rename is one record and re-sends no file", async () => {
+  const { a, b } = await pair();
+  for (let i = 0; i < 20; i++) put(`${a}/dir/sub/f${i}`, `content ${i}`);
+  await cli(["init", a, "--host", "alpha"]);
+  await cli(["clone", a, b, "--host", "beta"]);
+  const before = json<unknown[]>(await cli(["log", "-C", a, "--json"])).length;
+  Deno.renameSync(`${a}/dir`, `${a}/moved dir`);
+  const r = await cli(["sync", "-C", b, a, "--json"]);
+  const [report] = json<{ received: number; fetched: number }[]>(r);
+  const log = json<{ op: string; path: string; target: string }[]>(await cli(["log", "-C", a, "--json"]));
+  assertEquals(log.length, before + 1);
+  assertEquals(log.at(-1)!.op, "rename");
+  assertEquals([log.at(-1)!.path, log.at(-1)!.target], ["dir", "moved dir"]);
+  assertEquals([report.received, report.fetched], [1, 0]);
+  assertEquals(listing(b), listing(a));
+});
+
+Deno.test("records relay through a middle replica and apply once", async () => {
+  const dir = await tempDir();
+  const [a, b, c] = ["a", "b", "c"].map((n) => `${dir}/${n}`);
+  Deno.mkdirSync(a);
+  put(`${a}/one`, "1");
+  await cli(["init", a, "--host", "alpha"]);
+  await cli(["clone", a, b, "--host", "beta"]);
+  await cli(["clone", b, c, "--host", "gamma"]);
+  assertEquals(listing(c), listing(a));
+  put(`${a}/two`, "2");
+  await cli(["sync", "-C", b, a]);
+  await cli(["sync", "-C", c, b]);
+  assertEquals(listing(c), listing(a));
+  const r = json<{ received: number }[]>(await cli(["sync", "-C", c, a, "--json"]));
+  assertEquals(r[0].received, 0, "records reached by two paths apply once");
+  const logC = json<{ originHost: string; originSeq: number }[]>(await cli(["log", "-C", c, "--json"]));
+  const keys = logC.map((e) => `${e.originHost}:${e.originSeq}`);
+  assertEquals(new Set(keys).size, keys.length, "no record twice in C's log");
+});
+
+Deno.test("a replica without the permit keeps its changes and conflict copies", async () => {
+  const { a, b } = await pair();
+  put(`${a}/shared.txt`, "from alpha v1");
+  await cli(["init", a, "--host", "alpha"]);
+  await cli(["clone", a, b, "--host", "beta"]);
+  put(`${b}/shared.txt`, "beta's edit");
+  put(`${b}/beta-only.txt`, "mine");
+  let r = await cli(["sync", "-C", b, a]);
+  assertEquals(r.code, 0, r.stderr);
+  assertEquals(Deno.readTextFileSync(`${a}/shared.txt`), "from alpha v1", "not published");
+  assert(!listing(a)["beta-only.txt"]);
+  const st = json<{ pending: { op: string; path: string }[] }>(await cli(["status", "-C", b, "--json"]));
+  assertEquals(st.pending.map((p) => p.path).sort(), ["beta-only.txt", "shared.txt"]);
+  put(`${a}/shared.txt`, "from alpha v2");
+  r = await cli(["sync", "-C", b, a]);
+  assertEquals(r.code, 3, "conflicts kept: exit 3");
+  assertMatch(r.stderr, /conflict: kept the local version as shared\.txt\.conflict-beta-\d{8}T\d{6}Z/);
+  assertEquals(Deno.readTextFileSync(`${b}/shared.txt`), "from alpha v2");
+  const copies = [...Deno.readDirSync(b)].map((e) => e.name).filter((n) => n.includes(".conflict-"));
+  assertEquals(copies.length, 1);
+  assertEquals(Deno.readTextFileSync(`${b}/${copies[0]}`), "beta's edit", "nothing lost");
+  const st2 = json<{ conflicts: string[] }>(await cli(["status", "-C", b, "--json"]));
+  assertEquals(st2.conflicts, copies);
+  assertEquals(Deno.readTextFileSync(`${b}/beta-only.txt`), "mine");
+});
+
+Deno.test("errors: missing volume, foreign peer, usage, busy", async () => {
+  const { dir, a, b } = await pair();
+  let r = await cli(["status", "-C", dir]);
+  assertEquals(r.code, 1);
+  assertMatch(r.stderr, /not inside a replicator volume.*replicator init/);
+  r = await cli(["frobnicate"]);
+  assertEquals(r.code, 2);
+  r = await cli(["status", "--no-such-flag"]);
+  assertEquals(r.code, 2);
+  await cli(["init", a, "--host", "alpha"]);
+  Deno.mkdirSync(b);
+  await cli(["init", b, "--host", "other"]);
+  r = await cli(["sync", "-C", a, b]);
+  assertEquals(r.code, 1);
+  assertMatch(r.stderr, /replica of another volume/);
+  const holder = new Deno.Command("flock", { args: [`${a}/.replicator/lock`, "sleep", "5"] }).spawn();
+  await new Promise((ok) => setTimeout(ok, 300));
+  r = await cli(["status", "-C", a], { env: { REPLICATOR_LOCK_WAIT: "0.5" } });
+  holder.kill();
+  await holder.status;
+  assertEquals(r.code, 75);
+  assertMatch(r.stderr, /busy/);
+});
+
+Deno.test("peer add, list, remove; sync with no PEER uses the named peers", async () => {
+  const { a, b } = await pair();
+  put(`${a}/x`, "1");
+  await cli(["init", a, "--host", "alpha"]);
+  await cli(["clone", a, b, "--host", "beta"]);
+  assertEquals((await cli(["peer", "add", "origin", `file://${a}`, "-C", b])).code, 0);
+  assertEquals(json(await cli(["peer", "list", "-C", b, "--json"])), { origin: `file://${a}` });
+  put(`${a}/y`, "2");
+  const r = await cli(["sync", "-C", b]);
+  assertEquals(r.code, 0, r.stderr);
+  assertEquals(listing(b), listing(a));
+  assertEquals((await cli(["peer", "remove", "origin", "-C", b])).code, 0);
+  assertEquals((await cli(["sync", "-C", b])).code, 2);
+  assertEquals((await cli(["peer", "remove", "origin", "-C", b])).code, 1);
+});
+
+Deno.test("a torn KML tail is cut on open; a corrupt middle record is found by fsck and repaired", async () => {
+  const { a, b } = await pair();
+  for (let i = 0; i < 5; i++) put(`${a}/f${i}`, `${i}`);
+  await cli(["init", a, "--host", "alpha"]);
+  await cli(["clone", a, b, "--host", "beta"]);
+  const kml = `${a}/.replicator/kml`;
+  const good = Deno.readFileSync(kml);
+  Deno.writeFileSync(kml, new Uint8Array([1, 2, 3, 4, 5, 6, 7]), { append: true });
+  let r = await cli(["fsck", "-C", a]);
+  assertEquals([r.code, r.stderr], [0, ""]);
+  assertEquals(Deno.readFileSync(kml), good, "torn tail cut back");
+  const log = json<{ offset: number }[]>(await cli(["log", "-C", a, "--json"]));
+  const bad = Deno.readFileSync(kml);
+  bad[log[2].offset + 30] ^= 0x10;
+  Deno.writeFileSync(kml, bad);
+  r = await cli(["fsck", "-C", a]);
+  assertEquals(r.code, 1);
+  assertMatch(r.stderr, new RegExp(`offset ${log[2].offset}`));
+  r = await cli(["fsck", "-C", a, "--repair"]);
+  assertEquals(r.code, 0, r.stderr);
+  assertEquals((await cli(["fsck", "-C", a])).code, 0);
+  put(`${a}/after`, "repair");
+  r = await cli(["sync", "-C", b, a]);
+  assertEquals(r.code, 0, r.stderr);
+  assertEquals(listing(b), listing(a));
+});
+
+Deno.test("--json output of status, log and sync is one JSON document", async () => {
+  const { a, b } = await pair();
+  put(`${a}/x`, "1");
+  await cli(["init", a, "--host", "alpha"]);
+  await cli(["clone", a, b, "--host", "beta"]);
+  const st = json<{ permit: { held: boolean; epoch: number }; hostName: string }>(
+    await cli(["status", "-C", a, "--json"]),
+  );
+  assertEquals([st.permit.held, st.permit.epoch, st.hostName], [true, 1, "alpha"]);
+  const stb = json<{ permit: { held: boolean } }>(await cli(["status", "-C", b, "--json"]));
+  assertEquals(stb.permit.held, false);
+  const log = json<{ op: string }[]>(await cli(["log", "-C", a, "--json"]));
+  assertEquals(log.map((e) => e.op), ["permit", "store"]);
+  const s = json<{ received: number }[]>(await cli(["sync", "-C", b, a, "--json"]));
+  assertNotEquals(s.length, 0);
+});

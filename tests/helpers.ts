@@ -1,0 +1,85 @@
+/**
+ * Test helpers: run the CLI as a user does (deno run of mod.ts), make trees,
+ * and describe a tree exactly for comparison between replicas.
+ */
+
+import { createHash } from "node:crypto";
+import { lstatNs } from "../src/fs/stat.ts";
+
+const MOD = new URL("../mod.ts", import.meta.url).pathname;
+
+/** Result of one CLI run. */
+export interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `replicator ARGS...` and waits for it. */
+export async function cli(args: string[], opts: { cwd?: string; env?: Record<string, string> } = {}): Promise<Run> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", "--no-prompt", "--quiet", MOD, ...args],
+    cwd: opts.cwd,
+    env: opts.env,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+/** Spawns `replicator ARGS...` without waiting (for kill tests). */
+export function spawnCli(args: string[]): Deno.ChildProcess {
+  return new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", "--no-prompt", "--quiet", MOD, ...args],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+}
+
+/** A fresh temporary directory, removed by the returned cleanup. */
+export async function tempDir(): Promise<string> {
+  return await Deno.makeTempDir({ prefix: "replicator-test-" });
+}
+
+/** Writes a file, creating parents. */
+export function put(path: string, content: string | Uint8Array): void {
+  Deno.mkdirSync(path.slice(0, path.lastIndexOf("/")), { recursive: true });
+  if (typeof content === "string") Deno.writeTextFileSync(path, content);
+  else Deno.writeFileSync(path, content);
+}
+
+/**
+ * Every entry under `root` (except .replicator/) with type, permission bits,
+ * content hash or link target, and mtime in ns for files and symlinks.
+ */
+export function listing(root: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  const visit = (rel: string) => {
+    const names = [...Deno.readDirSync(rel ? `${root}/${rel}` : root)].map((e) => e.name).sort();
+    for (const name of names) {
+      if (!rel && name === ".replicator") continue;
+      const p = rel ? `${rel}/${name}` : name;
+      const st = lstatNs(`${root}/${p}`)!;
+      if (st.type === "d") {
+        out[p] = `dir ${st.perm.toString(8)}`;
+        visit(p);
+      } else if (st.type === "l") {
+        out[p] = `link ${Deno.readLinkSync(`${root}/${p}`)} ${st.mtimeNs}`;
+      } else {
+        const h = createHash("sha256").update(Deno.readFileSync(`${root}/${p}`)).digest("hex");
+        out[p] = `file ${st.perm.toString(8)} ${st.size} ${st.mtimeNs} ${h}`;
+      }
+    }
+  };
+  visit("");
+  return out;
+}
+
+/** JSON of a successful CLI run's stdout. */
+export function json<T = unknown>(r: Run): T {
+  if (r.code !== 0) throw new Error(`exit ${r.code}: ${r.stderr}`);
+  return JSON.parse(r.stdout) as T;
+}
