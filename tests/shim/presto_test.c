@@ -32,6 +32,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -571,7 +572,19 @@ int main(int argc, char **argv)
 	expect(&mainx, PRESTO_EV_RENAME, 0, "f6", "f5", ino);
 	expect(&mainx, PRESTO_EV_UNLINK, 0, "hl", NULL, ino_a);
 
-	/* 21. a file written outside, moved in while open, written, closed */
+	/* 21. exchange of two names: two RENAME records; an xattr change */
+	{
+		uint64_t i5 = ino_of("f5"), i3 = ino_of("f3");
+
+		xcall(renameat2(AT_FDCWD, "f5", AT_FDCWD, "f3",
+				RENAME_EXCHANGE), "exchange");
+		expect(&mainx, PRESTO_EV_RENAME, 0, "f5", "f3", i5);
+		expect(&mainx, PRESTO_EV_RENAME, 0, "f3", "f5", i3);
+	}
+	xcall(setxattr("f3", "user.k", "v", 1, 0), "setxattr");
+	expect(&mainx, PRESTO_EV_SETATTR, 0, "f3", NULL, ino_of("f3"));
+
+	/* 21b. a file written outside, moved in while open, written, closed */
 	{
 		int wfd;
 
