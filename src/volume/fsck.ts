@@ -29,6 +29,7 @@ export function fsck(dir: string, repair = false): FsckProblem[] {
   const root = findRoot(dir);
   const layout = layoutOf(root);
   const problems: FsckProblem[] = [];
+  finishInterrupted(root);
   const release = acquireLock(layout.lock, root);
   try {
     const config = readConfig(layout.config);
@@ -47,6 +48,15 @@ export function fsck(dir: string, repair = false): FsckProblem[] {
   }
   if (repair && problems.some((p) => p.repaired)) Volume.open(root).close(); // rebuild derived state
   return problems;
+}
+
+/** Opening a volume finishes or undoes an interrupted batch; a corrupt log is checked below. */
+function finishInterrupted(root: string): void {
+  try {
+    Volume.open(root).close();
+  } catch (e) {
+    if (!(e instanceof CorruptLogError)) throw e;
+  }
 }
 
 function checkKml(path: string, volumeId: string, repair: boolean, problems: FsckProblem[]): void {

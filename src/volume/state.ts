@@ -97,8 +97,15 @@ export class State {
     this.deleteStmt.run(path);
   }
 
-  /** Moves `from` and everything under it to `to`. */
+  /**
+   * Moves `from` and everything under it to `to`, replacing what was there.
+   * Does nothing if nothing is recorded at `from` (a rename that was a no-op).
+   */
   renameEntries(from: string, to: string): void {
+    const known = this.db.prepare(
+      "SELECT 1 FROM entries WHERE path = ? OR (path >= ? AND path < ?) LIMIT 1",
+    ).get(from, from + "/", from + "0");
+    if (!known) return;
     this.db.prepare("DELETE FROM entries WHERE path = ? OR (path >= ? AND path < ?)")
       .run(to, to + "/", to + "0");
     this.db.prepare(
