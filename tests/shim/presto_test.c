@@ -32,6 +32,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
@@ -366,6 +367,78 @@ static int dmesg_clean(void)
 	return ok;
 }
 
+/*
+ * Two writer processes hammer the volume while this process reads with a
+ * blocking fd.  Every iteration of a writer yields exactly 4 events
+ * (CREATE, CLOSE_WRITE, RENAME, UNLINK), so records + lost is known.
+ */
+#define STRESS_ITER 300
+static struct evlist stl = { .name = "stress" };
+
+static void stress(const char *vol)
+{
+	static unsigned char buf[1 << 16];
+	int fd = open(PRESTO_DEVICE, O_RDONLY | O_CLOEXEC);
+	int w, i, alive = 2, normal = 0, overflows = 0, paths_ok = 1;
+	uint64_t lost = 0, t0 = now_ns();
+	pid_t pid[2];
+
+	if (fd < 0 || arm(fd, vol, 8 << 10, 0))
+		die("stress arm");
+	xcall(mkdir("st", 0755), "mkdir st");
+	for (w = 0; w < 2; w++) {
+		pid[w] = fork();
+		if (pid[w] < 0)
+			die("fork");
+		if (!pid[w]) {
+			char a[64], b[64];
+
+			for (i = 0; i < STRESS_ITER; i++) {
+				snprintf(a, sizeof(a), "st/c%d_%d", w, i);
+				snprintf(b, sizeof(b), "st/r%d_%d", w, i);
+				write_file(a, "x", O_CREAT);
+				if (rename(a, b) || unlink(b))
+					_exit(1);
+			}
+			_exit(0);
+		}
+	}
+	for (;;) {
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		int status;
+		ssize_t n;
+
+		while (alive && waitpid(-1, &status, WNOHANG) > 0) {
+			alive--;
+			check(WIFEXITED(status) && !WEXITSTATUS(status),
+			      "stress-writer", NULL);
+		}
+		if (poll(&pfd, 1, alive ? 2000 : 500) <= 0) {
+			if (!alive)
+				break;
+			continue;
+		}
+		n = read(fd, buf, sizeof(buf));	/* blocking fd */
+		if (n <= 0 || parse(&stl, buf, n, t0))
+			break;
+	}
+	for (i = 0; i < stl.n; i++) {
+		if (stl.ev[i].type == PRESTO_EV_OVERFLOW) {
+			overflows++;
+			lost += stl.ev[i].aux;
+		} else {
+			normal++;
+			if (strncmp(stl.ev[i].path, "st", 2))
+				paths_ok = 0;
+		}
+	}
+	check(!stl.bad && paths_ok && normal + (int)lost == 1 + 2 * 4 * STRESS_ITER,
+	      "stress", "records=%d lost=%llu overflows=%d malformed=%d (want %d)",
+	      normal, (unsigned long long)lost, overflows, stl.bad,
+	      1 + 2 * 4 * STRESS_ITER);
+	close(fd);
+}
+
 /* ---- the test -------------------------------------------------------- */
 
 static struct evlist mainl = { .name = "main" };
@@ -679,6 +752,8 @@ int main(int argc, char **argv)
 	check(ovl.n == 1 && ovl.ev[0].type == PRESTO_EV_CREATE &&
 	      !strcmp(ovl.ev[0].path, "ov/after"), "overflow-resume",
 	      "n=%d", ovl.n);
+
+	stress(vol);
 
 	/* Arm/close cycles, half of them reporting every close. */
 	write_file("cyc", NULL, O_CREAT);

@@ -154,7 +154,7 @@ log "booting (timeout ${qemu_timeout}s)"
 t_boot=$(date +%s)
 set +e
 timeout -k 5 "$qemu_timeout" qemu-system-x86_64 -accel tcg -m 512 \
-	-nographic -no-reboot -net none \
+	-smp 2 -nographic -no-reboot -net none \
 	-kernel "$kroot/boot/vmlinuz-$KVER" -initrd "$work/initrd.gz" \
 	-append "console=ttyS0 loglevel=1 panic=-1 rdinit=/init" \
 	-drive file="$work/disk.img",if=virtio,format=raw \

@@ -1,0 +1,126 @@
+/** Sync behaviour through the API: coalescing, hostile peers, unreadable files, big files. */
+
+import { assert, assertEquals, assertMatch, assertThrows } from "./assert.ts";
+import { cli, json, listing, put, tempDir } from "./helpers.ts";
+import { Volume } from "../src/volume/volume.ts";
+import { capture } from "../src/capture/capture.ts";
+import { encodeRecord, Op } from "../src/kml/record.ts";
+import { Tree } from "../src/sync/apply.ts";
+import { HostilePeerError } from "../src/errors.ts";
+
+async function pair() {
+  const dir = await tempDir();
+  const a = `${dir}/a`;
+  const b = `${dir}/b`;
+  Deno.mkdirSync(a);
+  return { dir, a, b };
+}
+
+Deno.test("a file written 100 times travels once", async () => {
+  const { a, b } = await pair();
+  put(`${a}/hot`, "v0");
+  await cli(["init", a, "--host", "alpha"]);
+  await cli(["clone", a, b, "--host", "beta"]);
+  const vol = Volume.open(a);
+  try {
+    for (let i = 1; i <= 100; i++) {
+      put(`${a}/hot`, `version ${i}`);
+      assertEquals(capture(vol).recorded, 1);
+    }
+  } finally {
+    vol.close();
+  }
+  const [r] = json<{ received: number; fetched: number; applied: number }[]>(
+    await cli(["sync", "-C", b, a, "--json"]),
+  );
+  assertEquals([r.received, r.fetched], [100, 1]);
+  assertEquals(Deno.readTextFileSync(`${b}/hot`), "version 100");
+  assertEquals(listing(b), listing(a));
+});
+
+/** Appends a record to `a`'s log as if `a` had written it. */
+function forge(a: string, op: Op, path: string, target = ""): void {
+  const vol = Volume.open(a);
+  try {
+    const [r] = vol.ownRecords([{ op, path, target, mode: 0o100644, size: 1, mtimeNs: 0n, digest: "0".repeat(64) }]);
+    vol.commitRecords([r], [encodeRecord(r)]);
+  } finally {
+    vol.close();
+  }
+}
+
+Deno.test("a hostile peer's path that escapes the volume is refused and nothing is applied", async () => {
+  for (const evil of ["../escaped", "/etc/evil", "a/../../escaped", ".replicator/kml", "a//b"]) {
+    const { dir, a, b } = await pair();
+    put(`${a}/ok`, "1");
+    await cli(["init", a, "--host", "alpha"]);
+    await cli(["clone", a, b, "--host", "beta"]);
+    const before = listing(b);
+    const kmlBefore = Deno.readFileSync(`${b}/.replicator/kml`);
+    put(`${a}/ok2`, "2");
+    forge(a, Op.Mkdir, evil);
+    const r = await cli(["sync", "-C", b, a]);
+    assertEquals(r.code, 1, `${evil}: ${r.stderr}`);
+    assertMatch(r.stderr, /refusing unsafe path/);
+    assertEquals(listing(b), before, "nothing applied");
+    assertEquals(Deno.readFileSync(`${b}/.replicator/kml`), kmlBefore);
+    assert(![...Deno.readDirSync(dir)].some((e) => e.name === "escaped"));
+  }
+});
+
+Deno.test("apply never follows a symlink in a parent path", async () => {
+  const dir = await tempDir();
+  Deno.mkdirSync(`${dir}/vol`);
+  Deno.mkdirSync(`${dir}/outside`);
+  Deno.symlinkSync(`${dir}/outside`, `${dir}/vol/link`);
+  const t = new Tree(`${dir}/vol`);
+  assertThrows(() => t.parents("link/file"), HostilePeerError);
+  t.parents("real/deeper/file");
+  assert(Deno.lstatSync(`${dir}/vol/real/deeper`).isDirectory);
+});
+
+Deno.test("records from a host that did not hold the permit never overwrite anything", async () => {
+  const { a, b } = await pair();
+  put(`${a}/f`, "holder's");
+  await cli(["init", a, "--host", "alpha"]);
+  await cli(["clone", a, b, "--host", "beta"]);
+  forge(b, Op.Unlink, "f"); // beta never held the permit
+  const [r] = json<{ rejected: number }[]>(await cli(["sync", "-C", a, b, "--json"]));
+  assertEquals(r.rejected, 1);
+  assertEquals(Deno.readTextFileSync(`${a}/f`), "holder's");
+});
+
+Deno.test({
+  name: "an unreadable file is reported and the rest still syncs",
+  ignore: Deno.uid() !== 0,
+  fn: async () => {
+    const { dir, a, b } = await pair();
+    put(`${a}/readable`, "yes");
+    put(`${a}/secret`, "no");
+    Deno.chmodSync(dir, 0o755);
+    await new Deno.Command("chown", { args: ["-R", "65534:65534", dir] }).output();
+    const asNobody = async (args: string[]) => {
+      const out = await new Deno.Command("setpriv", {
+        args: ["--reuid=65534", "--regid=65534", "--clear-groups", Deno.execPath(), "run", "-A", "--quiet",
+          new URL("../mod.ts", import.meta.url).pathname, ...args],
+        env: { DENO_DIR: `${dir}/deno-cache`, HOME: dir },
+        stdin: "null",
+      }).output();
+      return { code: out.code, stderr: new TextDecoder().decode(out.stderr) };
+    };
+    assertEquals((await asNobody(["init", a, "--host", "alpha"])).code, 0);
+    assertEquals((await asNobody(["clone", a, b, "--host", "beta"])).code, 0);
+    put(`${a}/more`, "added");
+    put(`${a}/secret`, "changed");
+    await new Deno.Command("chown", { args: ["-R", "65534:65534", a] }).output();
+    Deno.chmodSync(`${a}/secret`, 0o000);
+    const r = await asNobody(["sync", "-C", b, a]);
+    assertEquals(r.code, 1);
+    assertMatch(r.stderr, /secret/);
+    assertEquals(Deno.readTextFileSync(`${b}/more`), "added");
+    assertEquals(Deno.readTextFileSync(`${b}/secret`), "no");
+    Deno.chmodSync(`${a}/secret`, 0o644);
+    assertEquals((await asNobody(["sync", "-C", b, a])).code, 0);
+    assertEquals(Deno.readTextFileSync(`${b}/secret`), "changed");
+  },
+});
