@@ -12,12 +12,12 @@
 
 import { resolve } from "node:path";
 import { hostname } from "node:os";
-import { Volume, findRoot } from "./volume/volume.ts";
+import { findRoot, Volume } from "./volume/volume.ts";
 import { randomId } from "./volume/config.ts";
-import { Op, encodeRecord, decodeRecord, type KmlRecord } from "./kml/record.ts";
+import { decodeRecord, encodeRecord, type KmlRecord, Op } from "./kml/record.ts";
 import { capture } from "./capture/capture.ts";
-import { scan, type Change } from "./capture/scan.ts";
-import { syncVolumes, type SyncReport } from "./sync/sync.ts";
+import { type Change, scan } from "./capture/scan.ts";
+import { type SyncReport, syncVolumes } from "./sync/sync.ts";
 import type { ExpectEntry } from "./expect/expect.ts";
 import { ReplicatorError, UsageError } from "./errors.ts";
 
@@ -60,7 +60,9 @@ export function sync(dir: string, peers: string[] = []): SyncReport[] {
     targets = Object.values(vol.config.peers);
     vol.close();
     if (targets.length === 0) {
-      throw new UsageError("no peer given and none configured; name one, or add one with 'replicator peer add NAME URL'");
+      throw new UsageError(
+        "no peer given and none configured; name one, or add one with 'replicator peer add NAME URL'",
+      );
     }
   }
   return targets.map((p) => syncOne(root, resolvePeer(root, p)));
@@ -180,7 +182,9 @@ export function log(dir: string): LogEntry[] {
 export function setPeer(dir: string, name: string, url: string | null): void {
   const vol = Volume.open(dir);
   try {
-    if (url === null && !(name in vol.config.peers)) throw new ReplicatorError(`no peer named ${name}`);
+    if (url === null && !(name in vol.config.peers)) {
+      throw new ReplicatorError(`no peer named ${name}`);
+    }
     const peers = { ...vol.config.peers };
     if (url === null) delete peers[name];
     else peers[name] = url;
@@ -207,5 +211,13 @@ export function listPeers(dir: string): Record<string, string> {
 }
 
 function noChange(): Change {
-  return { op: Op.Store, path: "", target: "", mode: 0, size: 0, mtimeNs: 0n, digest: "0".repeat(64) };
+  return {
+    op: Op.Store,
+    path: "",
+    target: "",
+    mode: 0,
+    size: 0,
+    mtimeNs: 0n,
+    digest: "0".repeat(64),
+  };
 }

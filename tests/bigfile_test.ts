@@ -31,7 +31,20 @@ Deno.test(`a ${GIB} GiB file replicates exactly with peak RSS under 300 MB`, asy
   f.close();
   assertEquals((await cli(["init", a, "--host", "alpha"])).code, 0);
   const out = await new Deno.Command("/usr/bin/time", {
-    args: ["-f", "%M", Deno.execPath(), "run", "-A", "--quiet", MOD, "clone", a, b, "--host", "beta"],
+    args: [
+      "-f",
+      "%M",
+      Deno.execPath(),
+      "run",
+      "-A",
+      "--quiet",
+      MOD,
+      "clone",
+      a,
+      b,
+      "--host",
+      "beta",
+    ],
     stdin: "null",
     stderr: "piped",
   }).output();

@@ -60,7 +60,9 @@ Deno.test("a directory rename is one record and re-sends no file", async () => {
   Deno.renameSync(`${a}/dir`, `${a}/moved dir`);
   const r = await cli(["sync", "-C", b, a, "--json"]);
   const [report] = json<{ received: number; fetched: number }[]>(r);
-  const log = json<{ op: string; path: string; target: string }[]>(await cli(["log", "-C", a, "--json"]));
+  const log = json<{ op: string; path: string; target: string }[]>(
+    await cli(["log", "-C", a, "--json"]),
+  );
   assertEquals(log.length, before + 1);
   assertEquals(log.at(-1)!.op, "rename");
   assertEquals([log.at(-1)!.path, log.at(-1)!.target], ["dir", "moved dir"]);
@@ -83,7 +85,9 @@ Deno.test("records relay through a middle replica and apply once", async () => {
   assertEquals(listing(c), listing(a));
   const r = json<{ received: number }[]>(await cli(["sync", "-C", c, a, "--json"]));
   assertEquals(r[0].received, 0, "records reached by two paths apply once");
-  const logC = json<{ originHost: string; originSeq: number }[]>(await cli(["log", "-C", c, "--json"]));
+  const logC = json<{ originHost: string; originSeq: number }[]>(
+    await cli(["log", "-C", c, "--json"]),
+  );
   const keys = logC.map((e) => `${e.originHost}:${e.originSeq}`);
   assertEquals(new Set(keys).size, keys.length, "no record twice in C's log");
 });
@@ -99,14 +103,21 @@ Deno.test("a replica without the permit keeps its changes and conflict copies", 
   assertEquals(r.code, 0, r.stderr);
   assertEquals(Deno.readTextFileSync(`${a}/shared.txt`), "from alpha v1", "not published");
   assert(!listing(a)["beta-only.txt"]);
-  const st = json<{ pending: { op: string; path: string }[] }>(await cli(["status", "-C", b, "--json"]));
+  const st = json<{ pending: { op: string; path: string }[] }>(
+    await cli(["status", "-C", b, "--json"]),
+  );
   assertEquals(st.pending.map((p) => p.path).sort(), ["beta-only.txt", "shared.txt"]);
   put(`${a}/shared.txt`, "from alpha v2");
   r = await cli(["sync", "-C", b, a]);
   assertEquals(r.code, 3, "conflicts kept: exit 3");
-  assertMatch(r.stderr, /conflict: kept the local version as shared\.txt\.conflict-beta-\d{8}T\d{6}Z/);
+  assertMatch(
+    r.stderr,
+    /conflict: kept the local version as shared\.txt\.conflict-beta-\d{8}T\d{6}Z/,
+  );
   assertEquals(Deno.readTextFileSync(`${b}/shared.txt`), "from alpha v2");
-  const copies = [...Deno.readDirSync(b)].map((e) => e.name).filter((n) => n.includes(".conflict-"));
+  const copies = [...Deno.readDirSync(b)].map((e) => e.name).filter((n) =>
+    n.includes(".conflict-")
+  );
   assertEquals(copies.length, 1);
   assertEquals(Deno.readTextFileSync(`${b}/${copies[0]}`), "beta's edit", "nothing lost");
   const st2 = json<{ conflicts: string[] }>(await cli(["status", "-C", b, "--json"]));
@@ -129,7 +140,8 @@ Deno.test("errors: missing volume, foreign peer, usage, busy", async () => {
   r = await cli(["sync", "-C", a, b]);
   assertEquals(r.code, 1);
   assertMatch(r.stderr, /replica of another volume/);
-  const holder = new Deno.Command("flock", { args: [`${a}/.replicator/lock`, "sleep", "5"] }).spawn();
+  const holder = new Deno.Command("flock", { args: [`${a}/.replicator/lock`, "sleep", "5"] })
+    .spawn();
   await new Promise((ok) => setTimeout(ok, 300));
   r = await cli(["status", "-C", a], { env: { REPLICATOR_LOCK_WAIT: "0.5" } });
   holder.kill();

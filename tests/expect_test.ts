@@ -117,16 +117,22 @@ Deno.test("expect: version and the entry of a host never exchanged with", () => 
   });
 });
 
-Deno.test("expect golden bytes: empty file, and the example in docs/expect.md", () => {
+/** The hex in the fenced code block after `<!-- marker -->` in docs/expect.md. */
+function docHex(marker: string): string {
+  const doc = Deno.readTextFileSync(new URL("../docs/expect.md", import.meta.url));
+  const at = doc.indexOf(`<!-- ${marker} -->`);
+  assert.notEqual(at, -1, `marker ${marker} not found`);
+  const block = /```[a-z]*\n([\s\S]*?)```/.exec(doc.slice(at));
+  assert.ok(block, `no code block after ${marker}`);
+  return block[1].replace(/\s+/g, "");
+}
+
+Deno.test("expect golden bytes: empty file, and the examples in docs/expect.md", () => {
   const bytes = encodeExpect([]);
   assert.equal(toHex(bytes), EMPTY_GOLDEN);
   assert.deepEqual(decodeExpect(fromHex(EMPTY_GOLDEN)), []);
-  const doc = Deno.readTextFileSync(new URL("../docs/expect.md", import.meta.url));
-  const at = doc.indexOf("<!-- expect-empty-hex -->");
-  assert.notEqual(at, -1);
-  const block = /```[a-z]*\n([\s\S]*?)```/.exec(doc.slice(at));
-  assert.ok(block);
-  assert.equal(block[1].replace(/\s+/g, ""), EMPTY_GOLDEN);
+  assert.equal(docHex("expect-empty-hex"), EMPTY_GOLDEN);
+  assert.equal(docHex("expect-two-entries-hex"), GOLDEN);
 });
 
 Deno.test("expect golden bytes: two entries, sorted by host, field by field", () => {

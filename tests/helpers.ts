@@ -16,7 +16,10 @@ export interface Run {
 }
 
 /** Runs `replicator ARGS...` and waits for it. */
-export async function cli(args: string[], opts: { cwd?: string; env?: Record<string, string> } = {}): Promise<Run> {
+export async function cli(
+  args: string[],
+  opts: { cwd?: string; env?: Record<string, string> } = {},
+): Promise<Run> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "--allow-all", "--no-prompt", "--quiet", MOD, ...args],
     cwd: opts.cwd,

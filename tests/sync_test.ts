@@ -42,7 +42,15 @@ Deno.test("a file written 100 times travels once", async () => {
 function forge(a: string, op: Op, path: string, target = ""): void {
   const vol = Volume.open(a);
   try {
-    const [r] = vol.ownRecords([{ op, path, target, mode: 0o100644, size: 1, mtimeNs: 0n, digest: "0".repeat(64) }]);
+    const [r] = vol.ownRecords([{
+      op,
+      path,
+      target,
+      mode: 0o100644,
+      size: 1,
+      mtimeNs: 0n,
+      digest: "0".repeat(64),
+    }]);
     vol.commitRecords([r], [encodeRecord(r)]);
   } finally {
     vol.close();
@@ -101,8 +109,17 @@ Deno.test({
     await new Deno.Command("chown", { args: ["-R", "65534:65534", dir] }).output();
     const asNobody = async (args: string[]) => {
       const out = await new Deno.Command("setpriv", {
-        args: ["--reuid=65534", "--regid=65534", "--clear-groups", Deno.execPath(), "run", "-A", "--quiet",
-          new URL("../mod.ts", import.meta.url).pathname, ...args],
+        args: [
+          "--reuid=65534",
+          "--regid=65534",
+          "--clear-groups",
+          Deno.execPath(),
+          "run",
+          "-A",
+          "--quiet",
+          new URL("../mod.ts", import.meta.url).pathname,
+          ...args,
+        ],
         env: { DENO_DIR: `${dir}/deno-cache`, HOME: dir },
         stdin: "null",
       }).output();

@@ -16,7 +16,10 @@ import { isWithin } from "../fs/paths.ts";
 import { type Seen, walk } from "./walk.ts";
 
 /** A change as capture describes it; the volume adds origin, sequence and epoch. */
-export type Change = Pick<KmlRecord, "op" | "path" | "target" | "mode" | "size" | "mtimeNs" | "digest">;
+export type Change = Pick<
+  KmlRecord,
+  "op" | "path" | "target" | "mode" | "size" | "mtimeNs" | "digest"
+>;
 
 /** What a scan found. */
 export interface ScanResult {
@@ -35,7 +38,8 @@ export function scan(root: string, index: Map<string, Entry>): ScanResult {
   const changes: Change[] = [];
   const updates = new Map<string, Entry | null>();
   const renamed = detectRenames(old, seen, changes, updates);
-  const hidden = (p: string) => unreadable.some((d) => d !== "" && isWithin(p, d)) || unreadable.includes("");
+  const hidden = (p: string) =>
+    unreadable.some((d) => d !== "" && isWithin(p, d)) || unreadable.includes("");
 
   const removed = [...old.keys()].filter((p) => {
     const s = seen.get(p);
@@ -102,7 +106,8 @@ function detectRenames(
 
 function needsHash(s: Seen, before: Entry | undefined, wasRenamed: boolean): boolean {
   if (!before || before.type !== "f") return true;
-  return before.size !== s.size || before.mtimeNs !== s.mtimeNs || (before.ino !== s.ino && !wasRenamed);
+  return before.size !== s.size || before.mtimeNs !== s.mtimeNs ||
+    (before.ino !== s.ino && !wasRenamed);
 }
 
 function toEntry(s: Seen, before: Entry | undefined): Entry {

@@ -59,7 +59,9 @@ export function main(args: string[]): number {
       return e.exitCode;
     }
     if (e instanceof Deno.errors.PermissionDenied) {
-      console.error(`replicator: ${(e as Error).message}; check the permissions of the volume's files`);
+      console.error(
+        `replicator: ${(e as Error).message}; check the permissions of the volume's files`,
+      );
       return Exit.failed;
     }
     console.error(`replicator: unexpected error: ${(e as Error).stack ?? e}`);

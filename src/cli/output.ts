@@ -29,7 +29,9 @@ export function printSyncReports(reports: SyncReport[], f: OutputFlags): number 
     ...r.remote.capture.problems.map((p) => `peer: ${p}`),
     ...r.remote.pull.problems.map((p) => `peer: ${p}`),
   ]);
-  const conflicts = reports.flatMap((r) => [...r.local.pull.conflicts, ...r.remote.pull.conflicts.map((c) => `${r.peer}/${c}`)]);
+  const conflicts = reports.flatMap((
+    r,
+  ) => [...r.local.pull.conflicts, ...r.remote.pull.conflicts.map((c) => `${r.peer}/${c}`)]);
   if (f.json) {
     console.log(toJson(reports.map((r) => ({
       peer: r.peer,
@@ -49,13 +51,17 @@ export function printSyncReports(reports: SyncReport[], f: OutputFlags): number 
     }))));
   } else {
     for (const p of problems) console.error(`replicator: ${p}`);
-    for (const c of conflicts) console.error(`replicator: conflict: kept the local version as ${c}`);
+    for (const c of conflicts) {
+      console.error(`replicator: conflict: kept the local version as ${c}`);
+    }
     if (f.verbose) {
       for (const r of reports) {
         console.log(
           `${r.peer}: recorded ${r.local.capture.recorded}, received ${r.local.pull.received} ` +
             `(applied ${r.local.pull.applied}), sent ${r.remote.pull.received}` +
-            (r.local.capture.pending.length ? `, ${r.local.capture.pending.length} local changes kept unpublished (no permit)` : ""),
+            (r.local.capture.pending.length
+              ? `, ${r.local.capture.pending.length} local changes kept unpublished (no permit)`
+              : ""),
         );
       }
     }
@@ -75,14 +81,22 @@ export function printStatus(s: Status, f: OutputFlags): number {
   console.log(
     s.permit.held
       ? `permit: held by this replica (epoch ${s.permit.epoch})`
-      : `permit: held by ${s.permit.holder || "unknown"} (epoch ${s.permit.epoch}); local changes are kept, not published`,
+      : `permit: held by ${
+        s.permit.holder || "unknown"
+      } (epoch ${s.permit.epoch}); local changes are kept, not published`,
   );
   for (const [name, url] of Object.entries(s.peers)) console.log(`peer ${name}: ${url}`);
   for (const e of s.expect) {
-    console.log(`host ${e.host}: read ${e.readSeq} records of its log; it has read ${e.confirmedSeq} of ours`);
+    console.log(
+      `host ${e.host}: read ${e.readSeq} records of its log; it has read ${e.confirmedSeq} of ours`,
+    );
   }
   for (const p of s.pending) {
-    console.log(`${s.permit.held ? "unrecorded" : "unpublished"}: ${p.op} ${p.path}${p.target ? ` -> ${p.target}` : ""}`);
+    console.log(
+      `${s.permit.held ? "unrecorded" : "unpublished"}: ${p.op} ${p.path}${
+        p.target ? ` -> ${p.target}` : ""
+      }`,
+    );
   }
   for (const c of s.conflicts) console.log(`conflict copy: ${c}`);
   return Exit.ok;
@@ -95,8 +109,14 @@ export function printLog(entries: LogEntry[], f: OutputFlags): number {
     return Exit.ok;
   }
   for (const e of entries) {
-    const what = e.op === Op.Permit ? `holder ${e.target}` : e.path + (e.op === Op.Rename || e.op === Op.Symlink ? ` -> ${e.target}` : "");
-    console.log(`${e.offset}\t${e.originHost.slice(0, 8)}:${e.originSeq}\tepoch ${e.epoch}\t${Op[e.op].toLowerCase()}\t${what}`);
+    const what = e.op === Op.Permit
+      ? `holder ${e.target}`
+      : e.path + (e.op === Op.Rename || e.op === Op.Symlink ? ` -> ${e.target}` : "");
+    console.log(
+      `${e.offset}\t${e.originHost.slice(0, 8)}:${e.originSeq}\tepoch ${e.epoch}\t${
+        Op[e.op].toLowerCase()
+      }\t${what}`,
+    );
   }
   return Exit.ok;
 }

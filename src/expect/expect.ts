@@ -75,7 +75,9 @@ export function decodeExpect(b: Uint8Array): ExpectEntry[] {
   }
   const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
   const version = v.getUint16(4, true);
-  if (version !== EXPECT_VERSION) throw new FormatError(`Expect version ${version} is not supported`);
+  if (version !== EXPECT_VERSION) {
+    throw new FormatError(`Expect version ${version} is not supported`);
+  }
   const count = v.getUint32(8, true);
   if (b.length !== HEADER + ENTRY * count) throw new FormatError("Expect file has the wrong size");
   if (v.getUint32(12, true) !== checksum(b)) {

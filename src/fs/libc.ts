@@ -61,7 +61,12 @@ export function setMtimeNs(path: string, mtimeNs: bigint): void {
   ts[1] = nsec;
   ts[2] = s;
   ts[3] = nsec;
-  const rc = libc().utimensat(AT_FDCWD, cString(path), new Uint8Array(ts.buffer), AT_SYMLINK_NOFOLLOW);
+  const rc = libc().utimensat(
+    AT_FDCWD,
+    cString(path),
+    new Uint8Array(ts.buffer),
+    AT_SYMLINK_NOFOLLOW,
+  );
   if (rc !== 0) throw new Error(`cannot set the modification time of ${path}`);
 }
 

@@ -13,7 +13,8 @@ import { META_DIR } from "../volume/layout.ts";
  * "." or ".." component, no NUL, no trailing "/") and outside `.replicator/`.
  */
 export function checkRelativePath(p: string): void {
-  const bad = (why: string) => new HostilePeerError(`refusing unsafe path ${JSON.stringify(p)}: ${why}`);
+  const bad = (why: string) =>
+    new HostilePeerError(`refusing unsafe path ${JSON.stringify(p)}: ${why}`);
   if (p.length === 0) throw bad("empty");
   if (p.includes("\0")) throw bad("contains NUL");
   if (p.startsWith("/")) throw bad("absolute");

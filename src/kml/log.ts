@@ -63,7 +63,9 @@ export function decodeHeader(b: Uint8Array): KmlHeader {
   }
   const version = v.getUint16(4, true);
   if (version !== KML_VERSION) {
-    throw new FormatError(`KML version ${version} is not supported (this build reads ${KML_VERSION})`);
+    throw new FormatError(
+      `KML version ${version} is not supported (this build reads ${KML_VERSION})`,
+    );
   }
   return { volumeId: bytesHex(b.subarray(8, 24)), incarnation: bytesHex(b.subarray(24, 40)) };
 }
@@ -141,7 +143,10 @@ export class KmlLog {
     let bufAt = offset;
     let pos = offset;
     while (pos < end) {
-      if (pos + RECORD_MIN > bufAt + buf.length || pos + peekLen(buf, pos - bufAt) > bufAt + buf.length) {
+      if (
+        pos + RECORD_MIN > bufAt + buf.length ||
+        pos + peekLen(buf, pos - bufAt) > bufAt + buf.length
+      ) {
         const want = Math.min(Math.max(CHUNK, RECORD_MIN * 80), end - pos);
         buf = new Uint8Array(want);
         readFully(this.file, pos, buf);

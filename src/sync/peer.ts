@@ -46,9 +46,13 @@ function copyOut(root: string, path: string, dest: string): string {
   const parts = path.split("/");
   for (let i = 1; i < parts.length; i++) {
     const st = lstatNs(`${root}/${parts.slice(0, i).join("/")}`);
-    if (!st || st.type !== "d") throw new HostilePeerError(`${path}: a parent is not a directory on the peer`);
+    if (!st || st.type !== "d") {
+      throw new HostilePeerError(`${path}: a parent is not a directory on the peer`);
+    }
   }
   const st = lstatNs(`${root}/${path}`);
-  if (!st || st.type !== "f") throw new Deno.errors.NotFound(`${path} is no longer a file on the peer`);
+  if (!st || st.type !== "f") {
+    throw new Deno.errors.NotFound(`${path} is no longer a file on the peer`);
+  }
   return copyHashing(`${root}/${path}`, dest);
 }

@@ -101,7 +101,9 @@ function readNew(vol: Volume, peer: PeerSource, exp: ExpectEntry, result: PullRe
     try {
       r = decodeRecord(f.bytes);
     } catch (e) {
-      throw new HostilePeerError(`peer ${peer.hostName} sent a bad record at ${f.offset}: ${(e as FormatError).message}`);
+      throw new HostilePeerError(
+        `peer ${peer.hostName} sent a bad record at ${f.offset}: ${(e as FormatError).message}`,
+      );
     }
     exp.readOffset = f.offset + f.bytes.length;
     exp.readSeq++;
@@ -257,7 +259,9 @@ function stageContent(
     } catch (e) {
       if (e instanceof HostilePeerError) throw e;
       if (!(e instanceof Deno.errors.NotFound)) {
-        result.problems.push(`${from}: cannot fetch from ${peer.hostName}: ${(e as Error).message}`);
+        result.problems.push(
+          `${from}: cannot fetch from ${peer.hostName}: ${(e as Error).message}`,
+        );
       }
     }
     if (digest !== r.digest) {

@@ -50,7 +50,9 @@ function confirm(vol: Volume, other: Volume): void {
   if (!theirs || theirs.incarnation !== vol.kml.header.incarnation) return;
   const mine = vol.readExpect();
   const entry = mine.find((e) => e.host === other.hostId);
-  if (!entry || (entry.confirmedOffset === theirs.readOffset && entry.confirmedSeq === theirs.readSeq)) return;
+  if (
+    !entry || (entry.confirmedOffset === theirs.readOffset && entry.confirmedSeq === theirs.readSeq)
+  ) return;
   entry.confirmedOffset = theirs.readOffset;
   entry.confirmedSeq = theirs.readSeq;
   vol.writeExpect(mine);

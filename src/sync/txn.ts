@@ -177,4 +177,3 @@ function clearStaging(vol: Volume): void {
     if (!(e instanceof Deno.errors.NotFound)) throw e;
   }
 }
-

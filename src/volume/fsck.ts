@@ -8,7 +8,7 @@
 import { findRoot, Volume } from "./volume.ts";
 import { layoutOf } from "./layout.ts";
 import { acquireLock } from "./lock.ts";
-import { readConfig, randomId } from "./config.ts";
+import { randomId, readConfig } from "./config.ts";
 import { encodeHeader, KML_HEADER_BYTES, KmlLog } from "../kml/log.ts";
 import { decodeRecord } from "../kml/record.ts";
 import { decodeExpect, encodeExpect } from "../expect/expect.ts";
@@ -70,7 +70,9 @@ function checkKml(path: string, volumeId: string, repair: boolean, problems: Fsc
     return;
   }
   try {
-    if (log.header.volumeId !== volumeId) throw new FormatError(`${path} belongs to another volume`);
+    if (log.header.volumeId !== volumeId) {
+      throw new FormatError(`${path} belongs to another volume`);
+    }
     let bad: FsckProblem | undefined;
     try {
       for (const f of log.frames()) {

@@ -130,7 +130,9 @@ export class State {
   }
 
   clearDerived(): void {
-    this.db.exec("DELETE FROM origins; DELETE FROM meta WHERE key IN ('kml_end','permit_epoch','permit_holder');");
+    this.db.exec(
+      "DELETE FROM origins; DELETE FROM meta WHERE key IN ('kml_end','permit_epoch','permit_holder');",
+    );
   }
 
   getMeta(key: string): string | undefined {

@@ -202,7 +202,9 @@ export class Volume {
   private noteRecord(r: KmlRecord): void {
     this.state.noteOrigin(r.originHost, r.originSeq);
     // Never reused, even if fsck cuts the log: peers skip sequence numbers they have seen.
-    if (r.originHost === this.hostId && r.originSeq > Number(this.state.getMeta("own_seq") ?? "0")) {
+    if (
+      r.originHost === this.hostId && r.originSeq > Number(this.state.getMeta("own_seq") ?? "0")
+    ) {
       this.state.setMeta("own_seq", r.originSeq);
     }
     if (r.op === Op.Permit && r.epoch > this.permit().epoch) {

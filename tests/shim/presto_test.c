@@ -386,6 +386,7 @@ static void stress(const char *vol)
 	if (fd < 0 || arm(fd, vol, 8 << 10, 0))
 		die("stress arm");
 	xcall(mkdir("st", 0755), "mkdir st");
+	printf("PRESTO-INFO stress with %ld cpus\n", sysconf(_SC_NPROCESSORS_ONLN));
 	for (w = 0; w < 2; w++) {
 		pid[w] = fork();
 		if (pid[w] < 0)
@@ -421,6 +422,7 @@ static void stress(const char *vol)
 		n = read(fd, buf, sizeof(buf));	/* blocking fd */
 		if (n <= 0 || parse(&stl, buf, n, t0))
 			break;
+		usleep(20000);	/* a slow reader: let the 8 KiB ring overflow */
 	}
 	for (i = 0; i < stl.n; i++) {
 		if (stl.ev[i].type == PRESTO_EV_OVERFLOW) {
