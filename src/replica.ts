@@ -19,7 +19,7 @@ import { capture } from "./capture/capture.ts";
 import { type Change, scan } from "./capture/scan.ts";
 import { type SyncReport, syncVolumes } from "./sync/sync.ts";
 import type { ExpectEntry } from "./expect/expect.ts";
-import { ReplicatorError, UsageError } from "./errors.ts";
+import { PeerMismatchError, ReplicatorError, UsageError } from "./errors.ts";
 
 /** Options naming this replica. */
 export interface HostOptions {
@@ -68,8 +68,12 @@ export function sync(dir: string, peers: string[] = []): SyncReport[] {
   return targets.map((p) => syncOne(root, resolvePeer(root, p)));
 }
 
-function syncOne(root: string, peerPath: string): SyncReport {
-  const peerRoot = findRoot(peerPath);
+function syncOne(root: string, peerRoot: string): SyncReport {
+  if (!isReplica(peerRoot)) {
+    throw new PeerMismatchError(
+      `${peerRoot} is not a replica (it has no .replicator/); check the peer's path`,
+    );
+  }
   // Lock in path order, so two runs syncing the same pair in opposite directions cannot deadlock.
   const [first, second] = root < peerRoot ? [root, peerRoot] : [peerRoot, root];
   const a = Volume.open(first);
@@ -82,6 +86,14 @@ function syncOne(root: string, peerPath: string): SyncReport {
     }
   } finally {
     a.close();
+  }
+}
+
+function isReplica(dir: string): boolean {
+  try {
+    return Deno.statSync(`${dir}/.replicator`).isDirectory;
+  } catch {
+    return false;
   }
 }
 

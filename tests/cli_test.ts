@@ -140,6 +140,9 @@ Deno.test("errors: missing volume, foreign peer, usage, busy", async () => {
   r = await cli(["sync", "-C", a, b]);
   assertEquals(r.code, 1);
   assertMatch(r.stderr, /replica of another volume/);
+  r = await cli(["sync", "-C", a, dir]);
+  assertEquals(r.code, 1);
+  assertMatch(r.stderr, /is not a replica/);
   const holder = new Deno.Command("flock", { args: [`${a}/.replicator/lock`, "sleep", "5"] })
     .spawn();
   await new Promise((ok) => setTimeout(ok, 300));

@@ -6,7 +6,8 @@
 
 import { createHash } from "node:crypto";
 
-const CHUNK = 1 << 20;
+/** Shared read buffer: allocating 1 MiB per small file would dominate. */
+const buf = new Uint8Array(1 << 20);
 
 /** Hex SHA-256 of the file at `path`, read in 1 MiB pieces. */
 export function hashFile(path: string): string {
@@ -21,7 +22,6 @@ export function hashFile(path: string): string {
 /** Hex SHA-256 of the rest of an open file. */
 export function hashOpenFile(f: Deno.FsFile): string {
   const h = createHash("sha256");
-  const buf = new Uint8Array(CHUNK);
   for (;;) {
     const n = f.readSync(buf);
     if (n === null || n === 0) break;

@@ -6,7 +6,8 @@
 
 import { createHash } from "node:crypto";
 
-const SMALL = 1 << 20;
+/** One buffer for every copy: allocating 1 MiB per small file would dominate. */
+const buf = new Uint8Array(1 << 20);
 
 /** Copies `src` to a new file `dest`, returning the hex SHA-256 of what was copied. */
 export function copyHashing(src: string, dest: string): string {
@@ -15,7 +16,6 @@ export function copyHashing(src: string, dest: string): string {
   try {
     const out = Deno.openSync(dest, { write: true, createNew: true });
     try {
-      const buf = new Uint8Array(SMALL);
       for (;;) {
         const n = input.readSync(buf);
         if (n === null || n === 0) break;

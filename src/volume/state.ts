@@ -40,21 +40,26 @@ const NS = 1_000_000_000n;
 /** Typed access to the state database. */
 export class State {
   private readonly db: DatabaseSync;
-  private readonly upsertStmt: StatementSync;
-  private readonly deleteStmt: StatementSync;
+  private readonly statements = new Map<string, StatementSync>();
 
   constructor(path: string) {
     this.db = new DatabaseSync(path);
     this.db.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;");
     this.db.exec(SCHEMA);
-    this.upsertStmt = this.db.prepare(
-      "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    );
-    this.deleteStmt = this.db.prepare("DELETE FROM entries WHERE path = ?");
   }
 
   close(): void {
     this.db.close();
+  }
+
+  /** A prepared statement, prepared once per connection. */
+  private sql(text: string): StatementSync {
+    let st = this.statements.get(text);
+    if (!st) {
+      st = this.db.prepare(text);
+      this.statements.set(text, st);
+    }
+    return st;
   }
 
   /** Runs `fn` in one SQLite transaction. */
@@ -72,7 +77,7 @@ export class State {
 
   /** The whole index. */
   loadIndex(): Map<string, Entry> {
-    const rows = this.db.prepare(
+    const rows = this.sql(
       "SELECT path, type, ino, perm, size, mtime_s, mtime_ns, digest, target FROM entries",
     ).all() as unknown as Row[];
     const out = new Map<string, Entry>();
@@ -81,7 +86,7 @@ export class State {
   }
 
   getEntry(path: string): Entry | undefined {
-    const r = this.db.prepare(
+    const r = this.sql(
       "SELECT path, type, ino, perm, size, mtime_s, mtime_ns, digest, target FROM entries WHERE path = ?",
     ).get(path) as unknown as Row | undefined;
     return r ? rowEntry(r) : undefined;
@@ -90,11 +95,21 @@ export class State {
   putEntry(path: string, e: Entry): void {
     const s = e.mtimeNs / NS;
     const ns = e.mtimeNs - s * NS;
-    this.upsertStmt.run(path, e.type, e.ino, e.perm, e.size, s, ns, e.digest, e.target);
+    this.sql("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)").run(
+      path,
+      e.type,
+      e.ino,
+      e.perm,
+      e.size,
+      s,
+      ns,
+      e.digest,
+      e.target,
+    );
   }
 
   deleteEntry(path: string): void {
-    this.deleteStmt.run(path);
+    this.sql("DELETE FROM entries WHERE path = ?").run(path);
   }
 
   /**
@@ -102,20 +117,20 @@ export class State {
    * Does nothing if nothing is recorded at `from` (a rename that was a no-op).
    */
   renameEntries(from: string, to: string): void {
-    const known = this.db.prepare(
+    const known = this.sql(
       "SELECT 1 FROM entries WHERE path = ? OR (path >= ? AND path < ?) LIMIT 1",
     ).get(from, from + "/", from + "0");
     if (!known) return;
-    this.db.prepare("DELETE FROM entries WHERE path = ? OR (path >= ? AND path < ?)")
+    this.sql("DELETE FROM entries WHERE path = ? OR (path >= ? AND path < ?)")
       .run(to, to + "/", to + "0");
-    this.db.prepare(
+    this.sql(
       "UPDATE entries SET path = ? || substr(path, ?) WHERE path = ? OR (path >= ? AND path < ?)",
     ).run(to, from.length + 1, from, from + "/", from + "0");
   }
 
   /** Highest origin sequence number applied per origin host. */
   origins(): Map<string, number> {
-    const rows = this.db.prepare("SELECT host, seq FROM origins").all() as unknown as {
+    const rows = this.sql("SELECT host, seq FROM origins").all() as unknown as {
       host: string;
       seq: number;
     }[];
@@ -124,7 +139,7 @@ export class State {
 
   /** Raises the applied sequence number of `host` to at least `seq`. */
   noteOrigin(host: string, seq: number): void {
-    this.db.prepare(
+    this.sql(
       "INSERT INTO origins VALUES (?, ?) ON CONFLICT(host) DO UPDATE SET seq = max(seq, excluded.seq)",
     ).run(host, seq);
   }
@@ -136,14 +151,14 @@ export class State {
   }
 
   getMeta(key: string): string | undefined {
-    const r = this.db.prepare("SELECT value FROM meta WHERE key = ?").get(key) as
+    const r = this.sql("SELECT value FROM meta WHERE key = ?").get(key) as
       | { value: string }
       | undefined;
     return r?.value;
   }
 
   setMeta(key: string, value: string | number): void {
-    this.db.prepare("INSERT OR REPLACE INTO meta VALUES (?, ?)").run(key, String(value));
+    this.sql("INSERT OR REPLACE INTO meta VALUES (?, ?)").run(key, String(value));
   }
 }
 
