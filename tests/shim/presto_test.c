@@ -422,7 +422,7 @@ static void stress(const char *vol)
 		n = read(fd, buf, sizeof(buf));	/* blocking fd */
 		if (n <= 0 || parse(&stl, buf, n, t0))
 			break;
-		usleep(20000);	/* a slow reader: let the 8 KiB ring overflow */
+		usleep(100000);	/* a slow reader: let the 8 KiB ring overflow */
 	}
 	for (i = 0; i < stl.n; i++) {
 		if (stl.ev[i].type == PRESTO_EV_OVERFLOW) {

@@ -81,6 +81,7 @@ if [[ ! -f $kroot/boot/vmlinuz-$KVER || ! -f $kroot/.complete ]]; then
 	chmod -R a+rX "$cache" 2>/dev/null || true
 	dpkg-deb -x "$cache/$KVER"/linux-image-"$KVER"_*.deb "$kroot"
 	depmod -b "$kroot" "$KVER"
+	rm -f "$cache/$KVER"/*.deb
 	touch "$kroot/.complete"
 fi
 kdir=/usr/src/linux-headers-$KVER
