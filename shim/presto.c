@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * presto.c - forward the VFS events of one directory tree to userspace.
+ * Presto: forward the VFS events of one directory tree to userspace.
  *
  * Each open file of /dev/presto is a "reader".  A reader arms one volume
  * (a directory) with PRESTO_IOC_ARM; the module then puts an fsnotify
@@ -398,22 +398,21 @@ static void presto_event_one(struct presto_reader *r, u8 type, u16 flags,
 {
 	const char *path;
 	u32 len;
-	int where;
+	int where = PRESTO_OUTSIDE;
 
 	spin_lock(&r->lock);
-	if (!r->armed)
-		goto out;
-	where = presto_locate(d, leaf, r->root.dentry, r->scratch,
-			      &path, &len);
+	if (r->armed)
+		where = presto_locate(d, leaf, r->root.dentry, r->scratch,
+				      &path, &len);
 	if (where == PRESTO_INSIDE)
 		presto_queue_locked(r, type, flags, presto_mode(inode),
 				    inode ? inode->i_ino : 0, path, len,
 				    NULL, 0);
 	else if (where < 0)
 		presto_lose_locked(r);
-out:
 	spin_unlock(&r->lock);
-	presto_wake(r);
+	if (where == PRESTO_INSIDE || where < 0)
+		presto_wake(r);
 }
 
 static void presto_modify(struct presto_reader *r, struct inode *inode,
@@ -469,10 +468,13 @@ static void presto_rename(struct presto_reader *r, struct dentry *moved,
 	u32 l1 = 0, l2 = 0;
 	int w1, w2;
 	u16 flags = d_is_dir(moved) ? PRESTO_F_ISDIR : 0;
+	bool wake = true;
 
 	spin_lock(&r->lock);
-	if (!r->armed || moved == r->root.dentry)
-		goto out;	/* the volume itself moved: nothing changed in it */
+	if (!r->armed || moved == r->root.dentry) {
+		wake = false;	/* the volume itself moved: nothing changed in it */
+		goto out;
+	}
 	if (!old_parent) {
 		presto_lose_locked(r);
 		goto out;
@@ -495,10 +497,13 @@ static void presto_rename(struct presto_reader *r, struct dentry *moved,
 		presto_queue_locked(r, PRESTO_EV_MOVED_IN, flags,
 				    presto_mode(inode), inode->i_ino,
 				    p2, l2, NULL, 0);
+	else
+		wake = false;
 out:
 	spin_unlock(&r->lock);
 	dput(old_parent);	/* not the last reference: the caller pins it */
-	presto_wake(r);
+	if (wake)
+		presto_wake(r);
 }
 
 /* Directory entry event reported as (dir inode, name, object inode). */
