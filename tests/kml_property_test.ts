@@ -581,6 +581,33 @@ Deno.test("log: damage in the middle plus a torn tail is a CorruptLogError with 
   });
 });
 
+Deno.test("log: a single short valid record between the damage and a torn tail is found", async () => {
+  await withDir((dir) => {
+    // The smallest records: the valid one starts right after the damaged one.
+    const recs = ["a", "b", "c", "d"].map((path, i) => ({
+      ...emptyRecord(),
+      op: Op.Unlink,
+      originHost: "cd".repeat(16),
+      originSeq: i + 1,
+      path,
+    }));
+    const log = newLog(dir);
+    const offsets = fill(log, recs, new Rng(1));
+    log.close();
+    const full = Deno.readFileSync(`${dir}/kml`);
+    for (const spot of [0, 4, 8, 108, 112]) {
+      const bad = full.slice(0, offsets[3] + 50); // "d" torn
+      bad[offsets[1] + spot] ^= 0x01; // "b" damaged, "c" valid
+      Deno.writeFileSync(`${dir}/bad`, bad);
+      assert.throws(
+        () => KmlLog.open(`${dir}/bad`),
+        (e) => e instanceof CorruptLogError && e.offset === offsets[1],
+        `byte ${spot}`,
+      );
+    }
+  });
+});
+
 Deno.test("log: damage in the record just before a torn tail is cut as part of the tail", async () => {
   await withDir((dir) => {
     // Nothing valid follows the damage, so it is indistinguishable from a torn batch append.
