@@ -119,10 +119,18 @@ export class KmlLog {
       buf.set(f, at);
       at += f.length;
     }
-    this.file.seekSync(start, Deno.SeekMode.Start);
-    let written = 0;
-    while (written < total) written += this.file.writeSync(buf.subarray(written));
-    this.file.syncDataSync();
+    try {
+      this.file.seekSync(start, Deno.SeekMode.Start);
+      let written = 0;
+      while (written < total) written += this.file.writeSync(buf.subarray(written));
+      this.file.syncDataSync();
+    } catch (e) {
+      // A failed append (disk full, I/O error) must leave no partial records behind.
+      try {
+        this.truncate(start);
+      } catch { /* the next open cuts the torn tail */ }
+      throw e;
+    }
     this.size = start + total;
     return start;
   }

@@ -11,7 +11,7 @@ import { acquireLock } from "./lock.ts";
 import { randomId, readConfig } from "./config.ts";
 import { encodeHeader, KML_HEADER_BYTES, KmlLog } from "../kml/log.ts";
 import { decodeRecord } from "../kml/record.ts";
-import { decodeExpect, encodeExpect } from "../expect/expect.ts";
+import { decodeExpect, encodeExpect, newExpect } from "../expect/expect.ts";
 import { writeFileAtomic } from "../fs/durable.ts";
 import { CorruptLogError, FormatError } from "../errors.ts";
 
@@ -46,8 +46,25 @@ export function fsck(dir: string, repair = false): FsckProblem[] {
   } finally {
     release();
   }
-  if (repair && problems.some((p) => p.repaired)) Volume.open(root).close(); // rebuild derived state
+  if (repair && problems.some((p) => p.repaired)) afterRepair(root);
   return problems;
+}
+
+/**
+ * After a cut log or a lost Expect: re-read every peer from the start (records
+ * still held here are skipped by origin sequence) and, on the permit holder,
+ * record the whole tree again so that changes whose records were cut are
+ * published anew. A replica without the permit keeps its index, so that what
+ * arrives is not mistaken for local changes.
+ */
+function afterRepair(root: string): void {
+  const vol = Volume.open(root); // rebuilds the derived state from the remaining log
+  try {
+    vol.writeExpect(vol.readExpect().map((e) => ({ ...newExpect(e.host) })));
+    if (vol.holdsPermit()) vol.state.clearIndex();
+  } finally {
+    vol.close();
+  }
 }
 
 /** Opening a volume finishes or undoes an interrupted batch; a corrupt log is checked below. */

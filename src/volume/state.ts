@@ -144,6 +144,11 @@ export class State {
     ).run(host, seq);
   }
 
+  /** Forgets the recorded tree: the next scan records everything again. */
+  clearIndex(): void {
+    this.db.exec("DELETE FROM entries");
+  }
+
   clearDerived(): void {
     this.db.exec(
       "DELETE FROM origins; DELETE FROM meta WHERE key IN ('kml_end','permit_epoch','permit_holder');",
