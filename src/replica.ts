@@ -18,12 +18,15 @@ import { decodeRecord, encodeRecord, type KmlRecord, Op } from "./kml/record.ts"
 import { capture } from "./capture/capture.ts";
 import { type Change, scan } from "./capture/scan.ts";
 import { type SyncReport, syncVolumes } from "./sync/sync.ts";
+import type { Progress } from "./sync/pull.ts";
 import type { ExpectEntry } from "./expect/expect.ts";
 import { PeerMismatchError, ReplicatorError, UsageError } from "./errors.ts";
 
 /** Options naming this replica. */
 export interface HostOptions {
   host?: string;
+  /** Called as files are fetched (for a progress display). */
+  progress?: Progress;
 }
 
 /** Makes `dir` a new volume whose replica holds the permit (epoch 1), recording what is already there. */
@@ -44,7 +47,7 @@ export function clone(source: string, dir: string, opts: HostOptions = {}): Sync
   let vol: Volume | undefined;
   try {
     vol = Volume.create(dir, src.config.volumeId, opts.host ?? hostname());
-    return syncVolumes(vol, src);
+    return syncVolumes(vol, src, opts.progress);
   } finally {
     vol?.close();
     src.close();
@@ -52,7 +55,7 @@ export function clone(source: string, dir: string, opts: HostOptions = {}): Sync
 }
 
 /** Syncs the volume containing `dir` with each peer (default: its named peers). */
-export function sync(dir: string, peers: string[] = []): SyncReport[] {
+export function sync(dir: string, peers: string[] = [], progress?: Progress): SyncReport[] {
   const root = findRoot(dir);
   let targets = peers;
   if (targets.length === 0) {
@@ -65,10 +68,10 @@ export function sync(dir: string, peers: string[] = []): SyncReport[] {
       );
     }
   }
-  return targets.map((p) => syncOne(root, resolvePeer(root, p)));
+  return targets.map((p) => syncOne(root, resolvePeer(root, p), progress));
 }
 
-function syncOne(root: string, peerRoot: string): SyncReport {
+function syncOne(root: string, peerRoot: string, progress?: Progress): SyncReport {
   if (!isReplica(peerRoot)) {
     throw new PeerMismatchError(
       `${peerRoot} is not a replica (it has no .replicator/); check the peer's path`,
@@ -80,7 +83,7 @@ function syncOne(root: string, peerRoot: string): SyncReport {
   try {
     const b = Volume.open(second);
     try {
-      return root === first ? syncVolumes(a, b) : syncVolumes(b, a);
+      return root === first ? syncVolumes(a, b, progress) : syncVolumes(b, a, progress);
     } finally {
       b.close();
     }

@@ -222,3 +222,34 @@ Deno.test("--json output of status, log and sync is one JSON document", async ()
   const s = json<{ received: number }[]>(await cli(["sync", "-C", b, a, "--json"]));
   assertNotEquals(s.length, 0);
 });
+
+Deno.test({
+  name: "a progress bar appears on a terminal, and not without one",
+  ignore: !(() => {
+    try {
+      return Deno.statSync("/usr/bin/script").isFile;
+    } catch {
+      return false;
+    }
+  })(),
+  fn: async () => {
+    const { a, b } = await pair();
+    for (let i = 0; i < 20; i++) put(`${a}/f${i}`, "x".repeat(100_000));
+    await cli(["init", a, "--host", "alpha"]);
+    const mod = new URL("../mod.ts", import.meta.url).pathname;
+    const command = `${Deno.execPath()} run -A --quiet ${mod} clone ${a} ${b} --host beta`;
+    const out = await new Deno.Command("script", {
+      args: ["-qec", command, "/dev/null"],
+      env: { REPLICATOR_PROGRESS_AFTER_MS: "0" },
+      stdin: "null",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout);
+    assertEquals(out.code, 0, text);
+    assertMatch(text, /\[#+\] 20\/20 files, 1\.9\/1\.9 MiB/);
+    const { b: c } = await pair();
+    const plain = await cli(["clone", a, c, "--host", "gamma"], {
+      env: { REPLICATOR_PROGRESS_AFTER_MS: "0" },
+    });
+    assertEquals([plain.code, plain.stderr], [0, ""]);
+  },
+});

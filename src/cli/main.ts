@@ -10,6 +10,7 @@ import { clone, init, listPeers, log, setPeer, status, sync } from "../replica.t
 import { fsck } from "../volume/fsck.ts";
 import { Exit, ReplicatorError, UsageError } from "../errors.ts";
 import { printLog, printStatus, printSyncReports, toJson } from "./output.ts";
+import { progressBar } from "./progress.ts";
 
 const USAGE = `usage:
   replicator init [DIR] [--host NAME]
@@ -87,11 +88,11 @@ function run(command: string, rest: string[], f: Flags): number {
       return Exit.ok;
     case "clone": {
       arity(rest, 1, 2);
-      const report = clone(rest[0], rest[1] ?? dir, { host: f.host });
+      const report = clone(rest[0], rest[1] ?? dir, { host: f.host, progress: progressBar(f) });
       return printSyncReports([report], f);
     }
     case "sync":
-      return printSyncReports(sync(dir, rest), f);
+      return printSyncReports(sync(dir, rest, progressBar(f)), f);
     case "status":
       arity(rest, 0, 0);
       return printStatus(status(dir), f);
@@ -102,6 +103,10 @@ function run(command: string, rest: string[], f: Flags): number {
       return runFsck(dir, rest, f);
     case "peer":
       return runPeer(dir, rest, f);
+    case "serve":
+    case "lento":
+    case "lock":
+      throw new ReplicatorError(`'${command}' is not available in this version yet`);
     default:
       throw new UsageError(`unknown command '${command}'`);
   }

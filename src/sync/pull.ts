@@ -42,8 +42,14 @@ interface Accepted {
   bytes: Uint8Array;
 }
 
+/** Reports fetching progress: files and bytes done of the batch's total. */
+export type Progress = (
+  done: { files: number; bytes: number },
+  total: { files: number; bytes: number },
+) => void;
+
 /** Pulls everything new from `peer` into `vol`. */
-export function pull(vol: Volume, peer: PeerSource): PullResult {
+export function pull(vol: Volume, peer: PeerSource, progress?: Progress): PullResult {
   const result: PullResult = {
     received: 0,
     applied: 0,
@@ -71,7 +77,7 @@ export function pull(vol: Volume, peer: PeerSource): PullResult {
   const records = accepted.map((a) => a.record);
   const finals = finalContent(records);
   const steps = planSteps(vol, records, finals, result);
-  stageContent(vol, peer, records, steps, finals, result);
+  stageContent(vol, peer, records, steps, finals, result, progress);
   const all = new Uint8Array(accepted.reduce((n, a) => n + a.bytes.length, 0));
   let at = 0;
   for (const a of accepted) {
@@ -241,8 +247,16 @@ function stageContent(
   steps: StepPlan[],
   finals: Map<number, string>,
   result: PullResult,
+  progress?: Progress,
 ): void {
   Deno.mkdirSync(vol.layout.staging, { recursive: true });
+  const total = { files: 0, bytes: 0 };
+  for (const s of steps) {
+    if (s.staged && records[s.i].op === Op.Store) {
+      total.files++;
+      total.bytes += records[s.i].size;
+    }
+  }
   for (const step of steps) {
     if (!step.staged) continue;
     const r = records[step.i];
@@ -276,6 +290,7 @@ function stageContent(
     setMtimeNs(dest, r.mtimeNs);
     result.fetched++;
     result.fetchedBytes += r.size;
+    progress?.({ files: result.fetched, bytes: result.fetchedBytes }, total);
   }
 }
 

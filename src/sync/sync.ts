@@ -11,7 +11,7 @@ import { capture, type CaptureResult } from "../capture/capture.ts";
 import type { Volume } from "../volume/volume.ts";
 import { PeerMismatchError } from "../errors.ts";
 import { localPeer } from "./peer.ts";
-import { pull, type PullResult } from "./pull.ts";
+import { type Progress, pull, type PullResult } from "./pull.ts";
 
 /** The outcome of syncing with one peer, from this replica's point of view. */
 export interface SyncReport {
@@ -21,7 +21,7 @@ export interface SyncReport {
 }
 
 /** Syncs two open replicas of the same volume in both directions. */
-export function syncVolumes(local: Volume, remote: Volume): SyncReport {
+export function syncVolumes(local: Volume, remote: Volume, progress?: Progress): SyncReport {
   if (local.config.volumeId !== remote.config.volumeId) {
     throw new PeerMismatchError(
       `${remote.root} is a replica of another volume (${remote.config.volumeId}, ` +
@@ -33,8 +33,8 @@ export function syncVolumes(local: Volume, remote: Volume): SyncReport {
   }
   const localCapture = capture(local);
   const remoteCapture = capture(remote);
-  const localPull = pull(local, localPeer(remote));
-  const remotePull = pull(remote, localPeer(local));
+  const localPull = pull(local, localPeer(remote), progress);
+  const remotePull = pull(remote, localPeer(local), progress);
   confirm(local, remote);
   confirm(remote, local);
   return {
