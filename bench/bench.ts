@@ -1,0 +1,588 @@
+/**
+ * Benchmark: replicator vs `rsync -a`, local directory to directory.
+ *
+ * Run through bench/run.sh (which installs rsync and GNU time if missing).
+ * Cases: init (setup, timed on its own), initial copy (clone vs rsync),
+ * no-op sync, incremental sync (10 modified, 2 renamed, 2 deleted files).
+ * Every timing is repeated BENCH_REPS times (default 3) and the median is
+ * reported; every run is followed by a check that the destination equals
+ * the source (metadata listing + `diff -r`), which fails the bench loudly.
+ *
+ * Environment (all optional):
+ *   BENCH_DIR       parent of the work directory (default $TMPDIR or /tmp)
+ *   BENCH_FILES     number of small files (default 20000)
+ *   BENCH_MIN_KIB / BENCH_MAX_KIB   small file size range (default 1..8 KiB)
+ *   BENCH_BIG       number of big files (default 20)
+ *   BENCH_BIG_MIB   size of a big file (default 8 MiB)
+ *   BENCH_REPS      repetitions per timing (default 3)
+ *   BENCH_SEED      PRNG seed (default 42)
+ *   BENCH_PROFILE   1: after the timings, run each replicator case once more
+ *                   under --cpu-prof and print where the time goes
+ *   BENCH_KEEP      1: keep the work directory
+ *   BENCH_STRICT    1: exit 1 if any line is a MISS
+ *   BENCH_MAX_RATIO (default 1.5), BENCH_MAX_RSS_MB (default 300): targets
+ *
+ * @module
+ */
+
+import { summarize } from "./profsum.ts";
+
+const env = (k: string, d: number) => {
+  const v = Deno.env.get(k);
+  if (v === undefined || v === "") return d;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0) throw new Error(`${k}=${v} is not a number`);
+  return n;
+};
+
+const FILES = env("BENCH_FILES", 20000);
+const MIN_KIB = env("BENCH_MIN_KIB", 1);
+const MAX_KIB = env("BENCH_MAX_KIB", 8);
+const BIG = env("BENCH_BIG", 20);
+const BIG_MIB = env("BENCH_BIG_MIB", 8);
+const REPS = Math.max(1, env("BENCH_REPS", 3));
+const SEED = env("BENCH_SEED", 42);
+const MAX_RATIO = env("BENCH_MAX_RATIO", 1.5);
+const MAX_RSS_MB = env("BENCH_MAX_RSS_MB", 300);
+const PROFILE = Deno.env.get("BENCH_PROFILE") === "1";
+const KEEP = Deno.env.get("BENCH_KEEP") === "1";
+const STRICT = Deno.env.get("BENCH_STRICT") === "1";
+
+const REPO = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+const DENO = Deno.env.get("DENO") ?? `${REPO}/node_modules/.bin/deno`;
+const PARENT = Deno.env.get("BENCH_DIR") || Deno.env.get("TMPDIR") || "/tmp";
+const WORK = `${PARENT}/replicator-bench`;
+/** Which replicator to measure: a git revision (default HEAD), exported to WORK, or "worktree". */
+const REV = Deno.env.get("BENCH_REV") || "HEAD";
+const CODE = REV === "worktree" ? REPO : `${WORK}/replicator`;
+const MOD = `${CODE}/mod.ts`;
+const SRC = `${WORK}/src`;
+const DST = `${WORK}/dst-replicator`;
+const DST2 = `${WORK}/dst-rsync`;
+const PROF = `${WORK}/prof`;
+
+// ---------------------------------------------------------------- PRNG
+
+/** xorshift128+ style 32-bit generator (deterministic across runs). */
+class Rng {
+  private s0: number;
+  private s1: number;
+  private s2: number;
+  private s3: number;
+  constructor(seed: number) {
+    // splitmix32 to spread the seed
+    let x = seed >>> 0;
+    const next = () => {
+      x = (x + 0x9e3779b9) >>> 0;
+      let z = x;
+      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
+      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
+      return (z ^ (z >>> 16)) >>> 0;
+    };
+    this.s0 = next() | 1;
+    this.s1 = next();
+    this.s2 = next();
+    this.s3 = next();
+  }
+  /** xoshiro128** */
+  u32(): number {
+    const r = Math.imul(rotl(Math.imul(this.s1, 5), 7), 9) >>> 0;
+    const t = this.s1 << 9;
+    this.s2 ^= this.s0;
+    this.s3 ^= this.s1;
+    this.s1 ^= this.s2;
+    this.s0 ^= this.s3;
+    this.s2 ^= t;
+    this.s3 = rotl(this.s3, 11);
+    return r;
+  }
+  int(lo: number, hi: number): number {
+    return lo + (this.u32() % (hi - lo + 1));
+  }
+  fill(b: Uint8Array): void {
+    const words = new Uint32Array(b.buffer, b.byteOffset, b.byteLength >>> 2);
+    for (let i = 0; i < words.length; i++) words[i] = this.u32();
+    for (let i = words.length * 4; i < b.length; i++) b[i] = this.u32() & 0xff;
+  }
+}
+function rotl(x: number, k: number): number {
+  return ((x << k) | (x >>> (32 - k))) >>> 0;
+}
+
+// ---------------------------------------------------------------- helpers
+
+function sh(
+  argv: string[],
+  opts: { allowFail?: boolean; quiet?: boolean } = {},
+): { code: number; out: string; err: string } {
+  const r = new Deno.Command(argv[0], { args: argv.slice(1), stdout: "piped", stderr: "piped" })
+    .outputSync();
+  const out = new TextDecoder().decode(r.stdout);
+  const err = new TextDecoder().decode(r.stderr);
+  if (r.code !== 0 && !opts.allowFail) {
+    throw new Error(`command failed (exit ${r.code}): ${argv.join(" ")}\n${out}${err}`);
+  }
+  return { code: r.code, out, err };
+}
+
+function rmrf(p: string): void {
+  try {
+    Deno.removeSync(p, { recursive: true });
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+function log(msg: string): void {
+  console.error(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}`);
+}
+
+/** Flush dirty pages so no run pays for the previous one's writeback. */
+function flush(): void {
+  sh(["sync"]);
+}
+
+interface Timing {
+  wall: number; // seconds, harness monotonic clock
+  timeWall: number; // seconds, GNU time %e
+  rssKiB: number; // GNU time %M
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs argv under /usr/bin/time -f '%e %M'; fails loudly on a nonzero exit. */
+function timed(argv: string[], okCodes = [0]): Timing {
+  flush();
+  const tf = Deno.makeTempFileSync({ dir: WORK, prefix: "time-" });
+  const t0 = performance.now();
+  const r = new Deno.Command("/usr/bin/time", {
+    args: ["-f", "%e %M", "-o", tf, ...argv],
+    stdout: "piped",
+    stderr: "piped",
+  }).outputSync();
+  const wall = (performance.now() - t0) / 1000;
+  const stdout = new TextDecoder().decode(r.stdout);
+  const stderr = new TextDecoder().decode(r.stderr);
+  const timeOut = Deno.readTextFileSync(tf).trim().split("\n").pop()!;
+  Deno.removeSync(tf);
+  if (!okCodes.includes(r.code)) {
+    throw new Error(`FAILED (exit ${r.code}): ${argv.join(" ")}\n${stdout}${stderr}`);
+  }
+  const [e, m] = timeOut.split(/\s+/).map(Number);
+  return { wall, timeWall: e, rssKiB: m, stdout, stderr };
+}
+
+const repl = (...args: string[]) => [DENO, "run", "-A", MOD, ...args];
+/** `rsync -a` (initial copy); syncs add --delete, or deletions would never reach the copy. */
+const rsync = (from: string, to: string, del = true) => [
+  "rsync",
+  "-a",
+  ...(del ? ["--delete"] : []),
+  "--exclude=.replicator",
+  `${from}/`,
+  `${to}/`,
+];
+
+// ---------------------------------------------------------------- tree
+
+const smallFiles: string[] = []; // volume-relative
+const bigFiles: string[] = [];
+
+function fanout(): number {
+  // three levels of directories, ~40 files per leaf directory
+  return Math.max(2, Math.ceil(Math.cbrt(FILES / 40)));
+}
+
+function generate(): void {
+  const rng = new Rng(SEED);
+  const f = fanout();
+  const leaves: string[] = [];
+  for (let a = 0; a < f; a++) {
+    for (let b = 0; b < f; b++) {
+      for (let c = 0; c < f; c++) leaves.push(`d${a}/d${b}/d${c}`);
+    }
+  }
+  for (const l of leaves) Deno.mkdirSync(`${SRC}/${l}`, { recursive: true });
+  const buf = new Uint8Array(Math.max(MAX_KIB * 1024, 1 << 20));
+  let bytes = 0;
+  for (let i = 0; i < FILES; i++) {
+    const p = `${leaves[i % leaves.length]}/f${String(i).padStart(6, "0")}.bin`;
+    const size = rng.int(MIN_KIB * 1024, MAX_KIB * 1024);
+    const b = buf.subarray(0, size);
+    rng.fill(b);
+    Deno.writeFileSync(`${SRC}/${p}`, b);
+    smallFiles.push(p);
+    bytes += size;
+  }
+  if (BIG > 0) Deno.mkdirSync(`${SRC}/big`);
+  for (let i = 0; i < BIG; i++) {
+    const p = `big/big${String(i).padStart(3, "0")}.bin`;
+    const fh = Deno.openSync(`${SRC}/${p}`, { write: true, createNew: true });
+    let left = BIG_MIB << 20;
+    while (left > 0) {
+      const n = Math.min(left, buf.length);
+      rng.fill(buf.subarray(0, n));
+      let w = 0;
+      while (w < n) w += fh.writeSync(buf.subarray(w, n));
+      left -= n;
+      bytes += n;
+    }
+    fh.close();
+    bigFiles.push(p);
+  }
+  log(
+    `generated ${FILES} small files in ${leaves.length} leaf dirs (fanout ${f}, 3 levels) + ${BIG} x ${BIG_MIB} MiB: ${
+      (bytes / 2 ** 20).toFixed(0)
+    } MiB`,
+  );
+}
+
+/** One batch of source changes: 10 modified (one big if any), 2 renamed, 2 deleted. */
+function mutate(round: number): string {
+  const rng = new Rng(SEED * 1000 + round);
+  const pick = () => smallFiles.splice(rng.int(0, smallFiles.length - 1), 1)[0];
+  const modified: string[] = [];
+  const nSmallMod = BIG > 0 ? 9 : 10;
+  for (let i = 0; i < nSmallMod; i++) modified.push(pick());
+  const buf = new Uint8Array(Math.max(MAX_KIB * 1024, 1 << 20));
+  for (const p of modified) {
+    const b = buf.subarray(0, rng.int(MIN_KIB * 1024, MAX_KIB * 1024));
+    rng.fill(b);
+    Deno.writeFileSync(`${SRC}/${p}`, b);
+  }
+  if (BIG > 0) {
+    const p = bigFiles[round % bigFiles.length];
+    const fh = Deno.openSync(`${SRC}/${p}`, { write: true, truncate: true });
+    let left = BIG_MIB << 20;
+    while (left > 0) {
+      const n = Math.min(left, buf.length);
+      rng.fill(buf.subarray(0, n));
+      let w = 0;
+      while (w < n) w += fh.writeSync(buf.subarray(w, n));
+      left -= n;
+    }
+    fh.close();
+    modified.push(p);
+  }
+  const renamed: string[] = [];
+  for (let i = 0; i < 2; i++) {
+    const from = pick();
+    const to = `${
+      smallFiles[rng.int(0, smallFiles.length - 1)].replace(/\/[^/]+$/, "")
+    }/renamed-r${round}-${i}.bin`;
+    Deno.renameSync(`${SRC}/${from}`, `${SRC}/${to}`);
+    renamed.push(`${from} -> ${to}`);
+  }
+  const deleted: string[] = [];
+  for (let i = 0; i < 2; i++) {
+    const p = pick();
+    Deno.removeSync(`${SRC}/${p}`);
+    deleted.push(p);
+  }
+  // put modified and renamed files back in the pool for later rounds
+  smallFiles.push(...modified.filter((p) => !p.startsWith("big/")));
+  smallFiles.push(...renamed.map((r) => r.split(" -> ")[1]));
+  return `${modified.length} modified, ${renamed.length} renamed, ${deleted.length} deleted`;
+}
+
+// ---------------------------------------------------------------- verification
+
+/** Sorted listing: files with size, mode, ns mtime; dirs and symlinks with mode/target. */
+function listing(dir: string): string[] {
+  const r = sh([
+    "find",
+    dir,
+    "-mindepth",
+    "1",
+    "(",
+    "-path",
+    `${dir}/.replicator`,
+    "-prune",
+    ")",
+    "-o",
+    "(",
+    "-type",
+    "d",
+    "-printf",
+    "%P d %m\\n",
+    ")",
+    "-o",
+    "(",
+    "-type",
+    "l",
+    "-printf",
+    "%P l %l\\n",
+    ")",
+    "-o",
+    "-printf",
+    "%P %y %s %m %T@\\n",
+  ]);
+  return r.out.split("\n").filter((l) => l !== "").sort();
+}
+
+function verify(label: string, dst: string): void {
+  const a = listing(SRC);
+  const b = listing(dst);
+  const bad: string[] = [];
+  const sa = new Set(a), sb = new Set(b);
+  for (const l of a) if (!sb.has(l)) bad.push(`  only in source:      ${l}`);
+  for (const l of b) if (!sa.has(l)) bad.push(`  only in destination: ${l}`);
+  if (bad.length > 0) {
+    throw new Error(
+      `VERIFY FAILED (${label}): ${dst} differs from ${SRC} (${bad.length} lines)\n${
+        bad.slice(0, 20).join("\n")
+      }`,
+    );
+  }
+  const d = sh(["diff", "-r", "-q", "--no-dereference", "--exclude=.replicator", SRC, dst], {
+    allowFail: true,
+  });
+  if (d.code !== 0) {
+    throw new Error(
+      `VERIFY FAILED (${label}): contents differ\n${
+        (d.out + d.err).split("\n").slice(0, 20).join("\n")
+      }`,
+    );
+  }
+}
+
+// ---------------------------------------------------------------- cases
+
+interface Row {
+  name: string;
+  repl: Timing[];
+  rsync: Timing[];
+}
+const rows: Row[] = [];
+
+function caseInit(): Row {
+  const row: Row = { name: "init (setup, source)", repl: [], rsync: [] };
+  for (let i = 0; i < REPS; i++) {
+    rmrf(`${SRC}/.replicator`);
+    row.repl.push(timed(repl("init", SRC, "--host", "src")));
+    log(`init rep ${i + 1}: ${row.repl.at(-1)!.wall.toFixed(2)} s`);
+  }
+  return row;
+}
+
+function caseClone(): Row {
+  const row: Row = { name: "initial copy", repl: [], rsync: [] };
+  for (let i = 0; i < REPS; i++) {
+    rmrf(DST);
+    rmrf(DST2);
+    row.repl.push(timed(repl("clone", SRC, DST, "--host", `dst${i}`)));
+    verify(`clone rep ${i + 1}`, DST);
+    row.rsync.push(timed(rsync(SRC, DST2, false)));
+    verify(`rsync initial rep ${i + 1}`, DST2);
+    log(
+      `initial copy rep ${i + 1}: replicator ${row.repl.at(-1)!.wall.toFixed(2)} s, rsync ${
+        row.rsync.at(-1)!.wall.toFixed(2)
+      } s`,
+    );
+  }
+  return row;
+}
+
+function caseNoop(): Row {
+  const row: Row = { name: "no-op sync", repl: [], rsync: [] };
+  for (let i = 0; i < REPS; i++) {
+    row.repl.push(timed(repl("sync", "-C", DST, SRC)));
+    verify(`no-op sync rep ${i + 1}`, DST);
+    row.rsync.push(timed(rsync(SRC, DST2)));
+    verify(`rsync no-op rep ${i + 1}`, DST2);
+    log(
+      `no-op rep ${i + 1}: replicator ${row.repl.at(-1)!.wall.toFixed(2)} s, rsync ${
+        row.rsync.at(-1)!.wall.toFixed(2)
+      } s`,
+    );
+  }
+  return row;
+}
+
+function caseIncremental(): Row {
+  const row: Row = { name: "incremental (10M 2R 2D)", repl: [], rsync: [] };
+  for (let i = 0; i < REPS; i++) {
+    const what = mutate(i);
+    row.repl.push(timed(repl("sync", "-C", DST, SRC)));
+    verify(`incremental sync rep ${i + 1}`, DST);
+    row.rsync.push(timed(rsync(SRC, DST2)));
+    verify(`rsync incremental rep ${i + 1}`, DST2);
+    log(
+      `incremental rep ${i + 1} (${what}): replicator ${
+        row.repl.at(-1)!.wall.toFixed(2)
+      } s, rsync ${row.rsync.at(-1)!.wall.toFixed(2)} s`,
+    );
+  }
+  return row;
+}
+
+// ---------------------------------------------------------------- profiling
+
+function profiled(name: string, args: string[]): void {
+  const dir = `${PROF}/${name}`;
+  Deno.mkdirSync(dir, { recursive: true });
+  flush();
+  const t = timed([DENO, "run", "-A", "--cpu-prof", `--cpu-prof-dir=${dir}`, MOD, ...args]);
+  const file = [...Deno.readDirSync(dir)].find((e) => e.name.endsWith(".cpuprofile"))!.name;
+  console.log(
+    `\n### profile: ${name} (${t.wall.toFixed(2)} s wall under the profiler; ${dir}/${file})`,
+  );
+  console.log(summarize(JSON.parse(Deno.readTextFileSync(`${dir}/${file}`))));
+}
+
+function profileAll(): void {
+  rmrf(`${WORK}/prof-src-meta`);
+  // init: on a copy of the metadata-less source
+  Deno.renameSync(`${SRC}/.replicator`, `${WORK}/prof-src-meta`);
+  profiled("init", ["init", SRC, "--host", "src-prof"]);
+  rmrf(`${SRC}/.replicator`);
+  Deno.renameSync(`${WORK}/prof-src-meta`, `${SRC}/.replicator`);
+  const cl = `${WORK}/dst-prof`;
+  rmrf(cl);
+  profiled("clone", ["clone", SRC, cl, "--host", "dst-prof"]);
+  verify("profiled clone", cl);
+  rmrf(cl);
+  profiled("noop-sync", ["sync", "-C", DST, SRC]);
+  verify("profiled no-op", DST);
+  mutate(100);
+  profiled("incremental-sync", ["sync", "-C", DST, SRC]);
+  verify("profiled incremental", DST);
+}
+
+// ---------------------------------------------------------------- report
+
+function table(): { text: string; miss: number } {
+  const head = [
+    "case",
+    "replicator s",
+    "rsync s",
+    "ratio",
+    "repl RSS MB",
+    "rsync RSS MB",
+    "ratio<=" + MAX_RATIO,
+    "RSS<" + MAX_RSS_MB,
+    "verdict",
+  ];
+  const lines: string[][] = [head];
+  let miss = 0;
+  for (const r of rows) {
+    const rw = median(r.repl.map((t) => t.wall));
+    const rr = Math.max(...r.repl.map((t) => t.rssKiB)) / 1024;
+    const hasRsync = r.rsync.length > 0;
+    const sw = hasRsync ? median(r.rsync.map((t) => t.wall)) : NaN;
+    const sr = hasRsync ? Math.max(...r.rsync.map((t) => t.rssKiB)) / 1024 : NaN;
+    const ratio = rw / sw;
+    const ratioOk = hasRsync ? ratio <= MAX_RATIO : true;
+    const rssOk = rr < MAX_RSS_MB;
+    if (!ratioOk || !rssOk) miss++;
+    lines.push([
+      r.name,
+      rw.toFixed(3),
+      hasRsync ? sw.toFixed(3) : "-",
+      hasRsync ? ratio.toFixed(2) : "n/a",
+      rr.toFixed(1),
+      hasRsync ? sr.toFixed(1) : "-",
+      hasRsync ? (ratioOk ? "PASS" : "MISS") : "n/a",
+      rssOk ? "PASS" : "MISS",
+      ratioOk && rssOk ? "PASS" : "MISS",
+    ]);
+  }
+  const w = head.map((_, i) => Math.max(...lines.map((l) => l[i].length)));
+  const fmt = (l: string[]) =>
+    l.map((c, i) => (i === 0 ? c.padEnd(w[i]) : c.padStart(w[i]))).join("  ");
+  const out = [fmt(lines[0]), w.map((n) => "-".repeat(n)).join("  "), ...lines.slice(1).map(fmt)];
+  return { text: out.join("\n"), miss };
+}
+
+function raw(): string {
+  const out: string[] = [];
+  for (const r of rows) {
+    const f = (ts: Timing[]) =>
+      ts.map((t) => `${t.wall.toFixed(3)}s/${(t.rssKiB / 1024).toFixed(0)}MB`).join(" ");
+    out.push(
+      `  ${r.name}: replicator [${f(r.repl)}]` + (r.rsync.length ? ` rsync [${f(r.rsync)}]` : ""),
+    );
+  }
+  return out.join("\n");
+}
+
+// ---------------------------------------------------------------- main
+
+function main(): number {
+  rmrf(WORK);
+  Deno.mkdirSync(SRC, { recursive: true });
+  const load0 = Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(" ");
+  let commit: string, dirty = "";
+  if (REV === "worktree") {
+    commit =
+      sh(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], { allowFail: true }).out.trim() +
+      " worktree";
+    const st = sh(["git", "-C", REPO, "status", "--porcelain", "src", "mod.ts"], {
+      allowFail: true,
+    });
+    if (st.out.trim()) dirty = " (with uncommitted changes in src)";
+  } else {
+    // a fixed snapshot: others may be editing the working tree while this runs
+    commit = sh(["git", "-C", REPO, "rev-parse", "--short", REV]).out.trim();
+    Deno.mkdirSync(CODE, { recursive: true });
+    sh([
+      "bash",
+      "-o",
+      "pipefail",
+      "-c",
+      `git -C "${REPO}" archive "${REV}" mod.ts src deno.json | tar -x -C "${CODE}"`,
+    ]);
+  }
+  log(
+    `work dir ${WORK}; replicator ${commit}${dirty}; ${navigator.hardwareConcurrency} CPUs, load ${load0}`,
+  );
+  // warm Deno's module cache so no timing pays for transpiling
+  sh(repl("--help"));
+  generate();
+  flush();
+
+  rows.push(caseInit());
+  rows.push(caseClone());
+  rows.push(caseNoop());
+  rows.push(caseIncremental());
+
+  const load1 = Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(" ");
+  const { text, miss } = table();
+  const totalMiB = (FILES * (MIN_KIB + MAX_KIB) / 2 / 1024 + BIG * BIG_MIB).toFixed(0);
+  console.log(`\nreplicator ${commit}${dirty} vs ${sh(["rsync", "--version"]).out.split("\n")[0]}`);
+  console.log(
+    `tree: ${FILES} files of ${MIN_KIB}-${MAX_KIB} KiB in 3 directory levels + ${BIG} x ${BIG_MIB} MiB (~${totalMiB} MiB), seed ${SEED}`,
+  );
+  console.log(
+    `machine: ${navigator.hardwareConcurrency} CPUs (shared), loadavg before ${load0}, after ${load1}; median of ${REPS}; page cache warm, 'sync' before each run`,
+  );
+  console.log(
+    `wall = harness clock around /usr/bin/time; RSS = peak (%M) of the process tree's largest process\n`,
+  );
+  console.log(text);
+  console.log(`\nall runs (wall/peak RSS):\n${raw()}`);
+  console.log(
+    `\n${
+      miss === 0 ? "ALL PASS" : `${miss} line(s) MISS`
+    }; every destination verified equal to the source after every run`,
+  );
+
+  if (PROFILE) profileAll();
+  if (!KEEP) rmrf(WORK);
+  else log(`kept ${WORK}`);
+  return STRICT && miss > 0 ? 1 : 0;
+}
+
+try {
+  Deno.exit(main());
+} catch (e) {
+  console.error(`\nBENCH FAILED: ${(e as Error).message}`);
+  console.error(`work dir kept for inspection: ${WORK}`);
+  Deno.exit(2);
+}
