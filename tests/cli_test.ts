@@ -1,18 +1,10 @@
 /** End-to-end tests of the command line, run as a user runs it. */
 
 import { assert, assertEquals, assertMatch, assertNotEquals } from "./assert.ts";
-import { cli, json, listing, put, tempDir } from "./helpers.ts";
+import { cli, json, listing, pair, put, tempDir } from "./helpers.ts";
 import { setMtimeNs } from "../src/fs/libc.ts";
 import { Volume } from "../src/volume/volume.ts";
 import { capture } from "../src/capture/capture.ts";
-
-async function pair() {
-  const dir = await tempDir();
-  const a = `${dir}/a`;
-  const b = `${dir}/b`;
-  Deno.mkdirSync(a);
-  return { dir, a, b };
-}
 
 Deno.test("init and clone replicate every kind of entry exactly", async () => {
   const { a, b } = await pair();

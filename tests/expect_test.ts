@@ -14,6 +14,7 @@ import {
 import { crc32c } from "../src/kml/crc32c.ts";
 import { writeFileAtomic } from "../src/fs/durable.ts";
 import { FormatError } from "../src/errors.ts";
+import { crc32cSlow } from "./helpers.ts";
 
 /** Two entries, given out of order: the encoding sorts them by host. */
 const ENTRIES: ExpectEntry[] = [
@@ -57,16 +58,6 @@ function toHex(b: Uint8Array): string {
 
 function fromHex(h: string): Uint8Array {
   return new Uint8Array(h.match(/../g)!.map((x) => parseInt(x, 16)));
-}
-
-/** Bit-at-a-time CRC32C, independent of the implementation under test. */
-function crc32cSlow(bytes: Uint8Array): number {
-  let c = 0xffffffff;
-  for (const b of bytes) {
-    c ^= b;
-    for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0x82f63b78 : c >>> 1;
-  }
-  return (c ^ 0xffffffff) >>> 0;
 }
 
 /** mulberry32: a tiny deterministic PRNG. */

@@ -86,3 +86,21 @@ export function json<T = unknown>(r: Run): T {
   if (r.code !== 0) throw new Error(`exit ${r.code}: ${r.stderr}`);
   return JSON.parse(r.stdout) as T;
 }
+
+/** Bit-at-a-time CRC32C, independent of the table-driven implementation under test. */
+export function crc32cSlow(bytes: Uint8Array): number {
+  let c = 0xffffffff;
+  for (const b of bytes) {
+    c ^= b;
+    for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0x82f63b78 : c >>> 1;
+  }
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+/** A temporary directory with an empty source replica directory `a` and a path `b` for a clone. */
+export async function pair(): Promise<{ dir: string; a: string; b: string }> {
+  const dir = await tempDir();
+  const a = `${dir}/a`;
+  Deno.mkdirSync(a);
+  return { dir, a, b: `${dir}/b` };
+}

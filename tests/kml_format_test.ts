@@ -20,6 +20,7 @@ import {
 } from "../src/kml/record.ts";
 import { decodeHeader, encodeHeader, KML_HEADER_BYTES, KML_VERSION } from "../src/kml/log.ts";
 import { FormatError } from "../src/errors.ts";
+import { crc32cSlow } from "./helpers.ts";
 
 const HOST = "00112233445566778899aabbccddeeff";
 const BASE: KmlRecord = {
@@ -143,16 +144,6 @@ function unhex(s: string): Uint8Array {
 
 function toHex(b: Uint8Array): string {
   return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
-}
-
-/** Bit-at-a-time CRC32C, independent of the table-driven implementation under test. */
-function crc32cSlow(bytes: Uint8Array): number {
-  let c = 0xffffffff;
-  for (const b of bytes) {
-    c ^= b;
-    for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0x82f63b78 : c >>> 1;
-  }
-  return (c ^ 0xffffffff) >>> 0;
 }
 
 /** The fenced code block that follows `<!-- marker -->` in a document. */

@@ -1,20 +1,12 @@
 /** Sync behaviour through the API: coalescing, hostile peers, unreadable files, big files. */
 
 import { assert, assertEquals, assertMatch, assertThrows } from "./assert.ts";
-import { cli, json, listing, put, tempDir } from "./helpers.ts";
+import { cli, json, listing, pair, put, tempDir } from "./helpers.ts";
 import { Volume } from "../src/volume/volume.ts";
 import { capture } from "../src/capture/capture.ts";
 import { encodeRecord, Op } from "../src/kml/record.ts";
 import { Tree } from "../src/sync/apply.ts";
 import { HostilePeerError } from "../src/errors.ts";
-
-async function pair() {
-  const dir = await tempDir();
-  const a = `${dir}/a`;
-  const b = `${dir}/b`;
-  Deno.mkdirSync(a);
-  return { dir, a, b };
-}
 
 Deno.test("a file written 100 times travels once", async () => {
   const { a, b } = await pair();
