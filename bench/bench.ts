@@ -51,14 +51,22 @@ const STRICT = Deno.env.get("BENCH_STRICT") === "1";
 const REPO = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const DENO = Deno.env.get("DENO") ?? `${REPO}/node_modules/.bin/deno`;
 const PARENT = Deno.env.get("BENCH_DIR") || Deno.env.get("TMPDIR") || "/tmp";
-const WORK = `${PARENT}/replicator-bench`;
+/**
+ * A new work directory per run, and nothing deleted until the run is over:
+ * on ext4, creating thousands of files within minutes of deleting thousands
+ * is several times slower (inode allocation skips "recently deleted" inodes,
+ * ext4's recently_deleted()), which would make later repetitions slower.
+ */
+const WORK = `${PARENT}/replicator-bench-${
+  new Date().toISOString().replace(/[-:]/g, "").replace(/\..*$/, "")
+}`;
 /** Which replicator to measure: a git revision (default HEAD), exported to WORK, or "worktree". */
 const REV = Deno.env.get("BENCH_REV") || "HEAD";
 const CODE = REV === "worktree" ? REPO : `${WORK}/replicator`;
 const MOD = `${CODE}/mod.ts`;
 const SRC = `${WORK}/src`;
-const DST = `${WORK}/dst-replicator`;
-const DST2 = `${WORK}/dst-rsync`;
+let DST = `${WORK}/dst-replicator`;
+let DST2 = `${WORK}/dst-rsync`;
 const PROF = `${WORK}/prof`;
 
 // ---------------------------------------------------------------- PRNG
@@ -374,8 +382,8 @@ function caseInit(): Row {
 function caseClone(): Row {
   const row: Row = { name: "initial copy", repl: [], rsync: [] };
   for (let i = 0; i < REPS; i++) {
-    rmrf(DST);
-    rmrf(DST2);
+    DST = `${WORK}/dst-replicator-${i + 1}`;
+    DST2 = `${WORK}/dst-rsync-${i + 1}`;
     row.repl.push(timed(repl("clone", SRC, DST, "--host", `dst${i}`)));
     verify(`clone rep ${i + 1}`, DST);
     row.rsync.push(timed(rsync(SRC, DST2, false)));
@@ -444,10 +452,8 @@ function profileAll(): void {
   rmrf(`${SRC}/.replicator`);
   Deno.renameSync(`${WORK}/prof-src-meta`, `${SRC}/.replicator`);
   const cl = `${WORK}/dst-prof`;
-  rmrf(cl);
   profiled("clone", ["clone", SRC, cl, "--host", "dst-prof"]);
   verify("profiled clone", cl);
-  rmrf(cl);
   profiled("noop-sync", ["sync", "-C", DST, SRC]);
   verify("profiled no-op", DST);
   mutate(100);
