@@ -9,11 +9,11 @@
 
 import type { KmlRecord } from "../kml/record.ts";
 import { Op } from "../kml/record.ts";
-import type { Entry } from "../volume/state.ts";
+import { type Entry, entryOf } from "../volume/state.ts";
 import { hashFile } from "../fs/hash.ts";
 import { typeBits } from "../fs/stat.ts";
 import { isWithin } from "../fs/paths.ts";
-import { type Seen, walk } from "./walk.ts";
+import { type Seen, walk, type WalkResult } from "./walk.ts";
 
 /** A change as capture describes it; the volume adds origin, sequence and epoch. */
 export type Change = Pick<
@@ -31,10 +31,18 @@ export interface ScanResult {
 
 const NO_DIGEST = "0".repeat(64);
 
-/** Scans the volume at `root` against `index` (which it does not modify). */
+/** Scans the whole volume at `root` against `index` (which it does not modify). */
 export function scan(root: string, index: Map<string, Entry>): ScanResult {
-  const { seen, unreadable, problems } = walk(root);
-  const old = new Map(index);
+  return diffTree(root, new Map(index), walk(root));
+}
+
+/**
+ * Compares what was walked (`tree`) with `old`, the index rows covering the
+ * same part of the volume (consumed). Full scans and the scoped scans of
+ * lento share it, so both capture paths produce the same records.
+ */
+export function diffTree(root: string, old: Map<string, Entry>, tree: WalkResult): ScanResult {
+  const { seen, unreadable, problems } = tree;
   const changes: Change[] = [];
   const updates = new Map<string, Entry | null>();
   const renamed = detectRenames(old, seen, changes, updates);
@@ -112,15 +120,7 @@ function needsHash(s: Seen, before: Entry | undefined, wasRenamed: boolean): boo
 
 function toEntry(s: Seen, before: Entry | undefined): Entry {
   const keep = before && before.type === "f" && s.type === "f";
-  return {
-    type: s.type as Entry["type"],
-    ino: s.ino,
-    perm: s.perm,
-    size: s.type === "f" ? s.size : 0,
-    mtimeNs: s.mtimeNs,
-    digest: keep ? before.digest : "",
-    target: s.target,
-  };
+  return entryOf(s, keep ? before.digest : "", s.target);
 }
 
 /** The change that turns `before` into what is on disk now, if any. */

@@ -29,7 +29,8 @@ export function walk(root: string): WalkResult {
   return out;
 }
 
-function walkDir(root: string, rel: string, out: WalkResult): void {
+/** Adds `rel` (a directory) and everything below it to `out`. */
+export function walkDir(root: string, rel: string, out: WalkResult): void {
   let names: string[];
   try {
     names = [...Deno.readDirSync(rel ? `${root}/${rel}` : root)].map((e) => e.name);

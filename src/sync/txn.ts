@@ -19,7 +19,7 @@ import { fsyncDir, syncFilesystem, writeFileAtomic } from "../fs/durable.ts";
 import { lstatNs } from "../fs/stat.ts";
 import { isWithin } from "../fs/paths.ts";
 import type { Volume } from "../volume/volume.ts";
-import type { Entry } from "../volume/state.ts";
+import { type Entry, entryOf } from "../volume/state.ts";
 import { applyStep, type StepPlan, Tree } from "./apply.ts";
 import { FormatError } from "../errors.ts";
 
@@ -159,15 +159,7 @@ function entryOnDisk(vol: Volume, p: string, r: KmlRecord): Entry | null | undef
     else if (r.op === Op.Setattr) digest = vol.state.getEntry(p)?.digest ?? "";
     if (!digest) return undefined;
   }
-  return {
-    type: st.type,
-    ino: st.ino,
-    perm: st.perm,
-    size: st.type === "f" ? st.size : 0,
-    mtimeNs: st.mtimeNs,
-    digest,
-    target: st.type === "l" ? Deno.readLinkSync(abs) : "",
-  };
+  return entryOf(st, digest, st.type === "l" ? Deno.readLinkSync(abs) : "");
 }
 
 function clearStaging(vol: Volume): void {

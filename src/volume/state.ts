@@ -8,6 +8,7 @@
  */
 
 import { DatabaseSync, type StatementSync } from "node:sqlite";
+import type { Stat } from "../fs/stat.ts";
 
 /** Kind of a tree entry. */
 export type EntryType = "f" | "d" | "l";
@@ -24,6 +25,22 @@ export interface Entry {
   digest: string;
   /** Link target for symlinks, "" otherwise. */
   target: string;
+}
+
+/**
+ * The index row for an entry as stat sees it. Directory mtimes are not kept:
+ * they are not replicated, and they change whenever an entry inside does.
+ */
+export function entryOf(st: Stat, digest: string, target: string): Entry {
+  return {
+    type: st.type as EntryType,
+    ino: st.ino,
+    perm: st.perm,
+    size: st.type === "f" ? st.size : 0,
+    mtimeNs: st.type === "d" ? 0n : st.mtimeNs,
+    digest,
+    target,
+  };
 }
 
 const SCHEMA = `
@@ -90,6 +107,15 @@ export class State {
       "SELECT path, type, ino, perm, size, mtime_s, mtime_ns, digest, target FROM entries WHERE path = ?",
     ).get(path) as unknown as Row | undefined;
     return r ? rowEntry(r) : undefined;
+  }
+
+  /** Every row strictly below directory `dir`. */
+  entriesUnder(dir: string): [string, Entry][] {
+    const rows = this.sql(
+      "SELECT path, type, ino, perm, size, mtime_s, mtime_ns, digest, target FROM entries " +
+        "WHERE path >= ? AND path < ?",
+    ).all(dir + "/", dir + "0") as unknown as Row[];
+    return rows.map((r) => [r.path, rowEntry(r)]);
   }
 
   putEntry(path: string, e: Entry): void {
