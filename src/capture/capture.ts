@@ -1,30 +1,35 @@
 /**
- * Recording local changes: scan, then either publish them as this host's
- * records (the permit holder) or keep them as pending (everyone else: rule 4).
+ * Recording local changes (rule 4: only the permit holder publishes). On the
+ * holder, a scan (of the whole tree, or of the paths events named) becomes
+ * this host's records. A replica without the permit records nothing and is
+ * not scanned here: `status` lists its unpublished changes, and a pull checks
+ * every path it touches for local changes before overwriting anything.
  *
  * @module
  */
 
 import type { Volume } from "../volume/volume.ts";
-import { type Change, scan } from "./scan.ts";
+import { scan } from "./scan.ts";
+import { scanScope } from "./scope.ts";
 
-/** What capture found. */
+/** What capture did. */
 export interface CaptureResult {
   /** Records appended to the KML. */
   recorded: number;
-  /** Local changes kept unpublished because this replica lacks the permit. */
-  pending: Change[];
   problems: string[];
 }
 
-/** Scans `vol` and records or keeps what changed. */
-export function capture(vol: Volume): CaptureResult {
-  const found = scan(vol.root, vol.state.loadIndex());
-  if (!vol.holdsPermit()) {
-    return { recorded: 0, pending: found.changes, problems: found.problems };
-  }
+/** Records what changed in `vol` (only in `scope`, if given: volume-relative paths). */
+export function capture(vol: Volume, scope?: Iterable<string>): CaptureResult {
+  if (!vol.holdsPermit()) return { recorded: 0, problems: [] };
+  const found = scope
+    ? scanScope(vol.root, {
+      get: (p) => vol.state.getEntry(p),
+      under: (d) => vol.state.entriesUnder(d),
+    }, scope)
+    : scan(vol.root, vol.state.loadIndex());
   if (found.changes.length > 0 || found.updates.size > 0) {
     vol.recordLocal(found.changes, found.updates);
   }
-  return { recorded: found.changes.length, pending: [], problems: found.problems };
+  return { recorded: found.changes.length, problems: found.problems };
 }

@@ -64,7 +64,7 @@ export function diffTree(root: string, old: Map<string, Entry>, tree: WalkResult
     const entry = toEntry(s, before);
     if (s.type === "f" && needsHash(s, before, renamed.has(p))) {
       try {
-        entry.digest = hashFile(`${root}/${p}`);
+        entry.digest = hashFile(`${root}/${p}`, s.size);
       } catch (e) {
         problems.push(`cannot read ${p}: ${(e as Error).message}; it was not recorded`);
         continue;

@@ -36,7 +36,6 @@ export function printSyncReports(reports: SyncReport[], f: OutputFlags): number 
     console.log(toJson(reports.map((r) => ({
       peer: r.peer,
       recorded: r.local.capture.recorded,
-      pending: r.local.capture.pending.length,
       received: r.local.pull.received,
       applied: r.local.pull.applied,
       fetched: r.local.pull.fetched,
@@ -57,11 +56,9 @@ export function printSyncReports(reports: SyncReport[], f: OutputFlags): number 
     if (f.verbose) {
       for (const r of reports) {
         console.log(
-          `${r.peer}: recorded ${r.local.capture.recorded}, received ${r.local.pull.received} ` +
-            `(applied ${r.local.pull.applied}), sent ${r.remote.pull.received}` +
-            (r.local.capture.pending.length
-              ? `, ${r.local.capture.pending.length} local changes kept unpublished (no permit)`
-              : ""),
+          `${r.peer}: recorded ${r.local.capture.recorded} local changes, ` +
+            `received ${r.local.pull.received} records (${r.local.pull.fetched} files, ` +
+            `${r.local.pull.applied} steps applied), sent ${r.remote.pull.received}`,
         );
       }
     }

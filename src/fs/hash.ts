@@ -9,8 +9,9 @@ import { createHash } from "node:crypto";
 /** Shared read buffer: allocating 1 MiB per small file would dominate. */
 const buf = new Uint8Array(1 << 20);
 
-/** Hex SHA-256 of the file at `path`, read in 1 MiB pieces. */
-export function hashFile(path: string): string {
+/** Hex SHA-256 of the file at `path`: in one read if `sizeHint` is small, else in 1 MiB pieces. */
+export function hashFile(path: string, sizeHint = Infinity): string {
+  if (sizeHint <= buf.length) return hashBytes(Deno.readFileSync(path));
   const f = Deno.openSync(path, { read: true });
   try {
     return hashOpenFile(f);

@@ -16,6 +16,7 @@ const SYMBOLS = {
   flock: { parameters: ["i32", "i32"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
   syncfs: { parameters: ["i32"], result: "i32" },
+  __errno_location: { parameters: [], result: "pointer" },
   statx: { parameters: ["i32", "buffer", "i32", "u32", "buffer"], result: "i32" },
   utimensat: { parameters: ["i32", "buffer", "buffer", "i32"], result: "i32" },
 } as const;
@@ -29,11 +30,23 @@ export function libc(): Lib {
   return lib;
 }
 
+const encoder = new TextEncoder();
+const pathBuf = new Uint8Array(64 * 1024);
+
+/**
+ * `s` as a NUL-terminated C string, in a buffer shared by every call (valid
+ * until the next call): stat-heavy walks would otherwise allocate per path.
+ */
 export function cString(s: string): Uint8Array<ArrayBuffer> {
-  const b = new TextEncoder().encode(s);
-  const out = new Uint8Array(b.length + 1);
-  out.set(b);
-  return out;
+  const { written } = encoder.encodeInto(s, pathBuf.subarray(0, pathBuf.length - 1));
+  if (written >= pathBuf.length - 4) throw new Error(`path too long: ${s.slice(0, 80)}...`);
+  pathBuf[written] = 0;
+  return pathBuf.subarray(0, written + 1);
+}
+
+/** The calling thread's errno after a failed call. */
+export function errno(): number {
+  return new Deno.UnsafePointerView(libc().__errno_location()!).getInt32();
 }
 
 /** syncfs(2) on the filesystem holding directory `dir`. */

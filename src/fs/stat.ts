@@ -5,12 +5,14 @@
  * @module
  */
 
-import { cString, libc } from "./libc.ts";
+import { cString, errno, libc } from "./libc.ts";
 
 const AT_FDCWD = -100;
 const AT_SYMLINK_NOFOLLOW = 0x100;
 const STATX_BASIC_STATS = 0x7ff;
 const S_IFMT = 0o170000;
+const ENOENT = 2;
+const ENOTDIR = 20;
 
 /** File types the replicator handles; anything else is "other". */
 export type FileType = "f" | "d" | "l" | "other";
@@ -23,7 +25,6 @@ export interface Stat {
   ino: number;
   size: number;
   mtimeNs: bigint;
-  ctimeNs: bigint;
 }
 
 const buf = new Uint8Array(256);
@@ -33,8 +34,9 @@ const view = new DataView(buf.buffer);
 export function lstatNs(path: string): Stat | null {
   const rc = libc().statx(AT_FDCWD, cString(path), AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, buf);
   if (rc !== 0) {
-    if (Deno.errors && lstatMissing(path)) return null;
-    throw new Error(`cannot stat ${path}`);
+    const e = errno();
+    if (e === ENOENT || e === ENOTDIR) return null;
+    throw new Error(`cannot stat ${path} (errno ${e})`);
   }
   const mode = view.getUint16(28, true);
   return {
@@ -42,7 +44,6 @@ export function lstatNs(path: string): Stat | null {
     perm: mode & 0o7777,
     ino: Number(view.getBigUint64(32, true)),
     size: Number(view.getBigUint64(40, true)),
-    ctimeNs: timestamp(96),
     mtimeNs: timestamp(112),
   };
 }
@@ -72,14 +73,4 @@ export function typeBits(t: FileType): number {
 /** Type of a full st_mode. */
 export function modeType(mode: number): FileType {
   return typeOf(mode);
-}
-
-function lstatMissing(path: string): boolean {
-  try {
-    Deno.lstatSync(path);
-    return false;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return true;
-    throw e;
-  }
 }

@@ -10,6 +10,7 @@ import type { Volume } from "../volume/volume.ts";
 import { checkRelativePath } from "../fs/paths.ts";
 import { HostilePeerError } from "../errors.ts";
 import { lstatNs } from "../fs/stat.ts";
+import { copyHashing } from "./copy.ts";
 
 /** A replica records are read from and files fetched from. */
 export interface PeerSource {
@@ -39,8 +40,6 @@ export function localPeer(v: Volume): PeerSource {
   };
 }
 
-import { copyHashing } from "./copy.ts";
-
 function copyOut(root: string, path: string, dest: string): string {
   checkRelativePath(path);
   const parts = path.split("/");
@@ -54,5 +53,5 @@ function copyOut(root: string, path: string, dest: string): string {
   if (!st || st.type !== "f") {
     throw new Deno.errors.NotFound(`${path} is no longer a file on the peer`);
   }
-  return copyHashing(`${root}/${path}`, dest);
+  return copyHashing(`${root}/${path}`, dest, st.size);
 }

@@ -16,7 +16,6 @@ import { FormatError, HostilePeerError } from "../errors.ts";
 import type { Volume } from "../volume/volume.ts";
 import type { PeerSource } from "./peer.ts";
 import type { StepPlan } from "./apply.ts";
-import { encodeBase64 } from "./base64.ts";
 import { runTxn } from "./txn.ts";
 
 /** What one pull did. */
@@ -87,10 +86,10 @@ export function pull(vol: Volume, peer: PeerSource, progress?: Progress): PullRe
   const txn = runTxn(vol, {
     version: 1,
     kmlSize: vol.kml.size,
-    frames: encodeBase64(all),
+    recordBytes: all.length,
     steps,
     expect: newExpects,
-  });
+  }, all);
   result.applied = txn.applied;
   result.problems.push(...txn.problems);
   return result;

@@ -1,7 +1,8 @@
 /**
  * Transactions: a batch of remote records is applied as one unit (rule 2).
  *
- * 1. Content is staged in `.replicator/staging/` and flushed (syncfs).
+ * 1. Content is staged in `.replicator/staging/`, the records to append are
+ *    written to `.replicator/txn.records`, and both are flushed (syncfs).
  * 2. The transaction file `.replicator/txn` is written atomically: the commit point.
  * 3. Steps are applied to the tree, the records appended to the KML, the state
  *    and Expect updated, everything flushed, and the transaction file removed.
@@ -12,7 +13,6 @@
  * @module
  */
 
-import { decodeBase64 } from "./base64.ts";
 import { decodeRecord, frameLength, type KmlRecord, Op } from "../kml/record.ts";
 import type { ExpectEntry } from "../expect/expect.ts";
 import { fsyncDir, syncFilesystem, writeFileAtomic } from "../fs/durable.ts";
@@ -31,8 +31,8 @@ export interface Txn {
   version: number;
   /** KML size before the batch: redo cuts back to it and appends again. */
   kmlSize: number;
-  /** The records to append, concatenated, base64. */
-  frames: string;
+  /** Bytes of the records to append, stored beside it in `txn.records`. */
+  recordBytes: number;
   steps: StepPlan[];
   /** The Expect entries after the batch. */
   expect: ExpectEntry[];
@@ -45,9 +45,10 @@ export interface TxnResult {
   problems: string[];
 }
 
-/** Commits and applies a planned batch. */
-export function runTxn(vol: Volume, txn: Txn): TxnResult {
-  syncFilesystem(vol.root); // staged content durable before the commit point
+/** Commits and applies a planned batch whose records are `frames` (concatenated). */
+export function runTxn(vol: Volume, txn: Txn, frames: Uint8Array): TxnResult {
+  Deno.writeFileSync(vol.layout.txnRecords, frames);
+  syncFilesystem(vol.root); // staged content and records durable before the commit point
   writeFileAtomic(vol.layout.txn, new TextEncoder().encode(JSON.stringify(txn)));
   return applyTxn(vol, txn);
 }
@@ -61,7 +62,7 @@ export function recoverTxn(vol: Volume): void {
     if (!(e instanceof Deno.errors.NotFound)) throw e;
   }
   if (text === undefined) {
-    clearStaging(vol);
+    clearStaging(vol); // undo: nothing was committed
     return;
   }
   let txn: Txn;
@@ -86,7 +87,11 @@ export function splitFrames(all: Uint8Array): Uint8Array[] {
 }
 
 function applyTxn(vol: Volume, txn: Txn): TxnResult {
-  const frames = splitFrames(decodeBase64(txn.frames));
+  const all = Deno.readFileSync(vol.layout.txnRecords);
+  if (all.length !== txn.recordBytes) {
+    throw new FormatError(`${vol.layout.txnRecords} is damaged; run 'replicator fsck --repair'`);
+  }
+  const frames = splitFrames(all);
   const records = frames.map(decodeRecord);
   const tree = new Tree(vol.root);
   const problems: string[] = [];
@@ -162,10 +167,13 @@ function entryOnDisk(vol: Volume, p: string, r: KmlRecord): Entry | null | undef
   return entryOf(st, digest, st.type === "l" ? Deno.readLinkSync(abs) : "");
 }
 
+/** Removes staged content and the records file of a batch (done, or never committed). */
 function clearStaging(vol: Volume): void {
-  try {
-    Deno.removeSync(vol.layout.staging, { recursive: true });
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  for (const path of [vol.layout.staging, vol.layout.txnRecords]) {
+    try {
+      Deno.removeSync(path, { recursive: true });
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
   }
 }

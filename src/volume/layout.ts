@@ -18,6 +18,7 @@ export interface Layout {
   state: string;
   lock: string;
   txn: string;
+  txnRecords: string;
   staging: string;
 }
 
@@ -33,6 +34,7 @@ export function layoutOf(root: string): Layout {
     state: `${meta}/state.db`,
     lock: `${meta}/lock`,
     txn: `${meta}/txn`,
+    txnRecords: `${meta}/txn.records`,
     staging: `${meta}/staging`,
   };
 }
