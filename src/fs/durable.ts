@@ -9,7 +9,12 @@ import { syncfs } from "./libc.ts";
 
 /** fsync a directory so that renames and creations inside it are durable. */
 export function fsyncDir(dir: string): void {
-  const f = Deno.openSync(dir, { read: true });
+  fsyncFile(dir);
+}
+
+/** fsync one file (or directory) by path. */
+export function fsyncFile(path: string): void {
+  const f = Deno.openSync(path, { read: true });
   try {
     f.syncSync();
   } finally {

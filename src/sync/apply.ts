@@ -33,18 +33,30 @@ export class Tree {
 
   /** Ensures every parent of `rel` is a real directory, creating missing ones. */
   parents(rel: string): void {
+    const bad = this.checkParents(rel, true);
+    if (bad !== null) {
+      throw new HostilePeerError(`${rel}: parent ${bad} is not a directory here; not applied`);
+    }
+  }
+
+  /** True if every parent of `rel` is a real directory (nothing is created). */
+  parentsAreDirectories(rel: string): boolean {
+    return this.checkParents(rel, false) === null;
+  }
+
+  /** The first parent of `rel` that is not a real directory (after creating missing ones if asked), or null. */
+  private checkParents(rel: string, create: boolean): string | null {
     const parts = rel.split("/");
     let dir = "";
     for (let i = 0; i < parts.length - 1; i++) {
       dir = dir ? `${dir}/${parts[i]}` : parts[i];
       if (this.dirs.has(dir)) continue;
       const st = lstatNs(this.abs(dir));
-      if (!st) Deno.mkdirSync(this.abs(dir));
-      else if (st.type !== "d") {
-        throw new HostilePeerError(`${rel}: parent ${dir} is not a directory here; not applied`);
-      }
+      if (!st && create) Deno.mkdirSync(this.abs(dir));
+      else if (st?.type !== "d") return dir;
       this.dirs.add(dir);
     }
+    return null;
   }
 
   /** Forgets cached directories at or under `rel` (they were moved or removed). */
@@ -85,9 +97,13 @@ function keepConflict(t: Tree, path: string, copy: string): void {
 function install(t: Tree, path: string, staged: string | undefined): boolean {
   if (!staged || !lstatNs(staged)) return false; // superseded, or installed before a crash
   t.parents(path);
-  const cur = lstatNs(t.abs(path));
-  if (cur?.type === "d") Deno.removeSync(t.abs(path), { recursive: true });
-  Deno.renameSync(staged, t.abs(path));
+  try {
+    Deno.renameSync(staged, t.abs(path));
+  } catch (e) {
+    if (lstatNs(t.abs(path))?.type !== "d") throw e;
+    Deno.removeSync(t.abs(path), { recursive: true }); // the holder replaced a directory
+    Deno.renameSync(staged, t.abs(path));
+  }
   return true;
 }
 

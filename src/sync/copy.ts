@@ -1,46 +1,56 @@
 /**
- * Copying a file while hashing it, in bounded memory.
+ * Copying a file while hashing it, in bounded memory, with its permissions.
  *
  * @module
  */
 
 import { createHash } from "node:crypto";
 
-/** One buffer for every copy: allocating 1 MiB per small file would dominate. */
+/** One buffer for every copy: allocating per file would dominate small files. */
 const buf = new Uint8Array(1 << 20);
 
-/** Files up to this size are copied with one read and one write call. */
-export const SMALL_FILE = 1 << 20;
-
 /**
- * Copies `src` to a new file `dest`, returning the hex SHA-256 of what was
- * copied. `sizeHint` (from a stat just before) picks the one-call path for
- * small files; large ones stream through a fixed buffer.
+ * Copies `src` to a new file `dest` with permission bits `perm`, returning
+ * the hex SHA-256 of what was copied. A file that fits the buffer is written
+ * with one call; larger ones stream through it.
  */
-export function copyHashing(src: string, dest: string, sizeHint = Infinity): string {
-  if (sizeHint <= SMALL_FILE) {
-    const data = Deno.readFileSync(src);
-    Deno.writeFileSync(dest, data, { createNew: true });
-    return createHash("sha256").update(data).digest("hex");
-  }
+export function copyHashing(src: string, dest: string, perm: number): string {
   const h = createHash("sha256");
   const input = Deno.openSync(src, { read: true });
   try {
+    const first = readSome(input, buf);
+    const rest = first === buf.length ? readSome(input, buf.subarray(0, 1)) : 0;
+    if (rest === 0) {
+      const data = buf.subarray(0, first);
+      Deno.writeFileSync(dest, data, { createNew: true, mode: perm });
+      return h.update(data).digest("hex");
+    }
+    // Larger than the buffer: start over and stream.
+    input.seekSync(0, Deno.SeekMode.Start);
     const out = Deno.openSync(dest, { write: true, createNew: true });
     try {
-      for (;;) {
-        const n = input.readSync(buf);
-        if (n === null || n === 0) break;
+      for (let n; (n = readSome(input, buf)) > 0;) {
         const chunk = buf.subarray(0, n);
         h.update(chunk);
-        let w = 0;
-        while (w < n) w += out.writeSync(chunk.subarray(w));
+        for (let w = 0; w < n;) w += out.writeSync(chunk.subarray(w));
       }
     } finally {
       out.close();
     }
+    Deno.chmodSync(dest, perm);
+    return h.digest("hex");
   } finally {
     input.close();
   }
-  return h.digest("hex");
+}
+
+/** Fills `into` as far as the file allows; returns the bytes read (0 at the end). */
+function readSome(f: Deno.FsFile, into: Uint8Array): number {
+  let got = 0;
+  while (got < into.length) {
+    const n = f.readSync(into.subarray(got));
+    if (n === null || n === 0) break;
+    got += n;
+  }
+  return got;
 }

@@ -11,6 +11,7 @@ import { checkRelativePath } from "../fs/paths.ts";
 import { HostilePeerError } from "../errors.ts";
 import { lstatNs } from "../fs/stat.ts";
 import { copyHashing } from "./copy.ts";
+import { Tree } from "./apply.ts";
 
 /** A replica records are read from and files fetched from. */
 export interface PeerSource {
@@ -23,35 +24,32 @@ export interface PeerSource {
   frames(offset: number): Iterable<Frame>;
   /**
    * Copies the peer's current file at `path` to the local file `dest`
-   * (created), returning the bytes' SHA-256. Never follows symlinks.
+   * (created, with permission bits `perm`), returning the bytes' SHA-256.
+   * Never follows symlinks.
    */
-  fetchFile(path: string, dest: string): string;
+  fetchFile(path: string, dest: string, perm: number): string;
 }
 
 /** A peer that is a volume on a local path. */
 export function localPeer(v: Volume): PeerSource {
+  const tree = new Tree(v.root);
   return {
     volumeId: v.config.volumeId,
     hostId: v.hostId,
     hostName: v.config.hostName,
     incarnation: v.kml.header.incarnation,
     frames: (offset) => v.kml.frames(offset),
-    fetchFile: (path, dest) => copyOut(v.root, path, dest),
+    fetchFile: (path, dest, perm) => copyOut(tree, path, dest, perm),
   };
 }
 
-function copyOut(root: string, path: string, dest: string): string {
+function copyOut(tree: Tree, path: string, dest: string, perm: number): string {
   checkRelativePath(path);
-  const parts = path.split("/");
-  for (let i = 1; i < parts.length; i++) {
-    const st = lstatNs(`${root}/${parts.slice(0, i).join("/")}`);
-    if (!st || st.type !== "d") {
-      throw new HostilePeerError(`${path}: a parent is not a directory on the peer`);
-    }
+  if (!tree.parentsAreDirectories(path)) {
+    throw new HostilePeerError(`${path}: a parent is not a directory on the peer`);
   }
-  const st = lstatNs(`${root}/${path}`);
-  if (!st || st.type !== "f") {
+  if (lstatNs(tree.abs(path))?.type !== "f") {
     throw new Deno.errors.NotFound(`${path} is no longer a file on the peer`);
   }
-  return copyHashing(`${root}/${path}`, dest, st.size);
+  return copyHashing(tree.abs(path), dest, perm);
 }

@@ -10,7 +10,7 @@ import { decodeRecord, type KmlRecord, Op } from "../kml/record.ts";
 import { KML_HEADER_BYTES } from "../kml/log.ts";
 import { type ExpectEntry, newExpect } from "../expect/expect.ts";
 import { checkRelativePath, isWithin } from "../fs/paths.ts";
-import { lstatNs } from "../fs/stat.ts";
+import { lstatNs, type Stat } from "../fs/stat.ts";
 import { setMtimeNs } from "../fs/libc.ts";
 import { FormatError, HostilePeerError } from "../errors.ts";
 import type { Volume } from "../volume/volume.ts";
@@ -83,13 +83,18 @@ export function pull(vol: Volume, peer: PeerSource, progress?: Progress): PullRe
     all.set(a.bytes, at);
     at += a.bytes.length;
   }
-  const txn = runTxn(vol, {
-    version: 1,
-    kmlSize: vol.kml.size,
-    recordBytes: all.length,
-    steps,
-    expect: newExpects,
-  }, all);
+  const txn = runTxn(
+    vol,
+    {
+      version: 1,
+      kmlSize: vol.kml.size,
+      recordBytes: all.length,
+      steps,
+      expect: newExpects,
+    },
+    records,
+    all,
+  );
   result.applied = txn.applied;
   result.problems.push(...txn.problems);
   return result;
@@ -167,10 +172,12 @@ function planSteps(
     const at = r.op === Op.Rename ? r.target : r.path;
     if ([Op.Store, Op.Symlink].includes(r.op) && finals.has(i)) step.staged = String(i);
     if (r.op !== Op.Permit && r.op !== Op.Rmdir && !touched.has(at)) {
+      // What is on disk now at the path the record will reach (earlier renames in the batch undone).
       const before = originalPath(at, renames);
-      if (locallyChanged(vol, before) && lstatNs(`${vol.root}/${at}`)) {
+      const st = lstatNs(`${vol.root}/${before}`);
+      if (st && locallyChanged(vol, before, st)) {
         if (r.op === Op.Setattr) return; // keep the local version; its own change will follow
-        if (!(r.op === Op.Mkdir && lstatNs(`${vol.root}/${at}`)?.type === "d")) {
+        if (!(r.op === Op.Mkdir && st.type === "d")) {
           step.conflict = conflictName(vol, at, stamp);
           result.conflicts.push(step.conflict);
         }
@@ -227,11 +234,10 @@ function originalPath(p: string, renames: [string, string][]): string {
   return p;
 }
 
-/** True if the disk differs from what the index last recorded for `p`. */
-function locallyChanged(vol: Volume, p: string): boolean {
+/** True if `st`, what is on disk at `p`, differs from what the index last recorded. */
+function locallyChanged(vol: Volume, p: string, st: Stat): boolean {
   const e = vol.state.getEntry(p);
-  const st = lstatNs(`${vol.root}/${p}`);
-  if (!e || !st) return !!e !== !!st;
+  if (!e) return true;
   if (e.type !== st.type || e.perm !== st.perm || e.ino !== st.ino) return true;
   if (st.type === "f") return e.size !== st.size || e.mtimeNs !== st.mtimeNs;
   if (st.type === "l") return e.target !== Deno.readLinkSync(`${vol.root}/${p}`);
@@ -268,7 +274,7 @@ function stageContent(
     const from = finals.get(step.i)!;
     let digest = "";
     try {
-      digest = peer.fetchFile(from, dest);
+      digest = peer.fetchFile(from, dest, r.mode & 0o7777);
     } catch (e) {
       if (e instanceof HostilePeerError) throw e;
       if (!(e instanceof Deno.errors.NotFound)) {
@@ -285,7 +291,6 @@ function stageContent(
       result.deferred.push(from);
       continue;
     }
-    Deno.chmodSync(dest, r.mode & 0o7777);
     setMtimeNs(dest, r.mtimeNs);
     result.fetched++;
     result.fetchedBytes += r.size;

@@ -15,9 +15,9 @@
 
 import { decodeRecord, frameLength, type KmlRecord, Op } from "../kml/record.ts";
 import type { ExpectEntry } from "../expect/expect.ts";
-import { fsyncDir, syncFilesystem, writeFileAtomic } from "../fs/durable.ts";
+import { fsyncDir, fsyncFile, syncFilesystem, writeFileAtomic } from "../fs/durable.ts";
 import { lstatNs } from "../fs/stat.ts";
-import { isWithin } from "../fs/paths.ts";
+import { isWithin, parentOf } from "../fs/paths.ts";
 import type { Volume } from "../volume/volume.ts";
 import { type Entry, entryOf } from "../volume/state.ts";
 import { applyStep, type StepPlan, Tree } from "./apply.ts";
@@ -45,10 +45,14 @@ export interface TxnResult {
   problems: string[];
 }
 
-/** Commits and applies a planned batch whose records are `frames` (concatenated). */
-export function runTxn(vol: Volume, txn: Txn, frames: Uint8Array): TxnResult {
+/** Commits and applies a planned batch of `records`, encoded as `frames` (concatenated). */
+export function runTxn(vol: Volume, txn: Txn, records: KmlRecord[], frames: Uint8Array): TxnResult {
   Deno.writeFileSync(vol.layout.txnRecords, frames);
-  syncFilesystem(vol.root); // staged content and records durable before the commit point
+  // Staged content and records durable before the commit point.
+  // (Staged symlinks have no data; the staging directory's fsync covers them.)
+  const staged = txn.steps.filter((s) => s.staged && records[s.i].op === Op.Store)
+    .map((s) => `${vol.layout.staging}/${s.staged}`);
+  flush(vol.root, [...staged, vol.layout.txnRecords], [vol.layout.staging, vol.layout.meta]);
   writeFileAtomic(vol.layout.txn, new TextEncoder().encode(JSON.stringify(txn)));
   return applyTxn(vol, txn);
 }
@@ -107,7 +111,7 @@ function applyTxn(vol: Volume, txn: Txn): TxnResult {
   if (vol.kml.size !== txn.kmlSize) vol.kml.truncate(txn.kmlSize);
   vol.commitRecords(records, frames, () => updateIndex(vol, records, txn.steps));
   vol.writeExpect(txn.expect);
-  syncFilesystem(vol.root);
+  flush(vol.root, [], touchedDirs(vol, records, txn.steps));
   Deno.removeSync(vol.layout.txn);
   clearStaging(vol);
   fsyncDir(vol.layout.meta);
@@ -165,6 +169,36 @@ function entryOnDisk(vol: Volume, p: string, r: KmlRecord): Entry | null | undef
     if (!digest) return undefined;
   }
   return entryOf(st, digest, st.type === "l" ? Deno.readLinkSync(abs) : "");
+}
+
+/** Few files: fsync each. Many: one syncfs(2) beats thousands of fsyncs. */
+const FSYNC_AT_MOST = 64;
+
+/** Makes `files` and the entries of `dirs` durable. */
+function flush(root: string, files: string[], dirs: string[]): void {
+  if (files.length + dirs.length > FSYNC_AT_MOST) return syncFilesystem(root);
+  for (const f of files) fsyncFile(f);
+  for (const d of dirs) {
+    try {
+      fsyncDir(d);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e; // removed by a later step
+    }
+  }
+}
+
+/** Directories whose entries the steps changed: every ancestor of every path touched (parents may have been created). */
+function touchedDirs(vol: Volume, records: KmlRecord[], steps: StepPlan[]): string[] {
+  const dirs = new Set<string>([vol.layout.meta]);
+  for (const s of steps) {
+    const r = records[s.i];
+    for (const p of [r.path, r.op === Op.Rename ? r.target : "", s.conflict ?? ""]) {
+      for (let d = p ? parentOf(p) : null; d !== null; d = d === "" ? null : parentOf(d)) {
+        dirs.add(d ? `${vol.root}/${d}` : vol.root);
+      }
+    }
+  }
+  return [...dirs];
 }
 
 /** Removes staged content and the records file of a batch (done, or never committed). */

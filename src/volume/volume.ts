@@ -158,7 +158,7 @@ export class Volume {
   commitRecords(records: KmlRecord[], frames: Uint8Array[], alsoInState?: () => void): void {
     if (frames.length > 0) this.kml.append(frames);
     this.state.transaction(() => {
-      for (const r of records) this.noteRecord(r);
+      this.noteRecords(records);
       alsoInState?.();
       this.state.setMeta("kml_end", this.kml.size);
     });
@@ -193,24 +193,28 @@ export class Volume {
         this.state.clearDerived();
         from = KML_HEADER_BYTES;
       }
-      for (const f of this.kml.frames(from)) this.noteRecord(decodeRecord(f.bytes));
+      const records: KmlRecord[] = [];
+      for (const f of this.kml.frames(from)) records.push(decodeRecord(f.bytes));
+      this.noteRecords(records);
       this.state.setMeta("kml_end", this.kml.size);
       this.state.setMeta("kml_incarnation", this.kml.header.incarnation);
     });
   }
 
-  private noteRecord(r: KmlRecord): void {
-    this.state.noteOrigin(r.originHost, r.originSeq);
+  /** Derived state of appended records: highest sequence per origin, the permit. */
+  private noteRecords(records: KmlRecord[]): void {
+    const highest = new Map<string, number>();
+    for (const r of records) {
+      highest.set(r.originHost, Math.max(highest.get(r.originHost) ?? 0, r.originSeq));
+      if (r.op === Op.Permit && r.epoch > this.permit().epoch) {
+        this.state.setMeta("permit_epoch", r.epoch);
+        this.state.setMeta("permit_holder", r.target);
+        this.state.setMeta(`permit:${r.epoch}`, r.target);
+      }
+    }
+    for (const [host, seq] of highest) this.state.noteOrigin(host, seq);
     // Never reused, even if fsck cuts the log: peers skip sequence numbers they have seen.
-    if (
-      r.originHost === this.hostId && r.originSeq > Number(this.state.getMeta("own_seq") ?? "0")
-    ) {
-      this.state.setMeta("own_seq", r.originSeq);
-    }
-    if (r.op === Op.Permit && r.epoch > this.permit().epoch) {
-      this.state.setMeta("permit_epoch", r.epoch);
-      this.state.setMeta("permit_holder", r.target);
-      this.state.setMeta(`permit:${r.epoch}`, r.target);
-    }
+    const own = highest.get(this.hostId) ?? 0;
+    if (own > Number(this.state.getMeta("own_seq") ?? "0")) this.state.setMeta("own_seq", own);
   }
 }
