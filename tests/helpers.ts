@@ -4,7 +4,7 @@
  */
 
 import { createHash } from "node:crypto";
-import { lstatNs } from "../src/fs/stat.ts";
+import { lstatNs, mtimeNsOf } from "../src/fs/stat.ts";
 
 const MOD = new URL("../mod.ts", import.meta.url).pathname;
 
@@ -70,10 +70,10 @@ export function listing(root: string): Record<string, string> {
         out[p] = `dir ${st.perm.toString(8)}`;
         visit(p);
       } else if (st.type === "l") {
-        out[p] = `link ${Deno.readLinkSync(`${root}/${p}`)} ${st.mtimeNs}`;
+        out[p] = `link ${Deno.readLinkSync(`${root}/${p}`)} ${mtimeNsOf(st)}`;
       } else {
         const h = createHash("sha256").update(Deno.readFileSync(`${root}/${p}`)).digest("hex");
-        out[p] = `file ${st.perm.toString(8)} ${st.size} ${st.mtimeNs} ${h}`;
+        out[p] = `file ${st.perm.toString(8)} ${st.size} ${mtimeNsOf(st)} ${h}`;
       }
     }
   };

@@ -11,7 +11,7 @@ import type { KmlRecord } from "../kml/record.ts";
 import { Op } from "../kml/record.ts";
 import { type Entry, entryOf } from "../volume/state.ts";
 import { hashFile } from "../fs/hash.ts";
-import { typeBits } from "../fs/stat.ts";
+import { mtimeNsOf, sameMtime, typeBits } from "../fs/stat.ts";
 import { isWithin } from "../fs/paths.ts";
 import { type Seen, walk, type WalkResult } from "./walk.ts";
 
@@ -114,7 +114,7 @@ function detectRenames(
 
 function needsHash(s: Seen, before: Entry | undefined, wasRenamed: boolean): boolean {
   if (!before || before.type !== "f") return true;
-  return before.size !== s.size || before.mtimeNs !== s.mtimeNs ||
+  return before.size !== s.size || !sameMtime(before, s) ||
     (before.ino !== s.ino && !wasRenamed);
 }
 
@@ -133,22 +133,28 @@ function diffEntry(p: string, s: Seen, now: Entry, before: Entry | undefined): C
   }
   if (s.type === "l") {
     if (fresh || before.target !== s.target) {
-      return { ...change(Op.Symlink, p), mode, target: s.target, mtimeNs: s.mtimeNs };
+      return { ...change(Op.Symlink, p), mode, target: s.target, mtimeNs: mtimeNsOf(s) };
     }
     return null;
   }
   if (fresh || before.digest !== now.digest) {
-    return { ...change(Op.Store, p), mode, size: s.size, mtimeNs: s.mtimeNs, digest: now.digest };
+    return {
+      ...change(Op.Store, p),
+      mode,
+      size: s.size,
+      mtimeNs: mtimeNsOf(s),
+      digest: now.digest,
+    };
   }
-  if (before.perm !== s.perm || before.mtimeNs !== s.mtimeNs) {
-    return { ...change(Op.Setattr, p), mode, mtimeNs: s.mtimeNs };
+  if (before.perm !== s.perm || !sameMtime(before, s)) {
+    return { ...change(Op.Setattr, p), mode, mtimeNs: mtimeNsOf(s) };
   }
   return null;
 }
 
 function sameEntry(a: Entry, b: Entry): boolean {
   return a.type === b.type && a.ino === b.ino && a.perm === b.perm && a.size === b.size &&
-    a.mtimeNs === b.mtimeNs && a.digest === b.digest && a.target === b.target;
+    sameMtime(a, b) && a.digest === b.digest && a.target === b.target;
 }
 
 function change(op: Op, path: string): Change {

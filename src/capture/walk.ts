@@ -49,8 +49,9 @@ export function walkDir(root: string, rel: string, out: WalkResult): void {
       out.problems.push(`skipping ${path}: not a regular file, directory or symlink`);
       continue;
     }
-    const target = st.type === "l" ? Deno.readLinkSync(`${root}/${path}`) : "";
-    out.seen.set(path, { ...st, target });
+    const seen = st as Seen; // one object per entry: the walk is the hot path of a scan
+    seen.target = st.type === "l" ? Deno.readLinkSync(`${root}/${path}`) : "";
+    out.seen.set(path, seen);
     if (st.type === "d") walkDir(root, path, out);
   }
 }

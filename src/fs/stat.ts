@@ -24,7 +24,9 @@ export interface Stat {
   perm: number;
   ino: number;
   size: number;
-  mtimeNs: bigint;
+  /** Modification time: whole seconds and nanoseconds (kept apart: cheaper than a bigint). */
+  mtimeSec: number;
+  mtimeNsec: number;
 }
 
 const buf = new Uint8Array(256);
@@ -42,14 +44,28 @@ export function lstatNs(path: string): Stat | null {
   return {
     type: typeOf(mode),
     perm: mode & 0o7777,
-    ino: Number(view.getBigUint64(32, true)),
-    size: Number(view.getBigUint64(40, true)),
-    mtimeNs: timestamp(112),
+    ino: u64(32),
+    size: u64(40),
+    mtimeSec: view.getInt32(116, true) * 2 ** 32 + view.getUint32(112, true),
+    mtimeNsec: view.getUint32(120, true),
   };
 }
 
-function timestamp(at: number): bigint {
-  return view.getBigInt64(at, true) * 1_000_000_000n + BigInt(view.getUint32(at + 8, true));
+function u64(at: number): number {
+  return view.getUint32(at + 4, true) * 2 ** 32 + view.getUint32(at, true);
+}
+
+/** A modification time as ns since the epoch (the form records carry). */
+export function mtimeNsOf(t: { mtimeSec: number; mtimeNsec: number }): bigint {
+  return BigInt(t.mtimeSec) * 1_000_000_000n + BigInt(t.mtimeNsec);
+}
+
+/** True if two stats or index rows have the same modification time. */
+export function sameMtime(
+  a: { mtimeSec: number; mtimeNsec: number },
+  b: { mtimeSec: number; mtimeNsec: number },
+): boolean {
+  return a.mtimeSec === b.mtimeSec && a.mtimeNsec === b.mtimeNsec;
 }
 
 function typeOf(mode: number): FileType {

@@ -10,7 +10,7 @@ import { decodeRecord, type KmlRecord, Op } from "../kml/record.ts";
 import { KML_HEADER_BYTES } from "../kml/log.ts";
 import { type ExpectEntry, newExpect } from "../expect/expect.ts";
 import { checkRelativePath, isWithin } from "../fs/paths.ts";
-import { lstatNs, type Stat } from "../fs/stat.ts";
+import { lstatNs, sameMtime, type Stat } from "../fs/stat.ts";
 import { setMtimeNs } from "../fs/libc.ts";
 import { FormatError, HostilePeerError } from "../errors.ts";
 import type { Volume } from "../volume/volume.ts";
@@ -239,7 +239,7 @@ function locallyChanged(vol: Volume, p: string, st: Stat): boolean {
   const e = vol.state.getEntry(p);
   if (!e) return true;
   if (e.type !== st.type || e.perm !== st.perm || e.ino !== st.ino) return true;
-  if (st.type === "f") return e.size !== st.size || e.mtimeNs !== st.mtimeNs;
+  if (st.type === "f") return e.size !== st.size || !sameMtime(e, st);
   if (st.type === "l") return e.target !== Deno.readLinkSync(`${vol.root}/${p}`);
   return false;
 }

@@ -16,7 +16,7 @@
 import { decodeRecord, frameLength, type KmlRecord, Op } from "../kml/record.ts";
 import type { ExpectEntry } from "../expect/expect.ts";
 import { fsyncDir, fsyncFile, syncFilesystem, writeFileAtomic } from "../fs/durable.ts";
-import { lstatNs } from "../fs/stat.ts";
+import { lstatNs, mtimeNsOf } from "../fs/stat.ts";
 import { isWithin, parentOf } from "../fs/paths.ts";
 import type { Volume } from "../volume/volume.ts";
 import { type Entry, entryOf } from "../volume/state.ts";
@@ -164,7 +164,7 @@ function entryOnDisk(vol: Volume, p: string, r: KmlRecord): Entry | null | undef
   if (st.type === "other") return undefined;
   let digest = "";
   if (st.type === "f") {
-    if (r.op === Op.Store && st.size === r.size && st.mtimeNs === r.mtimeNs) digest = r.digest;
+    if (r.op === Op.Store && st.size === r.size && mtimeNsOf(st) === r.mtimeNs) digest = r.digest;
     else if (r.op === Op.Setattr) digest = vol.state.getEntry(p)?.digest ?? "";
     if (!digest) return undefined;
   }

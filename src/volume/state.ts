@@ -20,7 +20,9 @@ export interface Entry {
   /** Permission bits (st_mode & 0o7777). */
   perm: number;
   size: number;
-  mtimeNs: bigint;
+  /** Modification time (0 for directories). */
+  mtimeSec: number;
+  mtimeNsec: number;
   /** SHA-256 hex for files, "" otherwise. */
   digest: string;
   /** Link target for symlinks, "" otherwise. */
@@ -37,7 +39,8 @@ export function entryOf(st: Stat, digest: string, target: string): Entry {
     ino: st.ino,
     perm: st.perm,
     size: st.type === "f" ? st.size : 0,
-    mtimeNs: st.type === "d" ? 0n : st.mtimeNs,
+    mtimeSec: st.type === "d" ? 0 : st.mtimeSec,
+    mtimeNsec: st.type === "d" ? 0 : st.mtimeNsec,
     digest,
     target,
   };
@@ -52,7 +55,9 @@ CREATE TABLE IF NOT EXISTS origins (host TEXT PRIMARY KEY, seq INTEGER NOT NULL)
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 `;
 
-const NS = 1_000_000_000n;
+/** Columns named as Entry's fields, so rows need no conversion. */
+const COLUMNS =
+  "path, type, ino, perm, size, mtime_s AS mtimeSec, mtime_ns AS mtimeNsec, digest, target";
 
 /** Typed access to the state database. */
 export class State {
@@ -95,40 +100,37 @@ export class State {
   /** The whole index. */
   loadIndex(): Map<string, Entry> {
     const rows = this.sql(
-      "SELECT path, type, ino, perm, size, mtime_s, mtime_ns, digest, target FROM entries",
+      `SELECT ${COLUMNS} FROM entries`,
     ).all() as unknown as Row[];
     const out = new Map<string, Entry>();
-    for (const r of rows) out.set(r.path, rowEntry(r));
+    for (const r of rows) out.set(r.path, r);
     return out;
   }
 
   getEntry(path: string): Entry | undefined {
     const r = this.sql(
-      "SELECT path, type, ino, perm, size, mtime_s, mtime_ns, digest, target FROM entries WHERE path = ?",
+      `SELECT ${COLUMNS} FROM entries WHERE path = ?`,
     ).get(path) as unknown as Row | undefined;
-    return r ? rowEntry(r) : undefined;
+    return r;
   }
 
   /** Every row strictly below directory `dir`. */
   entriesUnder(dir: string): [string, Entry][] {
     const rows = this.sql(
-      "SELECT path, type, ino, perm, size, mtime_s, mtime_ns, digest, target FROM entries " +
-        "WHERE path >= ? AND path < ?",
+      `SELECT ${COLUMNS} FROM entries WHERE path >= ? AND path < ?`,
     ).all(dir + "/", dir + "0") as unknown as Row[];
-    return rows.map((r) => [r.path, rowEntry(r)]);
+    return rows.map((r) => [r.path, r]);
   }
 
   putEntry(path: string, e: Entry): void {
-    const s = e.mtimeNs / NS;
-    const ns = e.mtimeNs - s * NS;
     this.sql("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)").run(
       path,
       e.type,
       e.ino,
       e.perm,
       e.size,
-      s,
-      ns,
+      e.mtimeSec,
+      e.mtimeNsec,
       e.digest,
       e.target,
     );
@@ -193,26 +195,7 @@ export class State {
   }
 }
 
-interface Row {
+/** A row as SELECTed: an Entry (column names match) plus its path. */
+interface Row extends Entry {
   path: string;
-  type: EntryType;
-  ino: number;
-  perm: number;
-  size: number;
-  mtime_s: number;
-  mtime_ns: number;
-  digest: string;
-  target: string;
-}
-
-function rowEntry(r: Row): Entry {
-  return {
-    type: r.type,
-    ino: r.ino,
-    perm: r.perm,
-    size: r.size,
-    mtimeNs: BigInt(r.mtime_s) * NS + BigInt(r.mtime_ns),
-    digest: r.digest,
-    target: r.target,
-  };
 }
