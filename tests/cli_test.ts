@@ -213,6 +213,17 @@ Deno.test("--json output of status, log and sync is one JSON document", async ()
   assertEquals(log.map((e) => e.op), ["permit", "store"]);
   const s = json<{ received: number }[]>(await cli(["sync", "-C", b, a, "--json"]));
   assertNotEquals(s.length, 0);
+  type Expect = { host: string; readOffset: number; confirmedOffset: number };
+  const sa = json<{ kml: { bytes: number }; expect: Expect[] }>(
+    await cli(["status", "-C", a, "--json"]),
+  );
+  const sb = json<{ hostId: string; kml: { bytes: number }; expect: Expect[] }>(
+    await cli(["status", "-C", b, "--json"]),
+  );
+  assertEquals(sa.expect.map((e) => e.host), [sb.hostId]);
+  assertEquals(sb.expect[0].readOffset, sa.kml.bytes, "b has read all of a's log");
+  assertEquals(sa.expect[0].confirmedOffset, sa.kml.bytes, "and a knows it");
+  assertEquals(sa.expect[0].readOffset, sb.kml.bytes, "a has read all of b's log");
 });
 
 Deno.test({

@@ -28,6 +28,11 @@ export interface PeerSource {
    * Never follows symlinks.
    */
   fetchFile(path: string, dest: string, perm: number): string;
+  /**
+   * How far the peer has read and applied the log of `host` (item 3 of that
+   * host's Expect), if it refers to `incarnation`.
+   */
+  readPosition(host: string, incarnation: string): { seq: number; offset: number } | null;
 }
 
 /** A peer that is a volume on a local path. */
@@ -40,6 +45,10 @@ export function localPeer(v: Volume): PeerSource {
     incarnation: v.kml.header.incarnation,
     frames: (offset) => v.kml.frames(offset),
     fetchFile: (path, dest, perm) => copyOut(tree, path, dest, perm),
+    readPosition: (host, incarnation) => {
+      const e = v.readExpect().find((x) => x.host === host && x.incarnation === incarnation);
+      return e ? { seq: e.readSeq, offset: e.readOffset } : null;
+    },
   };
 }
 

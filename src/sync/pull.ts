@@ -65,11 +65,11 @@ export function pull(vol: Volume, peer: PeerSource, progress?: Progress): PullRe
     ? { ...before }
     : { ...before, incarnation: peer.incarnation, readSeq: 0, readOffset: KML_HEADER_BYTES };
   const accepted = readNew(vol, peer, exp, result);
+  const confirmed = peer.readPosition(vol.hostId, vol.kml.header.incarnation);
+  if (confirmed) [exp.confirmedSeq, exp.confirmedOffset] = [confirmed.seq, confirmed.offset];
   const newExpects = [...expects.filter((e) => e.host !== peer.hostId), exp];
   if (accepted.length === 0) {
-    if (exp.readOffset !== before.readOffset || exp.incarnation !== before.incarnation) {
-      vol.writeExpect(newExpects);
-    }
+    if (JSON.stringify(exp) !== JSON.stringify(before)) vol.writeExpect(newExpects);
     return result;
   }
   result.received = accepted.length;

@@ -1,6 +1,7 @@
 /**
  * A sync between two replicas: both record their local changes, then each
- * pulls what the other has, then each notes how far the other has read it.
+ * pulls what the other has (noting, in the same Expect update, how far the
+ * other has read it).
  * The order is the same whichever side started, so `sync -C A B` and
  * `sync -C B A` reach the same state.
  *
@@ -35,25 +36,9 @@ export function syncVolumes(local: Volume, remote: Volume, progress?: Progress):
   const remoteCapture = capture(remote);
   const localPull = pull(local, localPeer(remote), progress);
   const remotePull = pull(remote, localPeer(local), progress);
-  confirm(local, remote);
-  confirm(remote, local);
   return {
     peer: remote.root,
     local: { capture: localCapture, pull: localPull },
     remote: { capture: remoteCapture, pull: remotePull },
   };
-}
-
-/** Copies how far `other` has read `vol` into vol's Expect entry for `other`. */
-function confirm(vol: Volume, other: Volume): void {
-  const theirs = other.readExpect().find((e) => e.host === vol.hostId);
-  if (!theirs || theirs.incarnation !== vol.kml.header.incarnation) return;
-  const mine = vol.readExpect();
-  const entry = mine.find((e) => e.host === other.hostId);
-  if (
-    !entry || (entry.confirmedOffset === theirs.readOffset && entry.confirmedSeq === theirs.readSeq)
-  ) return;
-  entry.confirmedOffset = theirs.readOffset;
-  entry.confirmedSeq = theirs.readSeq;
-  vol.writeExpect(mine);
 }
