@@ -1,7 +1,8 @@
 /**
  * The /dev/presto ABI, version 1, on the userspace side: constants, record
  * layout and a strict decoder of what read(2) returns, plus the mapping of
- * decoded events to lento's hints. `shim/presto_abi.h` is the source of
+ * decoded events to lento's hints, and (re-exported from presto_source.ts)
+ * `openPresto`, the event source on the device. `shim/presto_abi.h` is the source of
  * truth; `tests/presto_abi_test.ts` compiles it and checks every number here
  * against it. Byte-by-byte description: docs/presto-abi.md.
  *
@@ -16,6 +17,9 @@
 import { FormatError } from "../errors.ts";
 import type { Hint } from "./events.ts";
 
+// The device side (FFI) lives in presto_source.ts; import either module.
+export { openPresto, type PrestoOptions, PrestoSource } from "./presto_source.ts";
+
 /** Path of the character device. */
 export const PRESTO_DEVICE = "/dev/presto";
 /** The only ABI version this decoder reads. */
@@ -29,20 +33,20 @@ export const PRESTO_REC_ALIGN = 8;
 /** Smallest record: a header, an empty path and its NUL, padded. */
 export const PRESTO_REC_MIN = 56;
 
-/** Byte offsets of the fields of `struct presto_event` (all little-endian). */
+/** Byte offset and size of every field of `struct presto_event` (all little-endian). */
 export const PRESTO_EVENT_LAYOUT = {
-  rec_len: 0,
-  magic: 4,
-  version: 6,
-  type: 7,
-  seq: 8,
-  ino: 16,
-  time_ns: 24,
-  flags: 32,
-  mode: 34,
-  path_len: 36,
-  path2_len: 38,
-  aux: 40,
+  rec_len: { offset: 0, size: 4 },
+  magic: { offset: 4, size: 2 },
+  version: { offset: 6, size: 1 },
+  type: { offset: 7, size: 1 },
+  seq: { offset: 8, size: 8 },
+  ino: { offset: 16, size: 8 },
+  time_ns: { offset: 24, size: 8 },
+  flags: { offset: 32, size: 2 },
+  mode: { offset: 34, size: 2 },
+  path_len: { offset: 36, size: 2 },
+  path2_len: { offset: 38, size: 2 },
+  aux: { offset: 40, size: 8 },
 } as const;
 
 /** Event types (`enum presto_event_type`). */
@@ -86,13 +90,13 @@ export const PRESTO_IOC_STATS = 0x8028b703;
 
 /** Bytes of `struct presto_arm`. */
 export const PRESTO_ARM_SIZE = 24;
-/** Byte offsets of the fields of `struct presto_arm`. */
+/** Byte offset and size of every field of `struct presto_arm`. */
 export const PRESTO_ARM_LAYOUT = {
-  size: 0,
-  flags: 4,
-  ring_bytes: 8,
-  reserved: 12,
-  path: 16,
+  size: { offset: 0, size: 4 },
+  flags: { offset: 4, size: 4 },
+  ring_bytes: { offset: 8, size: 4 },
+  reserved: { offset: 12, size: 4 },
+  path: { offset: 16, size: 8 },
 } as const;
 /** Arm flag: report every close of a file opened for writing (flagged UNVERIFIED). */
 export const PRESTO_ARM_ALL_CLOSE_WRITE = 0x0001;
@@ -108,15 +112,15 @@ export const PRESTO_RING_MAX = 16 << 20;
 
 /** Bytes of `struct presto_stats`. */
 export const PRESTO_STATS_SIZE = 40;
-/** Byte offsets of the fields of `struct presto_stats`. */
+/** Byte offset and size of every field of `struct presto_stats`. */
 export const PRESTO_STATS_LAYOUT = {
-  abi_version: 0,
-  armed: 4,
-  ring_bytes: 8,
-  ring_used: 12,
-  queued: 16,
-  lost: 24,
-  pending_lost: 32,
+  abi_version: { offset: 0, size: 4 },
+  armed: { offset: 4, size: 4 },
+  ring_bytes: { offset: 8, size: 4 },
+  ring_used: { offset: 12, size: 4 },
+  queued: { offset: 16, size: 8 },
+  lost: { offset: 24, size: 8 },
+  pending_lost: { offset: 32, size: 8 },
 } as const;
 
 /** One decoded record. The 64-bit fields are bigints (inode numbers may use all 64 bits). */
@@ -195,10 +199,10 @@ export function decodePrestoRecords(bytes: Uint8Array, opts: DecodeOptions = {})
     if (bytes.length - off < PRESTO_EVENT_HDR_LEN) {
       bad(`${bytes.length - off} bytes left, a header needs ${PRESTO_EVENT_HDR_LEN}`);
     }
-    const recLen = view.getUint32(off + L.rec_len, true);
-    const magic = view.getUint16(off + L.magic, true);
-    const version = view.getUint8(off + L.version);
-    const type = view.getUint8(off + L.type);
+    const recLen = view.getUint32(off + L.rec_len.offset, true);
+    const magic = view.getUint16(off + L.magic.offset, true);
+    const version = view.getUint8(off + L.version.offset);
+    const type = view.getUint8(off + L.type.offset);
     if (magic !== PRESTO_MAGIC) bad(`magic 0x${magic.toString(16)}, want 0x5250`);
     if (version !== PRESTO_ABI_VERSION) {
       bad(`ABI version ${version}, this reader knows ${PRESTO_ABI_VERSION}`);
@@ -210,17 +214,17 @@ export function decodePrestoRecords(bytes: Uint8Array, opts: DecodeOptions = {})
     if (recLen > bytes.length - off) {
       bad(`rec_len ${recLen} runs past the end of the buffer (${bytes.length - off} bytes left)`);
     }
-    const pathLen = view.getUint16(off + L.path_len, true);
-    const path2Len = view.getUint16(off + L.path2_len, true);
+    const pathLen = view.getUint16(off + L.path_len.offset, true);
+    const path2Len = view.getUint16(off + L.path2_len.offset, true);
     if (prestoRecLen(pathLen, path2Len) !== recLen) {
       bad(`rec_len ${recLen} does not match path_len ${pathLen} and path2_len ${path2Len}`);
     }
-    const seq = view.getBigUint64(off + L.seq, true);
-    const ino = view.getBigUint64(off + L.ino, true);
-    const timeNs = view.getBigUint64(off + L.time_ns, true);
-    const flags = view.getUint16(off + L.flags, true);
-    const mode = view.getUint16(off + L.mode, true);
-    const aux = view.getBigUint64(off + L.aux, true);
+    const seq = view.getBigUint64(off + L.seq.offset, true);
+    const ino = view.getBigUint64(off + L.ino.offset, true);
+    const timeNs = view.getBigUint64(off + L.time_ns.offset, true);
+    const flags = view.getUint16(off + L.flags.offset, true);
+    const mode = view.getUint16(off + L.mode.offset, true);
+    const aux = view.getBigUint64(off + L.aux.offset, true);
 
     if (nextSeq !== undefined && seq !== nextSeq) bad(`seq ${seq}, want ${nextSeq}`);
     if (seq === 0n) bad("seq 0 (sequence numbers start at 1)");
@@ -314,7 +318,9 @@ export function hintsOf(events: PrestoEvent[]): Hint[] {
     if (e.type === PrestoType.OVERFLOW) {
       if (batch) out.push({ kind: "paths", paths: [...batch] });
       batch = null;
-      const lost = e.aux > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(e.aux);
+      const lost = e.aux > BigInt(Number.MAX_SAFE_INTEGER)
+        ? Number.MAX_SAFE_INTEGER
+        : Number(e.aux);
       out.push({ kind: "overflow", lost });
       continue;
     }
