@@ -9,7 +9,7 @@
  * run against real fds: a regular file and a pipe.
  */
 
-import { assert, assertEquals, assertThrows } from "./assert.ts";
+import { assert, assertEquals, assertNotEquals, assertThrows } from "./assert.ts";
 import { tempDir } from "./helpers.ts";
 import { FormatError, ReplicatorError } from "../src/errors.ts";
 import {
@@ -561,7 +561,6 @@ const T = {
 let testLib: Deno.DynamicLibrary<typeof T> | undefined;
 const c = () => (testLib ??= Deno.dlopen("libc.so.6", T)).symbols;
 
-const F_GETFD = 1;
 const F_SETFL = 4;
 const O_NONBLOCK = 0o4000;
 const O_CLOEXEC = 0o2000000;
@@ -579,11 +578,23 @@ function put(fd: number, bytes: Uint8Array): void {
     bytes.length,
   );
 }
-function isOpen(fd: number): boolean {
-  return c().fcntl(fd, F_GETFD, 0) >= 0;
+/** What fd `fd` refers to ("pipe:[123]"), or null if it is not open. */
+function fdTarget(fd: number): string | null {
+  try {
+    return Deno.readLinkSync(`/proc/self/fd/${fd}`);
+  } catch {
+    return null;
+  }
 }
-function openFds(): number {
-  return [...Deno.readDirSync("/proc/self/fd")].length;
+/** How many of this process's fds are open on `path` (other tests may open fds meanwhile). */
+function fdsOn(path: string): number {
+  let n = 0;
+  for (const e of Deno.readDirSync("/proc/self/fd")) {
+    try {
+      if (Deno.readLinkSync(`/proc/self/fd/${e.name}`) === path) n++;
+    } catch { /* closed meanwhile */ }
+  }
+  return n;
 }
 
 Deno.test("openPresto returns null when the device does not exist", async () => {
@@ -607,13 +618,12 @@ Deno.test("openPresto on something that is not the device fails clearly and leak
   try {
     const fake = `${dir}/not-a-device`;
     Deno.writeTextFileSync(fake, "");
-    const before = openFds();
     const e = assertThrows(() => openPresto(dir, { device: fake }), ReplicatorError);
     assert(
       /cannot arm .* \(ENOTTY\): .* is not a Presto ABI version 1 device/.test(e.message),
       e.message,
     );
-    assertEquals(openFds(), before);
+    assertEquals(fdsOn(fake), 0);
     for (const ring of [1000, 4095, 3 << 12, 32 << 20, 2048, 1.5]) {
       const r = assertThrows(
         () => openPresto(dir, { device: fake, ringBytes: ring }),
@@ -633,6 +643,8 @@ Deno.test("openPresto on something that is not the device fails clearly and leak
 
 Deno.test("the source reads records without blocking, continues seq across reads, and close() ends a pending next()", async () => {
   const [r, w] = pipe();
+  const pipeName = fdTarget(r);
+  assert(pipeName?.startsWith("pipe:"));
   const src = PrestoSource.fromFd(r);
   assertEquals(src.name, "presto");
   const b = boundaries(bin);
@@ -652,9 +664,13 @@ Deno.test("the source reads records without blocking, continues seq across reads
   assertEquals(settled, false);
   const t0 = performance.now();
   src.close();
-  assertEquals(await pending, []);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<"late">((ok) => timer = setTimeout(() => ok("late"), 2000));
+  const got = await Promise.race([pending, late]);
+  clearTimeout(timer);
+  assertEquals(got, [], "close() did not end the pending next()");
   assert(performance.now() - t0 < 1000, "close() did not end the pending next() promptly");
-  assertEquals(isOpen(r), false, "the fd was not closed");
+  assertNotEquals(fdTarget(r), pipeName, "the fd was not closed");
   assertEquals(await src.next(), []);
   assertEquals(src.closed, true);
   src.close(); // twice is harmless
@@ -664,15 +680,19 @@ Deno.test("the source reads records without blocking, continues seq across reads
 Deno.test("the source ends with [] at end of file, and rejects a malformed read", async () => {
   {
     const [r, w] = pipe();
+    const pipeName = fdTarget(r);
+    assert(pipeName?.startsWith("pipe:"));
     const src = PrestoSource.fromFd(r);
     const pending = src.next();
     c().close(w); // like a disarmed reader: POLLHUP, read 0
     assertEquals(await pending, []);
     assertEquals(src.closed, true);
-    assertEquals(isOpen(r), false);
+    assertNotEquals(fdTarget(r), pipeName);
   }
   {
     const [r, w] = pipe();
+    const pipeName = fdTarget(r);
+    assert(pipeName?.startsWith("pipe:"));
     const src = PrestoSource.fromFd(r);
     const b = boundaries(bin);
     put(w, bin.subarray(0, b[2]));
@@ -687,7 +707,7 @@ Deno.test("the source ends with [] at end of file, and rejects a malformed read"
     assert(err instanceof FormatError, `expected a FormatError, got ${err}`);
     assert(/seq 1, want 3/.test(err.message), err.message);
     assertEquals(src.closed, true);
-    assertEquals(isOpen(r), false);
+    assertNotEquals(fdTarget(r), pipeName);
     c().close(w);
   }
 });
