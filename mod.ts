@@ -19,4 +19,4 @@ export { main } from "./src/cli/main.ts";
 
 import { main } from "./src/cli/main.ts";
 
-if (import.meta.main) Deno.exit(main(Deno.args));
+if (import.meta.main) Deno.exit(await main(Deno.args));

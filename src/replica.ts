@@ -19,6 +19,7 @@ import { capture } from "./capture/capture.ts";
 import { type Change, scan } from "./capture/scan.ts";
 import { type SyncReport, syncVolumes } from "./sync/sync.ts";
 import type { Progress } from "./sync/pull.ts";
+import { flushLento } from "./capture/lento_client.ts";
 import type { ExpectEntry } from "./expect/expect.ts";
 import { PeerMismatchError, ReplicatorError, UsageError } from "./errors.ts";
 
@@ -47,7 +48,7 @@ export function clone(source: string, dir: string, opts: HostOptions = {}): Sync
   let vol: Volume | undefined;
   try {
     vol = Volume.create(dir, src.config.volumeId, opts.host ?? hostname());
-    return syncVolumes(vol, src, opts.progress);
+    return syncVolumes(vol, src, { progress: opts.progress });
   } finally {
     vol?.close();
     src.close();
@@ -77,13 +78,16 @@ function syncOne(root: string, peerRoot: string, progress?: Progress): SyncRepor
       `${peerRoot} is not a replica (it has no .replicator/); check the peer's path`,
     );
   }
+  // A side whose lento runs has its changes recorded already: no scan there.
+  const journaled = new Set([root, peerRoot].filter(flushLento));
   // Lock in path order, so two runs syncing the same pair in opposite directions cannot deadlock.
   const [first, second] = root < peerRoot ? [root, peerRoot] : [peerRoot, root];
   const a = Volume.open(first);
   try {
     const b = Volume.open(second);
     try {
-      return root === first ? syncVolumes(a, b, progress) : syncVolumes(b, a, progress);
+      const [local, remote] = root === first ? [a, b] : [b, a];
+      return syncVolumes(local, remote, { progress, journaled });
     } finally {
       b.close();
     }

@@ -14,6 +14,8 @@ import { scanScope } from "./scope.ts";
 
 /** What capture did. */
 export interface CaptureResult {
+  /** How changes were found: a scan, the running lento, or not at all (no permit). */
+  via: "scan" | "lento" | "none";
   /** Records appended to the KML. */
   recorded: number;
   problems: string[];
@@ -21,7 +23,7 @@ export interface CaptureResult {
 
 /** Records what changed in `vol` (only in `scope`, if given: volume-relative paths). */
 export function capture(vol: Volume, scope?: Iterable<string>): CaptureResult {
-  if (!vol.holdsPermit()) return { recorded: 0, problems: [] };
+  if (!vol.holdsPermit()) return { via: "none", recorded: 0, problems: [] };
   const found = scope
     ? scanScope(vol.root, {
       get: (p) => vol.state.getEntry(p),
@@ -31,5 +33,5 @@ export function capture(vol: Volume, scope?: Iterable<string>): CaptureResult {
   if (found.changes.length > 0 || found.updates.size > 0) {
     vol.recordLocal(found.changes, found.updates);
   }
-  return { recorded: found.changes.length, problems: found.problems };
+  return { via: "scan", recorded: found.changes.length, problems: found.problems };
 }

@@ -11,6 +11,7 @@ import { fsck } from "../volume/fsck.ts";
 import { Exit, ReplicatorError, UsageError } from "../errors.ts";
 import { printLog, printStatus, printSyncReports, toJson } from "./output.ts";
 import { progressBar } from "./progress.ts";
+import { runLento } from "../capture/lento.ts";
 
 const USAGE = `usage:
   replicator init [DIR] [--host NAME]
@@ -19,6 +20,7 @@ const USAGE = `usage:
   replicator status [-C DIR] [--json]
   replicator log [-C DIR] [--json]
   replicator fsck [-C DIR] [--repair]
+  replicator lento [-C DIR] [-v]
   replicator peer (add NAME URL | remove NAME | list) [-C DIR]
 options: -C DIR, --json, -v, --host NAME, --ssh CMD, --remote-cmd PATH, --token-file F`;
 
@@ -43,7 +45,7 @@ type Flags = {
 };
 
 /** Runs the CLI with `args`; returns the exit status. */
-export function main(args: string[]): number {
+export async function main(args: string[]): Promise<number> {
   try {
     const { values, positionals } = parse(args);
     if (values.help) {
@@ -52,7 +54,7 @@ export function main(args: string[]): number {
     }
     const [command, ...rest] = positionals;
     if (!command) throw new UsageError("no command given");
-    return run(command, rest, values);
+    return await run(command, rest, values);
   } catch (e) {
     if (e instanceof ReplicatorError) {
       console.error(`replicator: ${e.message}`);
@@ -78,7 +80,7 @@ function parse(args: string[]) {
   }
 }
 
-function run(command: string, rest: string[], f: Flags): number {
+function run(command: string, rest: string[], f: Flags): number | Promise<number> {
   const dir = f.C ?? ".";
   switch (command) {
     case "init":
@@ -103,8 +105,10 @@ function run(command: string, rest: string[], f: Flags): number {
       return runFsck(dir, rest, f);
     case "peer":
       return runPeer(dir, rest, f);
-    case "serve":
     case "lento":
+      arity(rest, 0, 0);
+      return runLentoCommand(dir, f);
+    case "serve":
     case "lock":
       throw new ReplicatorError(`'${command}' is not available in this version yet`);
     default:
@@ -135,6 +139,24 @@ function runPeer(dir: string, rest: string[], f: Flags): number {
     else for (const [name, url] of Object.entries(peers)) console.log(`${name}\t${url}`);
   } else throw new UsageError("peer takes: add NAME URL | remove NAME | list");
   return Exit.ok;
+}
+
+/** Runs lento in the foreground until SIGTERM or SIGINT. */
+async function runLentoCommand(dir: string, f: Flags): Promise<number> {
+  const stop = new AbortController();
+  const onStop = () => stop.abort();
+  Deno.addSignalListener("SIGTERM", onStop);
+  Deno.addSignalListener("SIGINT", onStop);
+  try {
+    await runLento(dir, {
+      signal: stop.signal,
+      log: f.verbose ? (line) => console.log(`lento: ${line}`) : undefined,
+    });
+    return Exit.ok;
+  } finally {
+    Deno.removeSignalListener("SIGTERM", onStop);
+    Deno.removeSignalListener("SIGINT", onStop);
+  }
 }
 
 function arity(rest: string[], min: number, max: number): void {

@@ -35,6 +35,8 @@ export function printSyncReports(reports: SyncReport[], f: OutputFlags): number 
   if (f.json) {
     console.log(toJson(reports.map((r) => ({
       peer: r.peer,
+      capture: r.local.capture.via,
+      peerCapture: r.remote.capture.via,
       recorded: r.local.capture.recorded,
       received: r.local.pull.received,
       applied: r.local.pull.applied,

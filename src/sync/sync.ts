@@ -21,8 +21,16 @@ export interface SyncReport {
   remote: { capture: CaptureResult; pull: PullResult };
 }
 
+/** How a sync runs. */
+export interface SyncOptions {
+  progress?: Progress;
+  /** Roots of replicas whose lento has recorded every change: not scanned. */
+  journaled?: Set<string>;
+}
+
 /** Syncs two open replicas of the same volume in both directions. */
-export function syncVolumes(local: Volume, remote: Volume, progress?: Progress): SyncReport {
+export function syncVolumes(local: Volume, remote: Volume, opts: SyncOptions = {}): SyncReport {
+  const { progress, journaled } = opts;
   if (local.config.volumeId !== remote.config.volumeId) {
     throw new PeerMismatchError(
       `${remote.root} is a replica of another volume (${remote.config.volumeId}, ` +
@@ -32,8 +40,10 @@ export function syncVolumes(local: Volume, remote: Volume, progress?: Progress):
   if (local.hostId === remote.hostId) {
     throw new PeerMismatchError(`${remote.root} is this same replica`);
   }
-  const localCapture = capture(local);
-  const remoteCapture = capture(remote);
+  const record = (v: Volume) =>
+    journaled?.has(v.root) ? { via: "lento" as const, recorded: 0, problems: [] } : capture(v);
+  const localCapture = record(local);
+  const remoteCapture = record(remote);
   const localPull = pull(local, localPeer(remote), progress);
   const remotePull = pull(remote, localPeer(local), progress);
   return {

@@ -19,6 +19,10 @@ export interface Layout {
   lock: string;
   txn: string;
   txnRecords: string;
+  /** Held (flock) by a running lento, with its pid inside. */
+  lentoPid: string;
+  /** Counter lento bumps after each flush a sync asked for. */
+  lentoAck: string;
   staging: string;
 }
 
@@ -35,6 +39,8 @@ export function layoutOf(root: string): Layout {
     lock: `${meta}/lock`,
     txn: `${meta}/txn`,
     txnRecords: `${meta}/txn.records`,
+    lentoPid: `${meta}/lento.pid`,
+    lentoAck: `${meta}/lento.ack`,
     staging: `${meta}/staging`,
   };
 }

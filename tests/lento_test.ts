@@ -1,0 +1,133 @@
+/**
+ * lento for real (fanotify, as root): it records changes as they happen, the
+ * same records a scan would make, a sync uses them instead of scanning, and a
+ * restart catches what changed while it was down.
+ */
+
+import { assert, assertEquals, assertMatch } from "./assert.ts";
+import { cli, json, listing, pair, put } from "./helpers.ts";
+import { Volume } from "../src/volume/volume.ts";
+import { capture } from "../src/capture/capture.ts";
+
+const MOD = new URL("../mod.ts", import.meta.url).pathname;
+
+/** Starts `replicator lento -v -C dir` and waits for its first rescan. */
+async function startLento(dir: string) {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--quiet", MOD, "lento", "-v", "-C", dir],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let seen = "";
+  const deadline = Date.now() + 15_000;
+  while (!/rescanned/.test(seen)) {
+    const chunk = await Promise.race([
+      lines.read(),
+      new Promise<{ done: true; value: undefined }>((ok) =>
+        setTimeout(() => ok({ done: true, value: undefined }), Math.max(0, deadline - Date.now()))
+      ),
+    ]);
+    if (chunk.done) throw new Error(`lento did not start: ${seen}`);
+    seen += chunk.value;
+  }
+  return {
+    async stop(): Promise<number> {
+      child.kill("SIGTERM");
+      lines.releaseLock();
+      await child.stdout.cancel().catch(() => {});
+      await child.stderr.cancel().catch(() => {});
+      return (await child.status).code;
+    },
+  };
+}
+
+/** The same edits, on any volume. */
+function edit(root: string): void {
+  put(`${root}/new.txt`, "created");
+  put(`${root}/keep.txt`, "rewritten");
+  Deno.mkdirSync(`${root}/dir/sub`, { recursive: true });
+  put(`${root}/dir/sub/inner`, "deep");
+  Deno.renameSync(`${root}/old`, `${root}/moved`);
+  Deno.chmodSync(`${root}/moved/a`, 0o600);
+  Deno.removeSync(`${root}/gone.txt`);
+  Deno.symlinkSync("keep.txt", `${root}/link`);
+}
+
+function seed(root: string): void {
+  put(`${root}/keep.txt`, "v1");
+  put(`${root}/gone.txt`, "bye");
+  put(`${root}/old/a`, "a");
+  put(`${root}/old/b`, "b");
+}
+
+type Rec = { op: string; path: string; target: string; mode: number; size: number; digest: string };
+function recordsAfterInit(log: Rec[], initCount: number): string[] {
+  return log.slice(initCount).map((r) =>
+    `${r.op} ${r.path} ${r.target} ${r.mode} ${r.size} ${r.digest}`
+  )
+    .sort();
+}
+
+Deno.test({
+  name: "lento records what a scan would, and sync uses it instead of scanning",
+  ignore: Deno.uid() !== 0,
+  sanitizeResources: false,
+  fn: async () => {
+    const { dir, a, b } = await pair();
+    seed(a);
+    await cli(["init", a, "--host", "alpha"]);
+    await cli(["clone", a, b, "--host", "beta"]);
+    const twin = `${dir}/twin`;
+    Deno.mkdirSync(twin);
+    seed(twin);
+    await cli(["init", twin, "--host", "twin"]);
+    const initCount = json<Rec[]>(await cli(["log", "-C", a, "--json"])).length;
+
+    const lento = await startLento(a);
+    edit(a);
+    const [r] = json<{ capture: string; peerCapture: string; received: number }[]>(
+      await cli(["sync", "-C", b, a, "--json"]),
+    );
+    assertEquals(r.peerCapture, "lento", "the writer was not scanned");
+    assertEquals(listing(b), listing(a));
+    assertEquals(await lento.stop(), 0);
+
+    edit(twin);
+    const vol = Volume.open(twin);
+    capture(vol); // scan capture of the same edits
+    vol.close();
+    const viaLento = recordsAfterInit(
+      json<Rec[]>(await cli(["log", "-C", a, "--json"])),
+      initCount,
+    );
+    const viaScan = recordsAfterInit(
+      json<Rec[]>(await cli(["log", "-C", twin, "--json"])),
+      initCount,
+    );
+    assertEquals(viaLento, viaScan);
+  },
+});
+
+Deno.test({
+  name: "lento rescans on start: nothing changed while it was down is missed",
+  ignore: Deno.uid() !== 0,
+  sanitizeResources: false,
+  fn: async () => {
+    const { a } = await pair();
+    put(`${a}/f`, "1");
+    await cli(["init", a, "--host", "alpha"]);
+    put(`${a}/while-down`, "2");
+    const lento = await startLento(a);
+    const log = json<Rec[]>(await cli(["log", "-C", a, "--json"]));
+    assert(log.some((e) => e.op === "store" && e.path === "while-down"));
+    const second = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "--quiet", MOD, "lento", "-C", a],
+      stdin: "null",
+    }).output();
+    assertEquals(second.code, 75, "a second lento on the same volume is refused");
+    assertMatch(new TextDecoder().decode(second.stderr), /lento already runs/);
+    assertEquals(await lento.stop(), 0);
+  },
+});
