@@ -13,7 +13,8 @@
 import { resolve } from "node:path";
 import { hostname } from "node:os";
 import { findRoot, Volume } from "./volume/volume.ts";
-import { randomId } from "./volume/config.ts";
+import { randomId, readConfig, writeConfig } from "./volume/config.ts";
+import { layoutOf } from "./volume/layout.ts";
 import { decodeRecord, encodeRecord, type KmlRecord, Op } from "./kml/record.ts";
 import { capture } from "./capture/capture.ts";
 import { type Change, scan } from "./capture/scan.ts";
@@ -58,18 +59,18 @@ export function clone(source: string, dir: string, opts: HostOptions = {}): Sync
 /** Syncs the volume containing `dir` with each peer (default: its named peers). */
 export function sync(dir: string, peers: string[] = [], progress?: Progress): SyncReport[] {
   const root = findRoot(dir);
-  let targets = peers;
+  // volume.json is replaced atomically: reading it needs no lock.
+  const named = readConfig(layoutOf(root).config).peers;
+  let targets = peers.map((p) => named[p] ?? p);
   if (targets.length === 0) {
-    const vol = Volume.open(root);
-    targets = Object.values(vol.config.peers);
-    vol.close();
+    targets = Object.values(named);
     if (targets.length === 0) {
       throw new UsageError(
         "no peer given and none configured; name one, or add one with 'replicator peer add NAME URL'",
       );
     }
   }
-  return targets.map((p) => syncOne(root, resolvePeer(root, p), progress));
+  return targets.map((p) => syncOne(root, localPath(p), progress));
 }
 
 function syncOne(root: string, peerRoot: string, progress?: Progress): SyncReport {
@@ -104,14 +105,7 @@ function isReplica(dir: string): boolean {
   }
 }
 
-/** A peer argument as a local path: a named peer, a path, or a file:// URL. */
-function resolvePeer(root: string, peer: string): string {
-  const vol = Volume.open(root);
-  const named = vol.config.peers[peer];
-  vol.close();
-  return localPath(named ?? peer);
-}
-
+/** A peer as a local path: a path or a file:// URL. */
 function localPath(peer: string): string {
   if (peer.startsWith("file://")) return decodeURIComponent(new URL(peer).pathname);
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(peer)) {
@@ -208,15 +202,10 @@ export function setPeer(dir: string, name: string, url: string | null): void {
     if (url === null) delete peers[name];
     else peers[name] = url;
     vol.config = { ...vol.config, peers };
-    writeConfigOf(vol);
+    writeConfig(vol.layout.config, vol.config);
   } finally {
     vol.close();
   }
-}
-
-import { writeConfig } from "./volume/config.ts";
-function writeConfigOf(vol: Volume): void {
-  writeConfig(vol.layout.config, vol.config);
 }
 
 /** The named peers. */

@@ -6,7 +6,7 @@
  * means a full rescan.
  *
  * While it runs it holds `.replicator/lento.pid` (flock) with its pid in it;
- * `sync` sends it SIGUSR1 and waits for `.replicator/lento.ack` to change,
+ * `sync` sends it SIGUSR2 (not SIGUSR1: that one opens V8's inspector) and waits for `.replicator/lento.ack` to change,
  * after which everything written before the signal is in the KML and sync
  * need not scan (see lento_client.ts).
  *
@@ -37,7 +37,7 @@ export interface LentoOptions {
 
 /** Collects more events for this long after the first of a batch. */
 const BATCH_MS = 20;
-/** A drain after SIGUSR1 ends when the source has been quiet this long. */
+/** A drain after SIGUSR2 ends when the source has been quiet this long. */
 const QUIET_MS = 5;
 
 /** Runs lento for the volume containing `dir` until `opts.signal` aborts. */
@@ -84,7 +84,7 @@ async function serve(root: string, source: EventSource, opts: LentoOptions): Pro
   const log = opts.log ?? (() => {});
   const flush = new Signal();
   const onFlush = () => flush.fire();
-  Deno.addSignalListener("SIGUSR1", onFlush);
+  Deno.addSignalListener("SIGUSR2", onFlush);
   const stopped = new Promise<"stop">((ok) => {
     if (opts.signal?.aborted) ok("stop");
     opts.signal?.addEventListener("abort", () => ok("stop"));
@@ -114,11 +114,11 @@ async function serve(root: string, source: EventSource, opts: LentoOptions): Pro
       if (flushing) acknowledge(root);
     }
   } finally {
-    Deno.removeSignalListener("SIGUSR1", onFlush);
+    Deno.removeSignalListener("SIGUSR2", onFlush);
   }
 }
 
-/** A SIGUSR1 seen and not yet answered; `fired` resolves when one arrives. */
+/** A SIGUSR2 seen and not yet answered; `fired` resolves when one arrives. */
 class Signal {
   wanted = false;
   fired!: Promise<"flush">;

@@ -29,7 +29,7 @@ export function flushLento(root: string): boolean {
   if (!Number.isInteger(pid) || pid <= 0) return false;
   const before = readCounter(layout.lentoAck);
   try {
-    Deno.kill(pid, "SIGUSR1");
+    Deno.kill(pid, "SIGUSR2");
   } catch {
     return false;
   }
