@@ -71,7 +71,12 @@ Deno.test("scoped scans of event paths equal full scans over 300 random rounds",
           }
           case 6: {
             const d = pick(dirs());
-            if (d) Deno.removeSync(`${root}/${d}`, { recursive: true }), touched.push(d);
+            if (d && rnd(2)) Deno.removeSync(`${root}/${d}`, { recursive: true }), touched.push(d);
+            else if (d) { // replace the directory by another one at the same path
+              Deno.renameSync(`${root}/${d}`, `${root}/moved ${n}`);
+              Deno.mkdirSync(`${root}/${d}`);
+              touched.push(d, `moved ${n}`);
+            }
             break;
           }
           case 7:

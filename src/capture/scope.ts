@@ -1,7 +1,8 @@
 /**
  * Scoped scans: re-examine only the paths that events named, so that capture
- * costs O(changes). A new directory (created or moved in) is walked whole; a
- * directory that is gone takes its recorded subtree with it. The result goes
+ * costs O(changes). A new directory (created, moved in, or replacing another
+ * at the same path) is walked whole; a directory that is gone takes its
+ * recorded subtree with it. The result goes
  * through the same diff as a full scan.
  *
  * @module
@@ -36,7 +37,7 @@ export function scanScope(root: string, index: IndexView, paths: Iterable<string
       tree.seen.set(p, { ...st, target });
     }
     const isDir = st?.type === "d";
-    if (isDir && before?.type !== "d") {
+    if (isDir && (before?.type !== "d" || before.ino !== st!.ino)) { // new, or replaced
       walkDir(root, p, tree);
       walked.push(p);
     }
