@@ -29,7 +29,11 @@ async function startLento(dir: string) {
         setTimeout(() => ok({ done: true, value: undefined }), Math.max(0, deadline - Date.now()))
       ),
     ]);
-    if (chunk.done) throw new Error(`lento did not start: ${seen}`);
+    if (chunk.done) {
+      child.kill("SIGTERM");
+      const err = await new Response(child.stderr).text();
+      throw new Error(`lento did not start: ${seen} ${err}`);
+    }
     seen += chunk.value;
   }
   return {
