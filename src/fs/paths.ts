@@ -30,10 +30,6 @@ export function parentOf(p: string): string {
   return i < 0 ? "" : p.slice(0, i);
 }
 
-/** Final component of a relative path. */
-export function baseOf(p: string): string {
-  return p.slice(p.lastIndexOf("/") + 1);
-}
 
 /** True if `p` is `dir` or inside it. */
 export function isWithin(p: string, dir: string): boolean {

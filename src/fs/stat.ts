@@ -86,7 +86,3 @@ export function typeBits(t: FileType): number {
   return t === "f" ? 0o100000 : t === "d" ? 0o040000 : t === "l" ? 0o120000 : 0;
 }
 
-/** Type of a full st_mode. */
-export function modeType(mode: number): FileType {
-  return typeOf(mode);
-}

@@ -9,14 +9,14 @@
 import { decodeRecord, type KmlRecord, Op } from "../kml/record.ts";
 import { KML_HEADER_BYTES } from "../kml/log.ts";
 import { type ExpectEntry, newExpect } from "../expect/expect.ts";
-import { checkRelativePath, isWithin } from "../fs/paths.ts";
-import { lstatNs, sameMtime, type Stat } from "../fs/stat.ts";
+import { checkRelativePath } from "../fs/paths.ts";
 import { setMtimeNs } from "../fs/libc.ts";
 import { FormatError, HostilePeerError } from "../errors.ts";
 import type { Volume } from "../volume/volume.ts";
 import type { PeerSource } from "./peer.ts";
 import type { StepPlan } from "./apply.ts";
 import { runTxn } from "./txn.ts";
+import { finalContent, planSteps } from "./plan.ts";
 
 /** What one pull did. */
 export interface PullResult {
@@ -75,7 +75,7 @@ export function pull(vol: Volume, peer: PeerSource, progress?: Progress): PullRe
   result.received = accepted.length;
   const records = accepted.map((a) => a.record);
   const finals = finalContent(records);
-  const steps = planSteps(vol, records, finals, result);
+  const steps = planSteps(vol, records, finals, result.conflicts);
   stageContent(vol, peer, records, steps, finals, result, progress);
   const all = new Uint8Array(accepted.reduce((n, a) => n + a.bytes.length, 0));
   let at = 0;
@@ -152,98 +152,6 @@ function checkRecordPaths(r: KmlRecord, peer: string): void {
   }
 }
 
-/**
- * One step per record, in order. Decides which content records are final
- * (not overwritten, moved away or deleted later in the batch: those travel
- * once) and where a local change must be kept as a conflict copy.
- */
-function planSteps(
-  vol: Volume,
-  records: KmlRecord[],
-  finals: Map<number, string>,
-  result: PullResult,
-): StepPlan[] {
-  const touched = new Set<string>();
-  const renames: [string, string][] = [];
-  const steps: StepPlan[] = [];
-  const stamp = utcStamp();
-  records.forEach((r, i) => {
-    const step: StepPlan = { i };
-    const at = r.op === Op.Rename ? r.target : r.path;
-    if ([Op.Store, Op.Symlink].includes(r.op) && finals.has(i)) step.staged = String(i);
-    if (r.op !== Op.Permit && r.op !== Op.Rmdir && !touched.has(at)) {
-      // What is on disk now at the path the record will reach (earlier renames in the batch undone).
-      const before = originalPath(at, renames);
-      const st = lstatNs(`${vol.root}/${before}`);
-      if (st && locallyChanged(vol, before, st)) {
-        if (r.op === Op.Setattr) return; // keep the local version; its own change will follow
-        if (!(r.op === Op.Mkdir && st.type === "d")) {
-          step.conflict = conflictName(vol, at, stamp);
-          result.conflicts.push(step.conflict);
-        }
-      }
-    }
-    if (r.op === Op.Rename) {
-      renames.push([r.path, r.target]);
-      for (const p of [...touched]) {
-        if (isWithin(p, r.path)) {
-          touched.delete(p);
-          touched.add(r.target + p.slice(r.path.length));
-        }
-      }
-    }
-    touched.add(at);
-    steps.push(step);
-  });
-  return steps;
-}
-
-/** Record index -> final path, for content records that survive the batch. */
-function finalContent(records: KmlRecord[]): Map<number, string> {
-  const current = new Map<string, number>();
-  records.forEach((r, i) => {
-    switch (r.op) {
-      case Op.Store:
-      case Op.Symlink:
-        current.set(r.path, i);
-        break;
-      case Op.Unlink:
-      case Op.Rmdir:
-      case Op.Mkdir:
-        current.delete(r.path);
-        break;
-      case Op.Rename:
-        for (const p of [...current.keys()]) if (isWithin(p, r.target)) current.delete(p);
-        for (const [p, j] of [...current]) {
-          if (!isWithin(p, r.path)) continue;
-          current.delete(p);
-          current.set(r.target + p.slice(r.path.length), j);
-        }
-        break;
-    }
-  });
-  return new Map([...current].map(([p, i]) => [i, p]));
-}
-
-/** Where `p` (a path after the renames so far) was before the batch. */
-function originalPath(p: string, renames: [string, string][]): string {
-  for (let k = renames.length - 1; k >= 0; k--) {
-    const [from, to] = renames[k];
-    if (isWithin(p, to)) p = from + p.slice(to.length);
-  }
-  return p;
-}
-
-/** True if `st`, what is on disk at `p`, differs from what the index last recorded. */
-function locallyChanged(vol: Volume, p: string, st: Stat): boolean {
-  const e = vol.state.getEntry(p);
-  if (!e) return true;
-  if (e.type !== st.type || e.perm !== st.perm || e.ino !== st.ino) return true;
-  if (st.type === "f") return e.size !== st.size || !sameMtime(e, st);
-  if (st.type === "l") return e.target !== Deno.readLinkSync(`${vol.root}/${p}`);
-  return false;
-}
-
 /** Stages content for every final Store/Symlink; defers what changed on the peer. */
 function stageContent(
   vol: Volume,
@@ -296,15 +204,4 @@ function stageContent(
     result.fetchedBytes += r.size;
     progress?.({ files: result.fetched, bytes: result.fetchedBytes }, total);
   }
-}
-
-function conflictName(vol: Volume, p: string, stamp: string): string {
-  const base = `${p}.conflict-${vol.config.hostName}-${stamp}`;
-  let name = base;
-  for (let n = 2; lstatNs(`${vol.root}/${name}`); n++) name = `${base}-${n}`;
-  return name;
-}
-
-function utcStamp(): string {
-  return new Date().toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
 }
