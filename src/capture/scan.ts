@@ -61,6 +61,7 @@ export function diffTree(root: string, old: Map<string, Entry>, tree: WalkResult
 
   for (const [p, s] of seen) {
     const before = old.get(p);
+    if (before && unchanged(before, s)) continue; // the common case: nothing to hash or write
     const entry = toEntry(s, before);
     if (s.type === "f" && needsHash(s, before, renamed.has(p))) {
       try {
@@ -99,8 +100,9 @@ function detectRenames(
     if (isWithin(p, from)) continue; // a directory cannot move inside itself
     gone.delete(s.ino);
     changes.push({ ...change(Op.Rename, from), target: p });
-    for (const [q, e] of [...old]) {
-      if (!isWithin(q, from)) continue;
+    const moving = [...old.keys()].filter((q) => isWithin(q, from));
+    for (const q of moving) {
+      const e = old.get(q)!;
       const to = p + q.slice(from.length);
       old.delete(q);
       old.set(to, e);
@@ -110,6 +112,13 @@ function detectRenames(
     }
   }
   return renamed;
+}
+
+/** True if the index row still describes the entry exactly (directory mtimes aside). */
+function unchanged(e: Entry, s: Seen): boolean {
+  if (e.type !== s.type || e.ino !== s.ino || e.perm !== s.perm) return false;
+  if (s.type === "d") return true;
+  return e.size === (s.type === "f" ? s.size : 0) && sameMtime(e, s) && e.target === s.target;
 }
 
 function needsHash(s: Seen, before: Entry | undefined, wasRenamed: boolean): boolean {
