@@ -15,7 +15,7 @@ import { hostname } from "node:os";
 import { findRoot, Volume } from "./volume/volume.ts";
 import { randomId, readConfig, writeConfig } from "./volume/config.ts";
 import { layoutOf } from "./volume/layout.ts";
-import { decodeRecord, encodeRecord, type KmlRecord, Op } from "./kml/record.ts";
+import { decodeRecord, encodeRecord, type KmlRecord, NO_DIGEST, Op } from "./kml/record.ts";
 import { capture } from "./capture/capture.ts";
 import { type Change, scan } from "./capture/scan.ts";
 import { type SyncReport, syncVolumes } from "./sync/sync.ts";
@@ -226,6 +226,6 @@ function noChange(): Change {
     mode: 0,
     size: 0,
     mtimeNs: 0n,
-    digest: "0".repeat(64),
+    digest: NO_DIGEST,
   };
 }

@@ -7,6 +7,8 @@ import { capture } from "../src/capture/capture.ts";
 import { encodeRecord, Op } from "../src/kml/record.ts";
 import { Tree } from "../src/sync/apply.ts";
 import { HostilePeerError } from "../src/errors.ts";
+import { pull } from "../src/sync/pull.ts";
+import { localPeer } from "../src/sync/peer.ts";
 
 Deno.test("a file written 100 times travels once", async () => {
   const { a, b } = await pair();
@@ -132,4 +134,24 @@ Deno.test({
     assertEquals((await asNobody(["sync", "-C", b, a])).code, 0);
     assertEquals(Deno.readTextFileSync(`${b}/secret`), "changed");
   },
+});
+
+Deno.test("a file renamed on the writer while its content was deferred still arrives", async () => {
+  const { a, b } = await pair();
+  put(`${a}/keep`, "k");
+  await cli(["init", a, "--host", "alpha"]);
+  await cli(["clone", a, b, "--host", "beta"]);
+  put(`${a}/doc.txt`, "the content");
+  const va = Volume.open(a);
+  capture(va); // recorded as "store doc.txt"
+  Deno.renameSync(`${a}/doc.txt`, `${a}/renamed.txt`); // before beta fetched it
+  const vb = Volume.open(b);
+  const first = pull(vb, localPeer(va));
+  vb.close();
+  va.close();
+  assertEquals(first.deferred, ["doc.txt"], "the content could not be had");
+  const r = await cli(["sync", "-C", b, a, "--json"]);
+  assertEquals(r.code, 0, r.stderr);
+  assertEquals(Deno.readTextFileSync(`${b}/renamed.txt`), "the content");
+  assertEquals(listing(b), listing(a));
 });

@@ -8,7 +8,7 @@
  */
 
 import type { KmlRecord } from "../kml/record.ts";
-import { Op } from "../kml/record.ts";
+import { NO_DIGEST, Op } from "../kml/record.ts";
 import { type Entry, entryOf } from "../volume/state.ts";
 import { hashFile } from "../fs/hash.ts";
 import { mtimeNsOf, sameMtime, typeBits } from "../fs/stat.ts";
@@ -28,8 +28,6 @@ export interface ScanResult {
   updates: Map<string, Entry | null>;
   problems: string[];
 }
-
-const NO_DIGEST = "0".repeat(64);
 
 /** Scans the whole volume at `root` against `index` (which it does not modify). */
 export function scan(root: string, index: Map<string, Entry>): ScanResult {
@@ -99,7 +97,7 @@ function detectRenames(
     if (from === undefined || !old.has(from) || old.get(from)!.type !== s.type) continue;
     if (isWithin(p, from)) continue; // a directory cannot move inside itself
     gone.delete(s.ino);
-    changes.push({ ...change(Op.Rename, from), target: p });
+    changes.push(renameChange(from, p, old.get(from)!));
     const moving = [...old.keys()].filter((q) => isWithin(q, from));
     for (const q of moving) {
       const e = old.get(q)!;
@@ -112,6 +110,23 @@ function detectRenames(
     }
   }
   return renamed;
+}
+
+/**
+ * A rename. A file's rename also carries the file's recorded mode, size,
+ * mtime and SHA-256, so that a replica which never got the old path (its
+ * content was deferred) can fetch the file at the new one, verified.
+ */
+function renameChange(from: string, to: string, e: Entry): Change {
+  const c = { ...change(Op.Rename, from), target: to };
+  if (e.type !== "f" || !e.digest) return c;
+  return {
+    ...c,
+    mode: typeBits("f") | e.perm,
+    size: e.size,
+    mtimeNs: mtimeNsOf(e),
+    digest: e.digest,
+  };
 }
 
 /** True if the index row still describes the entry exactly (directory mtimes aside). */

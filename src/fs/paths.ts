@@ -30,7 +30,6 @@ export function parentOf(p: string): string {
   return i < 0 ? "" : p.slice(0, i);
 }
 
-
 /** True if `p` is `dir` or inside it. */
 export function isWithin(p: string, dir: string): boolean {
   return p === dir || p.startsWith(dir + "/");

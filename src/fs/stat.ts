@@ -85,4 +85,3 @@ function typeOf(mode: number): FileType {
 export function typeBits(t: FileType): number {
   return t === "f" ? 0o100000 : t === "d" ? 0o040000 : t === "l" ? 0o120000 : 0;
 }
-

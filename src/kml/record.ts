@@ -64,7 +64,8 @@ export interface KmlRecord {
   target: string;
 }
 
-const ZERO_DIGEST = "0".repeat(64);
+/** The digest field of records that name no content. */
+export const NO_DIGEST = "0".repeat(64);
 const enc = new TextEncoder();
 const dec = new TextDecoder("utf-8", { fatal: true });
 
@@ -79,7 +80,7 @@ export function emptyRecord(): KmlRecord {
     mode: 0,
     size: 0,
     mtimeNs: 0n,
-    digest: ZERO_DIGEST,
+    digest: NO_DIGEST,
     path: "",
     target: "",
   };

@@ -79,7 +79,7 @@ export function applyStep(t: Tree, r: KmlRecord, step: StepPlan, staging: string
     case Op.Unlink:
       return unlink(t, r.path);
     case Op.Rename:
-      return rename(t, r.path, r.target);
+      return rename(t, r.path, r.target, step.staged ? `${staging}/${step.staged}` : undefined);
     case Op.Setattr:
       return setattr(t, r);
     case Op.Permit:
@@ -136,8 +136,9 @@ function unlink(t: Tree, path: string): boolean {
   return true;
 }
 
-function rename(t: Tree, from: string, to: string): boolean {
-  if (!lstatNs(t.abs(from))) return true; // moved before a crash, or never here
+function rename(t: Tree, from: string, to: string, staged: string | undefined): boolean {
+  // Moved before a crash, or never here: then the file was fetched at its new path, if needed.
+  if (!lstatNs(t.abs(from))) return staged ? install(t, to, staged) : true;
   t.parents(from);
   t.parents(to);
   const dest = lstatNs(t.abs(to));

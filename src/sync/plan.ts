@@ -6,7 +6,7 @@
  * @module
  */
 
-import { type KmlRecord, Op } from "../kml/record.ts";
+import { type KmlRecord, NO_DIGEST, Op } from "../kml/record.ts";
 import { isWithin } from "../fs/paths.ts";
 import { lstatNs, sameMtime, type Stat } from "../fs/stat.ts";
 import type { Volume } from "../volume/volume.ts";
@@ -31,6 +31,10 @@ export function planSteps(
     const step: StepPlan = { i };
     const at = r.op === Op.Rename ? r.target : r.path;
     if ([Op.Store, Op.Symlink].includes(r.op) && finals.has(i)) step.staged = String(i);
+    if (r.op === Op.Rename && finals.has(i) && !touched.has(r.path)) {
+      // Fetch the file only if the old path is not here to be moved (its content was deferred).
+      if (!lstatNs(`${vol.root}/${originalPath(r.path, renames)}`)) step.staged = String(i);
+    }
     if (r.op !== Op.Permit && r.op !== Op.Rmdir && !touched.has(at)) {
       // What is on disk now at the path the record will reach (earlier renames in the batch undone).
       const before = originalPath(at, renames);
@@ -79,6 +83,8 @@ export function finalContent(records: KmlRecord[]): Map<number, string> {
           current.delete(p);
           current.set(r.target + p.slice(r.path.length), j);
         }
+        // A file rename names its content: it provides it if nothing earlier in the batch does.
+        if (r.digest !== NO_DIGEST && !current.has(r.target)) current.set(r.target, i);
         break;
     }
   });

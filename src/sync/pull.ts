@@ -165,7 +165,7 @@ function stageContent(
   Deno.mkdirSync(vol.layout.staging, { recursive: true });
   const total = { files: 0, bytes: 0 };
   for (const s of steps) {
-    if (s.staged && records[s.i].op === Op.Store) {
+    if (s.staged && records[s.i].op !== Op.Symlink) {
       total.files++;
       total.bytes += records[s.i].size;
     }

@@ -13,7 +13,7 @@
  * @module
  */
 
-import { decodeRecord, frameLength, type KmlRecord, Op } from "../kml/record.ts";
+import { decodeRecord, frameLength, type KmlRecord, NO_DIGEST, Op } from "../kml/record.ts";
 import type { ExpectEntry } from "../expect/expect.ts";
 import { fsyncDir, fsyncFile, syncFilesystem, writeFileAtomic } from "../fs/durable.ts";
 import { lstatNs, mtimeNsOf } from "../fs/stat.ts";
@@ -50,7 +50,7 @@ export function runTxn(vol: Volume, txn: Txn, records: KmlRecord[], frames: Uint
   Deno.writeFileSync(vol.layout.txnRecords, frames);
   // Staged content and records durable before the commit point.
   // (Staged symlinks have no data; the staging directory's fsync covers them.)
-  const staged = txn.steps.filter((s) => s.staged && records[s.i].op === Op.Store)
+  const staged = txn.steps.filter((s) => s.staged && records[s.i].op !== Op.Symlink)
     .map((s) => `${vol.layout.staging}/${s.staged}`);
   flush(vol.root, [...staged, vol.layout.txnRecords], [vol.layout.staging, vol.layout.meta]);
   writeFileAtomic(vol.layout.txn, new TextEncoder().encode(JSON.stringify(txn)));
@@ -137,6 +137,7 @@ function updateIndex(vol: Volume, records: KmlRecord[], steps: StepPlan[]): void
           wrote.delete(p);
           wrote.set(r.target + p.slice(r.path.length), w);
         }
+        if (r.digest !== NO_DIGEST) wrote.set(r.target, r); // a file: the record names its content
         break;
       case Op.Unlink:
       case Op.Rmdir:
@@ -164,7 +165,8 @@ function entryOnDisk(vol: Volume, p: string, r: KmlRecord): Entry | null | undef
   if (st.type === "other") return undefined;
   let digest = "";
   if (st.type === "f") {
-    if (r.op === Op.Store && st.size === r.size && mtimeNsOf(st) === r.mtimeNs) digest = r.digest;
+    const names = r.op === Op.Store || r.op === Op.Rename;
+    if (names && st.size === r.size && mtimeNsOf(st) === r.mtimeNs) digest = r.digest;
     else if (r.op === Op.Setattr) digest = vol.state.getEntry(p)?.digest ?? "";
     if (!digest) return undefined;
   }
