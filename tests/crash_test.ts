@@ -13,6 +13,8 @@ const SMALL = 48 * 1024;
 const BIG = [0, 1, 2].map((i) => `big/b${i}`);
 const BIG_SIZE = 6 * 1024 * 1024;
 const ROUNDS = Number(Deno.env.get("CRASH_ROUNDS") ?? "12");
+/** Small transactions, so that kills also land between the batches of one pull. */
+const env = { REPLICATOR_BATCH_RECORDS: "40" };
 
 /** Deterministic content of `name` at version `v`. */
 function content(name: string, v: number): Uint8Array {
@@ -79,12 +81,12 @@ Deno.test({
     // Calibrate: how long does one round's sync take on this machine?
     writeVersion(a, 2, allowed);
     const t0 = performance.now();
-    assertEquals((await cli(["sync", "-C", b, a])).code, 0);
+    assertEquals((await cli(["sync", "-C", b, a], { env })).code, 0);
     const full = performance.now() - t0;
     let killed = 0;
     for (let v = 3; v < 3 + ROUNDS; v++) {
       writeVersion(a, v, allowed);
-      const child = spawnCli(["sync", "-C", b, a]);
+      const child = spawnCli(["sync", "-C", b, a], env);
       const delay = Math.floor(random() * full);
       await new Promise((ok) => setTimeout(ok, delay));
       try {
@@ -95,11 +97,11 @@ Deno.test({
       else assertEquals(end.code, 0, new TextDecoder().decode(end.stderr));
       checkWhole(b, allowed, `round ${v}, killed after ${delay} ms, before recovery`);
       for (const side of [a, b]) {
-        const f = await cli(["fsck", "-C", side]);
+        const f = await cli(["fsck", "-C", side], { env });
         assertEquals([f.code, f.stderr], [0, ""], `fsck of ${side} after a kill at ${delay} ms`);
       }
       checkWhole(b, allowed, `round ${v}, after recovery`);
-      const r = await cli(["sync", "-C", b, a]);
+      const r = await cli(["sync", "-C", b, a], { env });
       assertEquals(r.code, 0, `${dir}: round ${v} after kill at ${delay}: ${r.stderr}`);
       assertEquals(listing(b), listing(a), `round ${v}: re-run converges`);
     }

@@ -33,9 +33,10 @@ export async function cli(
 }
 
 /** Spawns `replicator ARGS...` without waiting (for kill tests). */
-export function spawnCli(args: string[]): Deno.ChildProcess {
+export function spawnCli(args: string[], env?: Record<string, string>): Deno.ChildProcess {
   return new Deno.Command(Deno.execPath(), {
     args: ["run", "--allow-all", "--no-prompt", "--quiet", MOD, ...args],
+    env,
     stdin: "null",
     stdout: "null",
     stderr: "piped",

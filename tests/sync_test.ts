@@ -155,3 +155,27 @@ Deno.test("a file renamed on the writer while its content was deferred still arr
   assertEquals(Deno.readTextFileSync(`${b}/renamed.txt`), "the content");
   assertEquals(listing(b), listing(a));
 });
+
+Deno.test("a pull in many small transactions still fetches each file once and converges", async () => {
+  const { a, b } = await pair();
+  for (let i = 0; i < 12; i++) put(`${a}/dir/f${i}`, `v0 ${i}`);
+  await cli(["init", a, "--host", "alpha"]);
+  await cli(["clone", a, b, "--host", "beta"]);
+  const va = Volume.open(a);
+  for (let round = 1; round <= 5; round++) {
+    const dir = round > 2 ? "moved" : "dir";
+    for (let i = 0; i < 12; i += 2) put(`${a}/${dir}/f${i}`, `v${round} ${i}`);
+    if (round === 2) Deno.renameSync(`${a}/dir`, `${a}/moved`);
+    if (round === 3) put(`${a}/moved/new`, "late");
+    capture(va);
+  }
+  va.close();
+  const env = { REPLICATOR_BATCH_RECORDS: "5" };
+  const [r] = json<{ received: number; fetched: number }[]>(
+    await cli(["sync", "-C", b, a, "--json"], { env }),
+  );
+  assert(r.received > 20, `only ${r.received} records: the test needs several batches`);
+  assertEquals(r.fetched, 7, "the 6 rewritten files and the new one, each once");
+  assertEquals(listing(b), listing(a));
+  assertEquals((await cli(["fsck", "-C", b])).code, 0);
+});

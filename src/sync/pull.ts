@@ -39,6 +39,19 @@ export interface PullResult {
 interface Accepted {
   record: KmlRecord;
   bytes: Uint8Array;
+  /** The read position just after this record. */
+  seq: number;
+  end: number;
+}
+
+/**
+ * Records applied per transaction (REPLICATOR_BATCH_RECORDS, default 4096).
+ * Bounds memory and the work a crash loses; which content travels is still
+ * decided over everything new, so each file is fetched once.
+ */
+function batchRecords(): number {
+  const n = Number(Deno.env.get("REPLICATOR_BATCH_RECORDS") ?? "4096");
+  return Number.isInteger(n) && n > 0 ? n : 4096;
 }
 
 /** Reports fetching progress: files and bytes done of the batch's total. */
@@ -73,13 +86,50 @@ export function pull(vol: Volume, peer: PeerSource, progress?: Progress): PullRe
     return result;
   }
   result.received = accepted.length;
-  const records = accepted.map((a) => a.record);
-  const finals = finalContent(records);
+  const finals = finalContent(accepted.map((a) => a.record));
+  const total = { files: 0, bytes: 0 };
+  for (const i of finals.keys()) {
+    if (accepted[i].record.op !== Op.Store) continue;
+    total.files++;
+    total.bytes += accepted[i].record.size;
+  }
+  const size = batchRecords();
+  for (let start = 0; start < accepted.length; start += size) {
+    const part = accepted.slice(start, start + size);
+    const last = start + size >= accepted.length;
+    const upTo = last ? exp : { ...exp, readSeq: part.at(-1)!.seq, readOffset: part.at(-1)!.end };
+    const expect = [...expects.filter((e) => e.host !== peer.hostId), upTo];
+    applyBatch(
+      vol,
+      peer,
+      part,
+      shifted(finals, start, part.length),
+      expect,
+      result,
+      total,
+      progress,
+    );
+  }
+  return result;
+}
+
+/** Plans, stages and applies one batch of records as one transaction. */
+function applyBatch(
+  vol: Volume,
+  peer: PeerSource,
+  part: Accepted[],
+  finals: Map<number, string>,
+  expect: ExpectEntry[],
+  result: PullResult,
+  total: { files: number; bytes: number },
+  progress?: Progress,
+): void {
+  const records = part.map((a) => a.record);
   const steps = planSteps(vol, records, finals, result.conflicts);
-  stageContent(vol, peer, records, steps, finals, result, progress);
-  const all = new Uint8Array(accepted.reduce((n, a) => n + a.bytes.length, 0));
+  stageContent(vol, peer, records, steps, finals, result, total, progress);
+  const all = new Uint8Array(part.reduce((n, a) => n + a.bytes.length, 0));
   let at = 0;
-  for (const a of accepted) {
+  for (const a of part) {
     all.set(a.bytes, at);
     at += a.bytes.length;
   }
@@ -90,14 +140,23 @@ export function pull(vol: Volume, peer: PeerSource, progress?: Progress): PullRe
       kmlSize: vol.kml.size,
       recordBytes: all.length,
       steps,
-      expect: newExpects,
+      expect,
     },
     records,
     all,
   );
-  result.applied = txn.applied;
+  result.applied += txn.applied;
   result.problems.push(...txn.problems);
-  return result;
+}
+
+/** The entries of `finals` for indices start..start+n, renumbered from 0. */
+function shifted(finals: Map<number, string>, start: number, n: number): Map<number, string> {
+  const out = new Map<number, string>();
+  for (let i = 0; i < n; i++) {
+    const p = finals.get(start + i);
+    if (p !== undefined) out.set(i, p);
+  }
+  return out;
 }
 
 /** Reads the peer's new records, advancing `exp`, keeping those to apply. */
@@ -131,7 +190,7 @@ function readNew(vol: Volume, peer: PeerSource, exp: ExpectEntry, result: PullRe
       continue;
     }
     applied.set(r.originHost, r.originSeq);
-    out.push({ record: r, bytes: new Uint8Array(f.bytes) });
+    out.push({ record: r, bytes: new Uint8Array(f.bytes), seq: exp.readSeq, end: exp.readOffset });
   }
   return out;
 }
@@ -160,16 +219,10 @@ function stageContent(
   steps: StepPlan[],
   finals: Map<number, string>,
   result: PullResult,
+  total: { files: number; bytes: number },
   progress?: Progress,
 ): void {
   Deno.mkdirSync(vol.layout.staging, { recursive: true });
-  const total = { files: 0, bytes: 0 };
-  for (const s of steps) {
-    if (s.staged && records[s.i].op !== Op.Symlink) {
-      total.files++;
-      total.bytes += records[s.i].size;
-    }
-  }
   for (const step of steps) {
     if (!step.staged) continue;
     const r = records[step.i];
