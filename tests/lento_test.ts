@@ -135,3 +135,37 @@ Deno.test({
     assertEquals(await lento.stop(), 0);
   },
 });
+
+Deno.test({
+  name: "lento without Presto or fanotify exits 1 saying sync will scan",
+  ignore: Deno.uid() !== 0,
+  fn: async () => {
+    const { dir, a } = await pair();
+    put(`${a}/f`, "1");
+    await cli(["init", a, "--host", "alpha"]);
+    await new Deno.Command("chown", { args: ["-R", "65534:65534", dir] }).output();
+    Deno.chmodSync(dir, 0o755);
+    const out = await new Deno.Command("setpriv", {
+      args: [
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        Deno.execPath(),
+        "run",
+        "-A",
+        "--quiet",
+        MOD,
+        "lento",
+        "-C",
+        a,
+      ],
+      env: { DENO_DIR: `${dir}/deno-cache`, HOME: dir },
+      stdin: "null",
+    }).output();
+    assertEquals(out.code, 1);
+    assertMatch(
+      new TextDecoder().decode(out.stderr),
+      /no change capture .*'replicator sync' will scan instead/,
+    );
+  },
+});
