@@ -58,16 +58,12 @@
  * FAN_EVENT_ON_CHILD. Linux 6.1 (Debian 12) accepts this mask with
  * FAN_REPORT_DFID_NAME on a filesystem mark.
  *
- * Waiting without blocking the event loop, and how close() stops it (the
- * same scheme as the Presto reader): the group is FAN_NONBLOCK, next() waits
- * in poll(2) on the fanotify fd and an eventfd, with `poll` declared
- * `nonblocking: true` (it runs on a worker thread and returns a promise),
- * then reads with a plain read(2), which returns at once. close() marks the
- * source closed, removes the marks and writes the eventfd, which ends a
- * pending poll at once: the pending next() resolves with []. The fds are
- * closed only when no poll is in flight, so a worker never polls an fd number
- * that was closed and reused. errno is per thread, so the poll path reads
- * revents only.
+ * Waiting without blocking the event loop, and how close() stops it, is
+ * poller.ts (the same scheme as the Presto reader): the group is
+ * FAN_NONBLOCK, next() waits in poll(2) on the fanotify fd and an eventfd on
+ * a worker thread, then reads with a plain read(2), which returns at once.
+ * close() removes the marks and writes the eventfd: the pending next()
+ * resolves with [].
  *
  * Not covered: a filesystem mounted inside the volume after open is not
  * watched until the next overflow or reopen (mounts present at open are), a
@@ -81,37 +77,21 @@
 import { ReplicatorError } from "../errors.ts";
 import { META_DIR } from "../volume/layout.ts";
 import type { EventSource, Hint } from "./events.ts";
+import {
+  AT_FDCWD,
+  cString,
+  errno,
+  errnoName,
+  type Lib,
+  libc,
+  O_CLOEXEC,
+  O_DIRECTORY,
+  O_RDONLY,
+} from "../fs/libc.ts";
+import { Poller } from "./poller.ts";
 
 /** fanotify cannot be used here (not root, old kernel, unsupported filesystem). */
 export class FanotifyUnavailableError extends ReplicatorError {}
-
-const SYMBOLS = {
-  fanotify_init: { parameters: ["u32", "u32"], result: "i32" },
-  fanotify_mark: { parameters: ["i32", "u32", "u64", "i32", "buffer"], result: "i32" },
-  name_to_handle_at: { parameters: ["i32", "buffer", "buffer", "buffer", "i32"], result: "i32" },
-  open_by_handle_at: { parameters: ["i32", "buffer", "i32"], result: "i32" },
-  open: { parameters: ["buffer", "i32"], result: "i32" },
-  statfs: { parameters: ["buffer", "buffer"], result: "i32" },
-  eventfd: { parameters: ["u32", "i32"], result: "i32" },
-  read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
-  write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
-  close: { parameters: ["i32"], result: "i32" },
-  poll: { parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
-  __errno_location: { parameters: [], result: "pointer" },
-} as const;
-
-type Lib = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
-let lib: Lib | undefined;
-
-function libc(): Lib {
-  lib ??= Deno.dlopen("libc.so.6", SYMBOLS).symbols;
-  return lib;
-}
-
-/** errno of the last failed synchronous call on this thread. */
-function errno(): number {
-  return new Deno.UnsafePointerView(libc().__errno_location()!).getInt32();
-}
 
 // fanotify_init(2) flags
 const FAN_CLOEXEC = 0x1;
@@ -120,7 +100,6 @@ const FAN_CLASS_NOTIF = 0x0;
 const FAN_REPORT_DIR_FID = 0x400;
 const FAN_REPORT_NAME = 0x800;
 const FAN_REPORT_DFID_NAME = FAN_REPORT_DIR_FID | FAN_REPORT_NAME;
-const O_RDONLY = 0;
 const O_LARGEFILE = 0o100000;
 
 // fanotify_mark(2) flags
@@ -154,22 +133,13 @@ const INFO_DFID = 3;
 const INFO_OLD_DFID_NAME = 10;
 const INFO_NEW_DFID_NAME = 12;
 
-const AT_FDCWD = -100;
 const O_PATH = 0o10000000;
-const O_DIRECTORY = 0o200000;
-const O_CLOEXEC = 0o2000000;
-const EFD_NONBLOCK = 0o4000;
-const EFD_CLOEXEC = 0o2000000;
-const POLLIN = 0x1;
-const POLLERR = 0x8;
-const POLLNVAL = 0x20;
 const MAX_HANDLE_SZ = 128;
 
 const EPERM = 1;
 const ENOENT = 2;
 const EINTR = 4;
 const EAGAIN = 11;
-const ENOMEM = 12;
 const ENOTDIR = 20;
 const EINVAL = 22;
 const EMFILE = 24;
@@ -180,24 +150,6 @@ const ENODEV = 19;
 const EXDEV = 18;
 const ESTALE = 116;
 
-const ERRNO_NAMES: Record<number, string> = {
-  [EPERM]: "EPERM",
-  [ENOENT]: "ENOENT",
-  [ENOMEM]: "ENOMEM",
-  [EXDEV]: "EXDEV",
-  [ENODEV]: "ENODEV",
-  [ENOTDIR]: "ENOTDIR",
-  [EINVAL]: "EINVAL",
-  [EMFILE]: "EMFILE",
-  [ENOSYS]: "ENOSYS",
-  [EOPNOTSUPP]: "EOPNOTSUPP",
-  [ESTALE]: "ESTALE",
-};
-
-function errnoName(e: number): string {
-  return ERRNO_NAMES[e] ?? `errno ${e}`;
-}
-
 const READ_BUFFER_BYTES = 64 * 1024;
 /** Reads taken into one batch at most (64 KiB each). */
 const MAX_READS_PER_BATCH = 64;
@@ -205,8 +157,6 @@ const MAX_READS_PER_BATCH = 64;
 const MAX_OUTSIDE = 65_536;
 /** Poll timeout: close() wakes the poll at once; this only bounds a lost wakeup. */
 const POLL_MS = 1000;
-/** Consecutive failed polls before giving up. */
-const MAX_FAILURES = 100;
 
 const NEEDS_ROOT = "fanotify needs root (CAP_SYS_ADMIN); run lento as root, " +
   "load the presto module, or let sync scan";
@@ -311,15 +261,6 @@ interface Dir {
 }
 
 type Lookup = { path: string; node: Dir | null } | "outside" | "error";
-
-const encoder = new TextEncoder();
-
-function cString(s: string): Uint8Array<ArrayBuffer> {
-  const b = encoder.encode(s);
-  const out = new Uint8Array(b.length + 1);
-  out.set(b);
-  return out;
-}
 
 function inMeta(p: string): boolean {
   return p === META_DIR || p.startsWith(META_DIR + "/");
@@ -653,13 +594,19 @@ export function openFanotify(root: string): FanotifySource {
       }); load the presto module, or let sync scan`,
     );
   }
-  const wake = c.eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (wake < 0) {
-    const e = errno();
-    c.close(fd);
-    throw new FanotifyUnavailableError(`cannot create an eventfd (${errnoName(e)})`);
-  }
   const tree = new DirTree(real, fd);
+  const poller = Poller.open(
+    "fanotify",
+    fd,
+    (e) => new FanotifyUnavailableError(`cannot create an eventfd (${errnoName(e)})`),
+    {
+      onClose: () =>
+        void c.fanotify_mark(fd, FAN_MARK_FLUSH | FAN_MARK_FILESYSTEM, 0n, AT_FDCWD, null),
+      onRelease: () => {
+        for (const m of tree.mountFds.values()) c.close(m);
+      },
+    },
+  );
   try {
     // The walk marks each filesystem it meets (the root's first) before
     // reading its directories, so nothing done meanwhile is missed.
@@ -667,12 +614,10 @@ export function openFanotify(root: string): FanotifySource {
     if (tree.size === 0) throw new FanotifyUnavailableError(`cannot watch ${real}: it vanished`);
     tree.strict = false;
   } catch (e) {
-    for (const m of tree.mountFds.values()) c.close(m);
-    c.close(wake);
-    c.close(fd);
+    poller.close(); // closes the mount fds, the eventfd and the group
     throw e;
   }
-  return new FanotifySource(real, fd, wake, tree);
+  return new FanotifySource(real, poller, tree);
 }
 
 /** A fanotify reader for one volume; made by {@link openFanotify}. */
@@ -680,31 +625,19 @@ export class FanotifySource implements EventSource {
   readonly name = "fanotify";
   /** The volume root, symlinks resolved. */
   readonly root: string;
-  readonly #fd: number;
-  readonly #wake: number;
+  readonly #poller: Poller;
   readonly #tree: DirTree;
   readonly #buf = new Uint8Array(READ_BUFFER_BYTES);
-  readonly #pollfds = new Uint8Array(16);
-  #closed = false;
-  #released = false;
-  #inFlight = 0;
-  #chain: Promise<unknown> = Promise.resolve();
 
-  constructor(root: string, fd: number, wake: number, tree: DirTree) {
+  constructor(root: string, poller: Poller, tree: DirTree) {
     this.root = root;
-    this.#fd = fd;
-    this.#wake = wake;
+    this.#poller = poller;
     this.#tree = tree;
-    const v = new DataView(this.#pollfds.buffer);
-    v.setInt32(0, fd, true);
-    v.setInt16(4, POLLIN, true);
-    v.setInt32(8, wake, true);
-    v.setInt16(12, POLLIN, true);
   }
 
   /** True once close() was called. */
   get closed(): boolean {
-    return this.#closed;
+    return this.#poller.closed;
   }
 
   /** Number of volume directories the source knows by handle (tests, diagnostics). */
@@ -713,43 +646,23 @@ export class FanotifySource implements EventSource {
   }
 
   next(): Promise<Hint[]> {
-    const run = this.#chain.then(() => this.#next(), () => this.#next());
-    this.#chain = run;
-    return run;
+    return this.#poller.turn(() => this.#next());
   }
 
+  /** Removes the marks and ends a pending next(). */
   close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    const c = libc();
-    c.fanotify_mark(this.#fd, FAN_MARK_FLUSH | FAN_MARK_FILESYSTEM, 0n, AT_FDCWD, null);
-    const one = new BigUint64Array([1n]);
-    c.write(this.#wake, new Uint8Array(one.buffer), 8n);
-    if (this.#inFlight === 0) this.#release();
+    this.#poller.close();
   }
 
   async #next(): Promise<Hint[]> {
-    let failures = 0;
-    while (!this.#closed) {
+    const poller = this.#poller;
+    while (!poller.closed) {
       const hints = this.#drain();
       if (hints.length > 0) return hints;
-      this.#inFlight++;
-      let ready: number;
-      try {
-        ready = await libc().poll(this.#pollfds, 2n, POLL_MS);
-      } finally {
-        this.#inFlight--;
-      }
-      if (this.#closed) break;
-      if (ready < 0) {
-        if (++failures >= MAX_FAILURES) return this.#fail("poll() keeps failing");
-        continue; // EINTR
-      }
-      failures = 0;
-      const revents = new DataView(this.#pollfds.buffer).getUint16(6, true);
-      if (revents & (POLLERR | POLLNVAL)) return this.#fail("poll() reported an error");
+      const woke = await poller.wait(POLL_MS);
+      if (woke === "closed") break;
+      if (woke !== "retry") poller.progress(); // the poll worked (a failed one is counted)
     }
-    if (this.#inFlight === 0) this.#release();
     return [];
   }
 
@@ -757,12 +670,12 @@ export class FanotifySource implements EventSource {
   #drain(): Hint[] {
     const paths = new Set<string>();
     let lost = 0;
-    for (let reads = 0; reads < MAX_READS_PER_BATCH && !this.#closed; reads++) {
-      const n = Number(libc().read(this.#fd, this.#buf, BigInt(READ_BUFFER_BYTES)));
+    for (let reads = 0; reads < MAX_READS_PER_BATCH && !this.#poller.closed; reads++) {
+      const n = Number(libc().read(this.#poller.fd, this.#buf, BigInt(READ_BUFFER_BYTES)));
       if (n <= 0) {
         const e = n < 0 ? errno() : 0;
         if (e === EINTR) continue;
-        if (e !== EAGAIN && n < 0) this.#fail(`read() failed (${errnoName(e)})`);
+        if (e !== EAGAIN && n < 0) this.#poller.fail(`read() failed (${errnoName(e)})`);
         break;
       }
       for (const ev of parseFanotifyEvents(this.#buf.subarray(0, n))) {
@@ -815,19 +728,5 @@ export class FanotifySource implements EventSource {
       }
     }
     return lost;
-  }
-
-  #fail(why: string): never {
-    this.close();
-    throw new ReplicatorError(`the fanotify reader failed: ${why}; capture by scanning instead`);
-  }
-
-  #release(): void {
-    if (this.#released) return;
-    this.#released = true;
-    const c = libc();
-    for (const m of this.#tree.mountFds.values()) c.close(m);
-    c.close(this.#fd);
-    c.close(this.#wake);
   }
 }

@@ -1,14 +1,22 @@
 /**
- * The few libc calls Deno does not offer: syncfs(2) and utimensat(2) with
- * nanoseconds and AT_SYMLINK_NOFOLLOW. Loaded once, on first use, via FFI.
+ * The libc calls Deno does not offer, in one symbol table loaded once, on
+ * first use, via FFI: syncfs(2), utimensat(2) with nanoseconds and
+ * AT_SYMLINK_NOFOLLOW, flock(2), statx(2), and what the event sources need
+ * (eventfd, poll, read/write, ioctl, fanotify, file handles, statfs).
+ *
+ * Where one C function is needed with two signatures, each has its own key
+ * and `name:` says which function it binds. Symbols declared
+ * `nonblocking: true` run on a worker thread and return a promise: they must
+ * not be followed by errno() (errno is per thread).
  *
  * @module
  */
 
-const AT_FDCWD = -100;
+export const AT_FDCWD = -100;
 const AT_SYMLINK_NOFOLLOW = 0x100;
-const O_RDONLY = 0;
-const O_DIRECTORY = 0o200000;
+export const O_RDONLY = 0;
+export const O_DIRECTORY = 0o200000;
+export const O_CLOEXEC = 0o2000000;
 
 const SYMBOLS = {
   open: { parameters: ["buffer", "i32"], result: "i32" },
@@ -19,9 +27,29 @@ const SYMBOLS = {
   __errno_location: { parameters: [], result: "pointer" },
   statx: { parameters: ["i32", "buffer", "i32", "u32", "buffer"], result: "i32" },
   utimensat: { parameters: ["i32", "buffer", "buffer", "i32"], result: "i32" },
+  statfs: { parameters: ["buffer", "buffer"], result: "i32" },
+  read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  /** read(2) on a worker thread. */
+  readNonblocking: {
+    name: "read",
+    parameters: ["i32", "buffer", "usize"],
+    result: "isize",
+    nonblocking: true,
+  },
+  write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  ioctlPtr: { name: "ioctl", parameters: ["i32", "u64", "buffer"], result: "i32" },
+  ioctlInt: { name: "ioctl", parameters: ["i32", "u64", "u64"], result: "i32" },
+  eventfd: { parameters: ["u32", "i32"], result: "i32" },
+  /** poll(2) on a worker thread. */
+  poll: { parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
+  fanotify_init: { parameters: ["u32", "u32"], result: "i32" },
+  fanotify_mark: { parameters: ["i32", "u32", "u64", "i32", "buffer"], result: "i32" },
+  name_to_handle_at: { parameters: ["i32", "buffer", "buffer", "buffer", "i32"], result: "i32" },
+  open_by_handle_at: { parameters: ["i32", "buffer", "i32"], result: "i32" },
 } as const;
 
-type Lib = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+/** The loaded symbols' type. */
+export type Lib = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 let lib: Lib | undefined;
 
 /** The loaded symbols. */
@@ -47,6 +75,31 @@ export function cString(s: string): Uint8Array<ArrayBuffer> {
 /** The calling thread's errno after a failed call. */
 export function errno(): number {
   return new Deno.UnsafePointerView(libc().__errno_location()!).getInt32();
+}
+
+const ERRNO_NAMES: Record<number, string> = {
+  1: "EPERM",
+  2: "ENOENT",
+  6: "ENXIO",
+  9: "EBADF",
+  12: "ENOMEM",
+  13: "EACCES",
+  14: "EFAULT",
+  16: "EBUSY",
+  18: "EXDEV",
+  19: "ENODEV",
+  20: "ENOTDIR",
+  22: "EINVAL",
+  24: "EMFILE",
+  25: "ENOTTY",
+  38: "ENOSYS",
+  95: "EOPNOTSUPP",
+  116: "ESTALE",
+};
+
+/** The symbolic name of an errno value the callers report ("errno N" otherwise). */
+export function errnoName(e: number): string {
+  return ERRNO_NAMES[e] ?? `errno ${e}`;
 }
 
 /** syncfs(2) on the filesystem holding directory `dir`. */
@@ -85,7 +138,6 @@ export function setMtimeNs(path: string, mtimeNs: bigint): void {
 
 const O_RDWR = 2;
 const O_CREAT = 0o100;
-const O_CLOEXEC = 0o2000000;
 const LOCK_EX = 2;
 const LOCK_NB = 4;
 
