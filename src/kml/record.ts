@@ -174,9 +174,11 @@ export function frameLength(bytes: Uint8Array): number {
 /** Lowercase hex of bytes. */
 export function bytesHex(b: Uint8Array): string {
   let s = "";
-  for (const x of b) s += x.toString(16).padStart(2, "0");
+  for (let i = 0; i < b.length; i++) s += HEX[b[i]];
   return s;
 }
+
+const HEX = Array.from({ length: 256 }, (_, x) => x.toString(16).padStart(2, "0"));
 
 /** Bytes of a hex string of exactly `n` bytes; throws FormatError otherwise. */
 export function hexBytes(hex: string, n: number): Uint8Array {

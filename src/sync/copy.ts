@@ -44,13 +44,13 @@ export function copyHashing(src: string, dest: string, perm: number): string {
   }
 }
 
-/** Fills `into` as far as the file allows; returns the bytes read (0 at the end). */
+/**
+ * Fills `into` as far as the file allows; returns the bytes read (0 at the
+ * end). A short read of a regular file means its end, which saves small files
+ * a second read; should a filesystem read short anyway, the copy's hash will
+ * not match its record and it is not installed.
+ */
 function readSome(f: Deno.FsFile, into: Uint8Array): number {
-  let got = 0;
-  while (got < into.length) {
-    const n = f.readSync(into.subarray(got));
-    if (n === null || n === 0) break;
-    got += n;
-  }
-  return got;
+  const n = f.readSync(into);
+  return n ?? 0;
 }

@@ -222,11 +222,13 @@ function stageContent(
   total: { files: number; bytes: number },
   progress?: Progress,
 ): void {
-  Deno.mkdirSync(vol.layout.staging, { recursive: true });
+  const buckets = new Set<string>();
   for (const step of steps) {
     if (!step.staged) continue;
     const r = records[step.i];
     const dest = `${vol.layout.staging}/${step.staged}`;
+    const bucket = dest.slice(0, dest.lastIndexOf("/"));
+    if (!buckets.has(bucket)) Deno.mkdirSync(bucket, { recursive: true }), buckets.add(bucket);
     if (r.op === Op.Symlink) {
       Deno.symlinkSync(r.target, dest);
       setMtimeNs(dest, r.mtimeNs);

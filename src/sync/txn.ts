@@ -49,10 +49,16 @@ export interface TxnResult {
 export function runTxn(vol: Volume, txn: Txn, records: KmlRecord[], frames: Uint8Array): TxnResult {
   Deno.writeFileSync(vol.layout.txnRecords, frames);
   // Staged content and records durable before the commit point.
-  // (Staged symlinks have no data; the staging directory's fsync covers them.)
-  const staged = txn.steps.filter((s) => s.staged && records[s.i].op !== Op.Symlink)
-    .map((s) => `${vol.layout.staging}/${s.staged}`);
-  flush(vol.root, [...staged, vol.layout.txnRecords], [vol.layout.staging, vol.layout.meta]);
+  // (Staged symlinks have no data: their bucket directory's fsync covers them.)
+  const staged = txn.steps.filter((s) => s.staged);
+  const where = (s: StepPlan) => `${vol.layout.staging}/${s.staged}`;
+  const files = staged.filter((s) => records[s.i].op !== Op.Symlink).map(where);
+  const buckets = new Set(staged.map((s) => parentOf(where(s))));
+  flush(vol.root, [...files, vol.layout.txnRecords], [
+    ...buckets,
+    vol.layout.staging,
+    vol.layout.meta,
+  ]);
   writeFileAtomic(vol.layout.txn, new TextEncoder().encode(JSON.stringify(txn)));
   return applyTxn(vol, txn);
 }
