@@ -38,7 +38,10 @@ export function lstatNs(path: string): Stat | null {
   if (rc !== 0) {
     const e = errno();
     if (e === ENOENT || e === ENOTDIR) return null;
-    throw new Error(`cannot stat ${path} (errno ${e})`);
+    if (missingSlow(path)) return null;
+    if (libc().statx(AT_FDCWD, cString(path), AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, buf) !== 0) {
+      throw new Error(`cannot stat ${path}`);
+    }
   }
   const mode = view.getUint16(28, true);
   return {
@@ -84,4 +87,19 @@ function typeOf(mode: number): FileType {
 /** st_mode type bits for a type. */
 export function typeBits(t: FileType): number {
   return t === "f" ? 0o100000 : t === "d" ? 0o040000 : t === "l" ? 0o120000 : 0;
+}
+
+/**
+ * The runtime may run other system calls on this thread between the FFI call
+ * and the read of errno, so an errno other than "no such entry" is checked
+ * again the slow way: Deno's lstat, whose error says what happened.
+ */
+function missingSlow(path: string): boolean {
+  try {
+    Deno.lstatSync(path);
+    return false; // it exists (perhaps only now): the caller stats it again
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory) return true;
+    throw e;
+  }
 }
