@@ -179,3 +179,37 @@ Deno.test("a pull in many small transactions still fetches each file once and co
   assertEquals(listing(b), listing(a));
   assertEquals((await cli(["fsck", "-C", b])).code, 0);
 });
+
+Deno.test({
+  name: "a file that could not be written is reported, the rest syncs, and the next sync brings it",
+  ignore: Deno.uid() !== 0,
+  fn: async () => {
+    const { a, b } = await pair();
+    put(`${a}/locked/f`, "v1");
+    put(`${a}/other`, "o1");
+    await cli(["init", a, "--host", "alpha"]);
+    await cli(["clone", a, b, "--host", "beta"]);
+    put(`${a}/locked/f`, "v2");
+    put(`${a}/other`, "o2");
+    const immutable = (on: boolean) =>
+      new Deno.Command("chattr", { args: [on ? "+i" : "-i", `${b}/locked`] }).output();
+    assertEquals((await immutable(true)).code, 0);
+    try {
+      const r = await cli(["sync", "-C", b, a]);
+      assertEquals(r.code, 1);
+      assertMatch(r.stderr, /locked\/f: .*retried by the next sync/);
+      assertEquals(Deno.readTextFileSync(`${b}/other`), "o2", "the rest synced");
+      assertEquals(Deno.readTextFileSync(`${b}/locked/f`), "v1", "the old version is whole");
+      const again = await cli(["sync", "-C", b, a]);
+      assertEquals(again.code, 1, "still not writable: still reported");
+      assertMatch(again.stderr, /locked\/f: still not applied/);
+    } finally {
+      await immutable(false);
+    }
+    const r = await cli(["sync", "-C", b, a]);
+    assertEquals([r.code, r.stderr], [0, ""]);
+    assertEquals(listing(b), listing(a));
+    const st = json<{ pending: unknown[] }>(await cli(["status", "-C", b, "--json"]));
+    assertEquals(st.pending, [], "nothing looks locally changed afterwards");
+  },
+});

@@ -8,7 +8,6 @@
 import type { Frame } from "../kml/log.ts";
 import type { Volume } from "../volume/volume.ts";
 import { checkRelativePath } from "../fs/paths.ts";
-import { HostilePeerError } from "../errors.ts";
 import { lstatNs } from "../fs/stat.ts";
 import { copyHashing } from "./copy.ts";
 import { Tree } from "./apply.ts";
@@ -55,7 +54,7 @@ export function localPeer(v: Volume): PeerSource {
 function copyOut(tree: Tree, path: string, dest: string, perm: number): string {
   checkRelativePath(path);
   if (!tree.parentsAreDirectories(path)) {
-    throw new HostilePeerError(`${path}: a parent is not a directory on the peer`);
+    throw new Deno.errors.NotFound(`${path}: a parent is not a directory on the peer`);
   }
   if (lstatNs(tree.abs(path))?.type !== "f") {
     throw new Deno.errors.NotFound(`${path} is no longer a file on the peer`);

@@ -110,7 +110,7 @@ function originalPath(p: string, renames: [string, string][]): string {
 }
 
 /** True if `st`, what is on disk at `p`, differs from what the index last recorded. */
-function locallyChanged(vol: Volume, p: string, st: Stat): boolean {
+export function locallyChanged(vol: Volume, p: string, st: Stat): boolean {
   const e = vol.state.getEntry(p);
   if (!e) return true;
   if (e.type !== st.type || e.perm !== st.perm || e.ino !== st.ino) return true;

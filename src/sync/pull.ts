@@ -16,7 +16,10 @@ import type { Volume } from "../volume/volume.ts";
 import type { PeerSource } from "./peer.ts";
 import type { StepPlan } from "./apply.ts";
 import { runTxn } from "./txn.ts";
-import { finalContent, planSteps } from "./plan.ts";
+import { finalContent, locallyChanged, planSteps } from "./plan.ts";
+import { Tree } from "./apply.ts";
+import { lstatNs, mtimeNsOf } from "../fs/stat.ts";
+import { entryOf } from "../volume/state.ts";
 
 /** What one pull did. */
 export interface PullResult {
@@ -83,6 +86,7 @@ export function pull(vol: Volume, peer: PeerSource, progress?: Progress): PullRe
   const newExpects = [...expects.filter((e) => e.host !== peer.hostId), exp];
   if (accepted.length === 0) {
     if (JSON.stringify(exp) !== JSON.stringify(before)) vol.writeExpect(newExpects);
+    retryWanted(vol, peer, result);
     return result;
   }
   result.received = accepted.length;
@@ -110,7 +114,47 @@ export function pull(vol: Volume, peer: PeerSource, progress?: Progress): PullRe
       progress,
     );
   }
+  retryWanted(vol, peer, result);
   return result;
+}
+
+/**
+ * Installs content that earlier records named but that could not be installed
+ * (a failed step, say a directory that was not writable), if the peer still has
+ * exactly that content and nothing local would be overwritten.
+ */
+function retryWanted(vol: Volume, peer: PeerSource, result: PullResult): void {
+  const wanted = vol.state.wanted();
+  if (wanted.length === 0) return;
+  const tree = new Tree(vol.root);
+  const tmp = `${vol.layout.staging}/wanted`;
+  Deno.mkdirSync(vol.layout.staging, { recursive: true });
+  for (const w of wanted) {
+    const st = lstatNs(tree.abs(w.path));
+    if (st && locallyChanged(vol, w.path, st)) continue; // never over a local change
+    try {
+      if (peer.fetchFile(w.path, tmp, w.perm) !== w.digest) continue; // changed again: a record will come
+      setMtimeNs(tmp, mtimeNsOf(w));
+      tree.parents(w.path);
+      Deno.renameSync(tmp, tree.abs(w.path));
+      const now = lstatNs(tree.abs(w.path))!;
+      vol.state.transaction(() => {
+        vol.state.putEntry(w.path, entryOf(now, w.digest, ""));
+        vol.state.unwant(w.path);
+      });
+      result.fetched++;
+      result.fetchedBytes += w.size;
+    } catch (e) {
+      if (e instanceof HostilePeerError) throw e;
+      if (!(e instanceof Deno.errors.NotFound)) {
+        result.problems.push(`${w.path}: still not applied: ${(e as Error).message}`);
+      }
+    } finally {
+      try {
+        Deno.removeSync(tmp);
+      } catch { /* installed, or never fetched */ }
+    }
+  }
 }
 
 /** Plans, stages and applies one batch of records as one transaction. */

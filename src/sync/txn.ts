@@ -19,7 +19,7 @@ import { fsyncDir, fsyncFile, syncFilesystem, writeFileAtomic } from "../fs/dura
 import { lstatNs, mtimeNsOf } from "../fs/stat.ts";
 import { isWithin, parentOf } from "../fs/paths.ts";
 import type { Volume } from "../volume/volume.ts";
-import { type Entry, entryOf } from "../volume/state.ts";
+import { type Entry, entryOf, type Wanted } from "../volume/state.ts";
 import { applyStep, type StepPlan, Tree } from "./apply.ts";
 import { FormatError } from "../errors.ts";
 
@@ -106,16 +106,18 @@ function applyTxn(vol: Volume, txn: Txn): TxnResult {
   const tree = new Tree(vol.root);
   const problems: string[] = [];
   let applied = 0;
+  const failed = new Set<number>();
   for (const step of txn.steps) {
     const r = records[step.i];
     try {
       if (applyStep(tree, r, step, vol.layout.staging)) applied++;
     } catch (e) {
-      problems.push(`${r.path}: ${(e as Error).message}`);
+      failed.add(step.i);
+      problems.push(`${r.path}: ${(e as Error).message}; it will be retried by the next sync`);
     }
   }
   if (vol.kml.size !== txn.kmlSize) vol.kml.truncate(txn.kmlSize);
-  vol.commitRecords(records, frames, () => updateIndex(vol, records, txn.steps));
+  vol.commitRecords(records, frames, () => updateIndex(vol, records, txn.steps, failed));
   vol.writeExpect(txn.expect);
   flush(vol.root, [], touchedDirs(vol, records, txn.steps));
   Deno.removeSync(vol.layout.txn);
@@ -130,37 +132,62 @@ function applyTxn(vol: Volume, txn: Txn): TxnResult {
  * so a step that failed leaves the path looking changed (to be rescanned).
  * Runs inside the state transaction.
  */
-function updateIndex(vol: Volume, records: KmlRecord[], steps: StepPlan[]): void {
-  const wrote = new Map<string, KmlRecord>(); // path -> last record that set content or attrs
+function updateIndex(
+  vol: Volume,
+  records: KmlRecord[],
+  steps: StepPlan[],
+  failed: Set<number>,
+): void {
+  const wrote = new Map<string, number>(); // path -> last record that set content or attrs
   const stepped = new Set(steps.map((s) => s.i));
   records.forEach((r, i) => {
     if (!stepped.has(i)) return;
     switch (r.op) {
       case Op.Rename:
         vol.state.renameEntries(r.path, r.target);
+        vol.state.renameWanted(r.path, r.target);
         for (const [p, w] of [...wrote]) {
           if (!isWithin(p, r.path)) continue;
           wrote.delete(p);
           wrote.set(r.target + p.slice(r.path.length), w);
         }
-        if (r.digest !== NO_DIGEST) wrote.set(r.target, r); // a file: the record names its content
+        if (r.digest !== NO_DIGEST) wrote.set(r.target, i); // a file: the record names its content
         break;
       case Op.Unlink:
       case Op.Rmdir:
         wrote.delete(r.path);
         vol.state.deleteEntry(r.path);
+        vol.state.unwant(r.path);
         break;
       case Op.Permit:
         break;
       default:
-        wrote.set(r.path, r);
+        wrote.set(r.path, i);
     }
   });
-  for (const [p, r] of wrote) {
+  for (const [p, i] of wrote) {
+    const r = records[i];
     const e = entryOnDisk(vol, p, r);
     if (e === null) vol.state.deleteEntry(p);
     else if (e) vol.state.putEntry(p, e);
+    // Content whose installation failed: later pulls fetch it until it is there or a
+    // later record replaces it. Any step that did reach the path settles it.
+    if (failed.has(i) && (r.op === Op.Store || r.op === Op.Rename)) {
+      vol.state.want(wantedOf(p, r));
+    } else if (e?.digest) vol.state.unwant(p);
   }
+}
+
+function wantedOf(path: string, r: KmlRecord): Wanted {
+  const sec = r.mtimeNs / 1_000_000_000n;
+  return {
+    path,
+    digest: r.digest,
+    size: r.size,
+    perm: r.mode & 0o7777,
+    mtimeSec: Number(sec),
+    mtimeNsec: Number(r.mtimeNs - sec * 1_000_000_000n),
+  };
 }
 
 /** The index row for `p` as it is on disk after record `r`; null if gone, undefined to leave as is. */

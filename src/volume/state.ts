@@ -53,6 +53,9 @@ CREATE TABLE IF NOT EXISTS entries (
   digest TEXT NOT NULL, target TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS origins (host TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS wanted (
+  path TEXT PRIMARY KEY, digest TEXT NOT NULL, size INTEGER NOT NULL, perm INTEGER NOT NULL,
+  mtime_s INTEGER NOT NULL, mtime_ns INTEGER NOT NULL) WITHOUT ROWID;
 `;
 
 /** Columns named as Entry's fields, so rows need no conversion. */
@@ -156,6 +159,29 @@ export class State {
     ).run(to, from.length + 1, from, from + "/", from + "0");
   }
 
+  /** Files whose content a record named but which could not be installed (retried by pulls). */
+  wanted(): Wanted[] {
+    return this.sql(
+      "SELECT path, digest, size, perm, mtime_s AS mtimeSec, mtime_ns AS mtimeNsec FROM wanted",
+    ).all() as unknown as Wanted[];
+  }
+
+  want(w: Wanted): void {
+    this.sql("INSERT OR REPLACE INTO wanted VALUES (?, ?, ?, ?, ?, ?)")
+      .run(w.path, w.digest, w.size, w.perm, w.mtimeSec, w.mtimeNsec);
+  }
+
+  unwant(path: string): void {
+    this.sql("DELETE FROM wanted WHERE path = ?").run(path);
+  }
+
+  /** Moves wanted content at or below `from` to `to` (a rename was applied). */
+  renameWanted(from: string, to: string): void {
+    this.sql(
+      "UPDATE OR REPLACE wanted SET path = ? || substr(path, ?) WHERE path = ? OR (path >= ? AND path < ?)",
+    ).run(to, from.length + 1, from, from + "/", from + "0");
+  }
+
   /** Highest origin sequence number applied per origin host. */
   origins(): Map<string, number> {
     const rows = this.sql("SELECT host, seq FROM origins").all() as unknown as {
@@ -193,6 +219,16 @@ export class State {
   setMeta(key: string, value: string | number): void {
     this.sql("INSERT OR REPLACE INTO meta VALUES (?, ?)").run(key, String(value));
   }
+}
+
+/** Content a record named for `path` that is not installed yet. */
+export interface Wanted {
+  path: string;
+  digest: string;
+  size: number;
+  perm: number;
+  mtimeSec: number;
+  mtimeNsec: number;
 }
 
 /** A row as SELECTed: an Entry (column names match) plus its path. */
