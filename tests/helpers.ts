@@ -105,3 +105,31 @@ export async function pair(): Promise<{ dir: string; a: string; b: string }> {
   Deno.mkdirSync(a);
   return { dir, a, b: `${dir}/b` };
 }
+
+/**
+ * Hands `dir` to user nobody and returns a runner of `replicator ARGS...` as
+ * nobody (root ignores permissions, so tests of permission errors need one).
+ */
+export async function asNobody(dir: string): Promise<(args: string[]) => Promise<Run>> {
+  await new Deno.Command("chown", { args: ["-R", "65534:65534", dir] }).output();
+  Deno.chmodSync(dir, 0o755);
+  return async (args) => {
+    const out = await new Deno.Command("setpriv", {
+      args: [
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        Deno.execPath(),
+        "run",
+        "-A",
+        "--quiet",
+        MOD,
+        ...args,
+      ],
+      env: { DENO_DIR: `${dir}/deno-cache`, HOME: dir },
+      stdin: "null",
+    }).output();
+    const dec = new TextDecoder();
+    return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+  };
+}

@@ -1,7 +1,7 @@
 /** Sync behaviour through the API: coalescing, hostile peers, unreadable files, big files. */
 
 import { assert, assertEquals, assertMatch, assertThrows } from "./assert.ts";
-import { cli, json, listing, pair, put, tempDir } from "./helpers.ts";
+import { asNobody, cli, json, listing, pair, put, tempDir } from "./helpers.ts";
 import { Volume } from "../src/volume/volume.ts";
 import { capture } from "../src/capture/capture.ts";
 import { encodeRecord, Op } from "../src/kml/record.ts";
@@ -99,39 +99,20 @@ Deno.test({
     const { dir, a, b } = await pair();
     put(`${a}/readable`, "yes");
     put(`${a}/secret`, "no");
-    Deno.chmodSync(dir, 0o755);
-    await new Deno.Command("chown", { args: ["-R", "65534:65534", dir] }).output();
-    const asNobody = async (args: string[]) => {
-      const out = await new Deno.Command("setpriv", {
-        args: [
-          "--reuid=65534",
-          "--regid=65534",
-          "--clear-groups",
-          Deno.execPath(),
-          "run",
-          "-A",
-          "--quiet",
-          new URL("../mod.ts", import.meta.url).pathname,
-          ...args,
-        ],
-        env: { DENO_DIR: `${dir}/deno-cache`, HOME: dir },
-        stdin: "null",
-      }).output();
-      return { code: out.code, stderr: new TextDecoder().decode(out.stderr) };
-    };
-    assertEquals((await asNobody(["init", a, "--host", "alpha"])).code, 0);
-    assertEquals((await asNobody(["clone", a, b, "--host", "beta"])).code, 0);
+    const nobody = await asNobody(dir);
+    assertEquals((await nobody(["init", a, "--host", "alpha"])).code, 0);
+    assertEquals((await nobody(["clone", a, b, "--host", "beta"])).code, 0);
     put(`${a}/more`, "added");
     put(`${a}/secret`, "changed");
     await new Deno.Command("chown", { args: ["-R", "65534:65534", a] }).output();
     Deno.chmodSync(`${a}/secret`, 0o000);
-    const r = await asNobody(["sync", "-C", b, a]);
+    const r = await nobody(["sync", "-C", b, a]);
     assertEquals(r.code, 1);
     assertMatch(r.stderr, /secret/);
     assertEquals(Deno.readTextFileSync(`${b}/more`), "added");
     assertEquals(Deno.readTextFileSync(`${b}/secret`), "no");
     Deno.chmodSync(`${a}/secret`, 0o644);
-    assertEquals((await asNobody(["sync", "-C", b, a])).code, 0);
+    assertEquals((await nobody(["sync", "-C", b, a])).code, 0);
     assertEquals(Deno.readTextFileSync(`${b}/secret`), "changed");
   },
 });
