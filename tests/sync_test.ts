@@ -5,6 +5,7 @@ import { asNobody, cli, json, listing, pair, put, tempDir } from "./helpers.ts";
 import { Volume } from "../src/volume/volume.ts";
 import { capture } from "../src/capture/capture.ts";
 import { encodeRecord, Op } from "../src/kml/record.ts";
+import { scan } from "../src/capture/scan.ts";
 import { Tree } from "../src/sync/apply.ts";
 import { HostilePeerError } from "../src/errors.ts";
 import { pull } from "../src/sync/pull.ts";
@@ -193,4 +194,25 @@ Deno.test({
     const st = json<{ pending: unknown[] }>(await cli(["status", "-C", b, "--json"]));
     assertEquals(st.pending, [], "nothing looks locally changed afterwards");
   },
+});
+
+Deno.test("a capture killed between its append and its index update records nothing twice", async () => {
+  const { a } = await pair();
+  put(`${a}/f`, "1");
+  await cli(["init", a, "--host", "alpha"]);
+  put(`${a}/f`, "2");
+  put(`${a}/g`, "new");
+  let vol = Volume.open(a);
+  const found = scan(vol.root, vol.state.loadIndex());
+  const records = vol.ownRecords(found.changes);
+  vol.kml.append(records.map(encodeRecord)); // ... and the process dies here
+  vol.close();
+  vol = Volume.open(a); // recovery
+  try {
+    assertEquals(capture(vol).recorded, 0, "the records already in the log are not made again");
+    put(`${a}/g`, "changed after");
+    assertEquals(capture(vol).recorded, 1);
+  } finally {
+    vol.close();
+  }
 });

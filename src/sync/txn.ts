@@ -236,6 +236,11 @@ function touchedDirs(vol: Volume, records: KmlRecord[], steps: StepPlan[]): stri
   return [...dirs];
 }
 
+/** Brings the index up to `records` as if they had all been applied (see updateIndex). */
+export function indexRecords(vol: Volume, records: KmlRecord[]): void {
+  updateIndex(vol, records, records.map((_, i) => ({ i })), new Set());
+}
+
 /** Removes staged content and the records file of a batch (done, or never committed). */
 function clearStaging(vol: Volume): void {
   for (const path of [vol.layout.staging, vol.layout.txnRecords]) {

@@ -17,7 +17,7 @@ import { randomId, readConfig, type VolumeConfig, writeConfig } from "./config.t
 import { acquireLock } from "./lock.ts";
 import { type Entry, State } from "./state.ts";
 import type { Change } from "../capture/scan.ts";
-import { recoverTxn } from "../sync/txn.ts";
+import { indexRecords, recoverTxn } from "../sync/txn.ts";
 
 /** Who holds the write permit, as this replica knows it. */
 export interface Permit {
@@ -196,6 +196,11 @@ export class Volume {
       const records: KmlRecord[] = [];
       for (const f of this.kml.frames(from)) records.push(decodeRecord(f.bytes));
       this.noteRecords(records);
+      // Own records past the state's end: a capture died between its append and its index
+      // update. Bring the index to what they say (where the disk still agrees), so the
+      // next scan does not record the same changes again.
+      const own = records.filter((r) => r.originHost === this.hostId && r.op !== Op.Permit);
+      if (from === end && own.length > 0) indexRecords(this, own);
       this.state.setMeta("kml_end", this.kml.size);
       this.state.setMeta("kml_incarnation", this.kml.header.incarnation);
     });
