@@ -83,13 +83,27 @@ export function pull(vol: Volume, peer: PeerSource, progress?: Progress): PullRe
   const accepted = readNew(vol, peer, exp, result);
   const confirmed = peer.readPosition(vol.hostId, vol.kml.header.incarnation);
   if (confirmed) [exp.confirmedSeq, exp.confirmedOffset] = [confirmed.seq, confirmed.offset];
-  const newExpects = [...expects.filter((e) => e.host !== peer.hostId), exp];
-  if (accepted.length === 0) {
-    if (JSON.stringify(exp) !== JSON.stringify(before)) vol.writeExpect(newExpects);
-    retryWanted(vol, peer, result);
-    return result;
-  }
+  const others = expects.filter((e) => e.host !== peer.hostId);
   result.received = accepted.length;
+  if (accepted.length > 0) applyAll(vol, peer, accepted, exp, others, result, progress);
+  else if (JSON.stringify(exp) !== JSON.stringify(before)) vol.writeExpect([...others, exp]);
+  retryWanted(vol, peer, result);
+  return result;
+}
+
+/**
+ * Applies `accepted` in batches, each one transaction that also moves this
+ * peer's Expect entry (the last one to `exp`, past any records skipped after it).
+ */
+function applyAll(
+  vol: Volume,
+  peer: PeerSource,
+  accepted: Accepted[],
+  exp: ExpectEntry,
+  others: ExpectEntry[],
+  result: PullResult,
+  progress?: Progress,
+): void {
   const finals = finalContent(accepted.map((a) => a.record));
   const total = { files: 0, bytes: 0 };
   for (const i of finals.keys()) {
@@ -102,20 +116,9 @@ export function pull(vol: Volume, peer: PeerSource, progress?: Progress): PullRe
     const part = accepted.slice(start, start + size);
     const last = start + size >= accepted.length;
     const upTo = last ? exp : { ...exp, readSeq: part.at(-1)!.seq, readOffset: part.at(-1)!.end };
-    const expect = [...expects.filter((e) => e.host !== peer.hostId), upTo];
-    applyBatch(
-      vol,
-      peer,
-      part,
-      shifted(finals, start, part.length),
-      expect,
-      result,
-      total,
-      progress,
-    );
+    const batchFinals = shifted(finals, start, part.length);
+    applyBatch(vol, peer, part, batchFinals, [...others, upTo], result, total, progress);
   }
-  retryWanted(vol, peer, result);
-  return result;
 }
 
 /**
