@@ -2,7 +2,7 @@
 
 import { assert, assertEquals, assertMatch, assertNotEquals } from "./assert.ts";
 import { cli, json, listing, pair, put, tempDir } from "./helpers.ts";
-import { setMtimeNs } from "../src/fs/libc.ts";
+import { setMtimeNs, tryLock } from "../src/fs/libc.ts";
 import { Volume } from "../src/volume/volume.ts";
 import { capture } from "../src/capture/capture.ts";
 
@@ -137,9 +137,12 @@ Deno.test("errors: missing volume, foreign peer, usage, busy", async () => {
   r = await cli(["sync", "-C", a, dir]);
   assertEquals(r.code, 1);
   assertMatch(r.stderr, /is not a replica/);
-  const holder = new Deno.Command("flock", { args: [`${a}/.replicator/lock`, "sleep", "5"] })
-    .spawn();
-  await new Promise((ok) => setTimeout(ok, 300));
+  const lock = `${a}/.replicator/lock`;
+  const holder = new Deno.Command("flock", { args: [lock, "sleep", "30"] }).spawn();
+  for (let release; (release = tryLock(lock));) { // wait until the other process holds it
+    release();
+    await new Promise((ok) => setTimeout(ok, 20));
+  }
   r = await cli(["status", "-C", a], { env: { REPLICATOR_LOCK_WAIT: "0.5" } });
   holder.kill();
   await holder.status;
