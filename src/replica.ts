@@ -56,8 +56,22 @@ export function clone(source: string, dir: string, opts: HostOptions = {}): Sync
   }
 }
 
-/** Syncs the volume containing `dir` with each peer (default: its named peers). */
-export function sync(dir: string, peers: string[] = [], progress?: Progress): SyncReport[] {
+/** A peer that could not be synced (the others still were). */
+export interface PeerFailure {
+  peer: string;
+  error: ReplicatorError;
+}
+
+/**
+ * Syncs the volume containing `dir` with each peer (default: its named peers).
+ * With several peers, one that fails (busy, unreachable, not a replica) is
+ * reported and the others are still synced; with one, its error is thrown.
+ */
+export function sync(
+  dir: string,
+  peers: string[] = [],
+  progress?: Progress,
+): (SyncReport | PeerFailure)[] {
   const root = findRoot(dir);
   // volume.json is replaced atomically: reading it needs no lock.
   const named = readConfig(layoutOf(root).config).peers;
@@ -70,7 +84,14 @@ export function sync(dir: string, peers: string[] = [], progress?: Progress): Sy
       );
     }
   }
-  return targets.map((p) => syncOne(root, localPath(p), progress));
+  return targets.map((p) => {
+    try {
+      return syncOne(root, localPath(p), progress);
+    } catch (e) {
+      if (targets.length === 1 || !(e instanceof ReplicatorError)) throw e;
+      return { peer: p, error: e };
+    }
+  });
 }
 
 function syncOne(root: string, peerRoot: string, progress?: Progress): SyncReport {

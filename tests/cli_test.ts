@@ -259,3 +259,19 @@ Deno.test({
     assertEquals([plain.code, plain.stderr], [0, ""]);
   },
 });
+
+Deno.test("a peer that fails does not stop the sync with the others", async () => {
+  const { dir, a, b } = await pair();
+  put(`${a}/x`, "1");
+  await cli(["init", a, "--host", "alpha"]);
+  await cli(["clone", a, b, "--host", "beta"]);
+  put(`${a}/x`, "2");
+  Deno.mkdirSync(`${dir}/not-a-replica`);
+  const r = await cli(["sync", "-C", b, `${dir}/not-a-replica`, a]);
+  assertEquals(r.code, 1);
+  assertMatch(r.stderr, /peer .*not-a-replica: .*is not a replica/);
+  assertEquals(Deno.readTextFileSync(`${b}/x`), "2", "the good peer was synced");
+  const alone = await cli(["sync", "-C", b, `${dir}/not-a-replica`]);
+  assertEquals(alone.code, 1);
+  assertMatch(alone.stderr, /^replicator: .*is not a replica/);
+});

@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { LogEntry, Status } from "../replica.ts";
+import type { LogEntry, PeerFailure, Status } from "../replica.ts";
 import type { SyncReport } from "../sync/sync.ts";
 import { Op } from "../kml/record.ts";
 import { Exit } from "../errors.ts";
@@ -22,7 +22,9 @@ export function toJson(v: unknown): string {
 }
 
 /** Prints sync outcomes; returns the exit status they call for. */
-export function printSyncReports(reports: SyncReport[], f: OutputFlags): number {
+export function printSyncReports(outcomes: (SyncReport | PeerFailure)[], f: OutputFlags): number {
+  const failures = outcomes.filter((o): o is PeerFailure => "error" in o);
+  const reports = outcomes.filter((o): o is SyncReport => !("error" in o));
   const problems = reports.flatMap((r) => [
     ...r.local.capture.problems,
     ...r.local.pull.problems,
@@ -33,24 +35,29 @@ export function printSyncReports(reports: SyncReport[], f: OutputFlags): number 
     r,
   ) => [...r.local.pull.conflicts, ...r.remote.pull.conflicts.map((c) => `${r.peer}/${c}`)]);
   if (f.json) {
-    console.log(toJson(reports.map((r) => ({
-      peer: r.peer,
-      capture: r.local.capture.via,
-      peerCapture: r.remote.capture.via,
-      recorded: r.local.capture.recorded,
-      received: r.local.pull.received,
-      applied: r.local.pull.applied,
-      fetched: r.local.pull.fetched,
-      fetchedBytes: r.local.pull.fetchedBytes,
-      sent: r.remote.pull.received,
-      conflicts: r.local.pull.conflicts,
-      peerConflicts: r.remote.pull.conflicts,
-      deferred: r.local.pull.deferred,
-      rejected: r.local.pull.rejected,
-      problems: [...r.local.capture.problems, ...r.local.pull.problems],
-      peerProblems: [...r.remote.capture.problems, ...r.remote.pull.problems],
-    }))));
+    const failed = failures.map((x) => ({ peer: x.peer, error: x.error.message }));
+    console.log(toJson([
+      ...failed,
+      ...reports.map((r) => ({
+        peer: r.peer,
+        capture: r.local.capture.via,
+        peerCapture: r.remote.capture.via,
+        recorded: r.local.capture.recorded,
+        received: r.local.pull.received,
+        applied: r.local.pull.applied,
+        fetched: r.local.pull.fetched,
+        fetchedBytes: r.local.pull.fetchedBytes,
+        sent: r.remote.pull.received,
+        conflicts: r.local.pull.conflicts,
+        peerConflicts: r.remote.pull.conflicts,
+        deferred: r.local.pull.deferred,
+        rejected: r.local.pull.rejected,
+        problems: [...r.local.capture.problems, ...r.local.pull.problems],
+        peerProblems: [...r.remote.capture.problems, ...r.remote.pull.problems],
+      })),
+    ]));
   } else {
+    for (const x of failures) console.error(`replicator: peer ${x.peer}: ${x.error.message}`);
     for (const p of problems) console.error(`replicator: ${p}`);
     for (const c of conflicts) {
       console.error(`replicator: conflict: kept the local version as ${c}`);
@@ -65,6 +72,7 @@ export function printSyncReports(reports: SyncReport[], f: OutputFlags): number 
       }
     }
   }
+  if (failures.length > 0) return failures[0].error.exitCode;
   if (problems.length > 0) return Exit.failed;
   return conflicts.length > 0 ? Exit.conflicts : Exit.ok;
 }
