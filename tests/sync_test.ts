@@ -216,3 +216,22 @@ Deno.test("a capture killed between its append and its index update records noth
     vol.close();
   }
 });
+
+Deno.test("a replica seeded by other means keeps identical files (nothing fetched) and conflicts only on differences", async () => {
+  const { a, b } = await pair();
+  for (let i = 0; i < 10; i++) put(`${a}/d/f${i}`, `content ${i}`);
+  await cli(["init", a, "--host", "alpha"]);
+  for (let i = 0; i < 10; i++) put(`${b}/d/f${i}`, i === 7 ? "edited here" : `content ${i}`);
+  const r = await cli(["clone", a, b, "--host", "beta", "--json"]);
+  assertEquals(r.code, 3, "one conflict");
+  const [report] = JSON.parse(r.stdout) as { fetched: number; conflicts: string[] }[];
+  assertEquals(report.fetched, 1, "only the file that differs travels");
+  assertEquals(report.conflicts.length, 1);
+  assertMatch(report.conflicts[0], /^d\/f7\.conflict-beta-/);
+  const [again] = json<{ fetched: number }[]>(await cli(["sync", "-C", b, a, "--json"]));
+  assertEquals(again.fetched, 0);
+  const copies = [...Deno.readDirSync(`${b}/d`)].filter((e) => e.name.includes(".conflict-"));
+  assertEquals(copies.length, 1);
+  Deno.removeSync(`${b}/d/${copies[0].name}`);
+  assertEquals(listing(b), listing(a), "mtimes and modes taken from the writer");
+});

@@ -20,6 +20,8 @@ export interface StepPlan {
   staged?: string;
   /** Move the local version here first (volume-relative), keeping it as a conflict copy. */
   conflict?: string;
+  /** Store: the file here already has the content; only its mode and mtime are set. */
+  adopt?: boolean;
 }
 
 /** Resolves volume-relative paths under a root, checking or creating real parent directories. */
@@ -70,6 +72,8 @@ export function applyStep(t: Tree, r: KmlRecord, step: StepPlan, staging: string
   if (step.conflict) keepConflict(t, r.path, step.conflict);
   switch (r.op) {
     case Op.Store:
+      if (step.adopt) return setattr(t, r);
+      return install(t, r.path, step.staged ? `${staging}/${step.staged}` : undefined);
     case Op.Symlink:
       return install(t, r.path, step.staged ? `${staging}/${step.staged}` : undefined);
     case Op.Mkdir:

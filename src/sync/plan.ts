@@ -9,6 +9,7 @@
 import { type KmlRecord, NO_DIGEST, Op } from "../kml/record.ts";
 import { isWithin } from "../fs/paths.ts";
 import { lstatNs, sameMtime, type Stat } from "../fs/stat.ts";
+import { hashFile } from "../fs/hash.ts";
 import type { Volume } from "../volume/volume.ts";
 import type { StepPlan } from "./apply.ts";
 
@@ -39,7 +40,10 @@ export function planSteps(
       // What is on disk now at the path the record will reach (earlier renames in the batch undone).
       const before = originalPath(at, renames);
       const st = lstatNs(`${vol.root}/${before}`);
-      if (st && locallyChanged(vol, before, st)) {
+      if (st && step.staged && r.op === Op.Store && before === at && holds(vol, at, st, r)) {
+        delete step.staged; // the file is already here: adopt it, nothing to fetch
+        step.adopt = true;
+      } else if (st && locallyChanged(vol, before, st)) {
         if (r.op === Op.Setattr) return; // keep the local version; its own change will follow
         if (!(r.op === Op.Mkdir && st.type === "d")) {
           step.conflict = conflictName(vol, at, stamp);
@@ -98,6 +102,22 @@ export function finalContent(records: KmlRecord[]): Map<number, string> {
     }
   });
   return new Map([...current].map(([p, i]) => [i, p]));
+}
+
+/**
+ * True if the file `st` at `p` already has the content `r` names: its index row
+ * says so and the disk agrees, or (a replica seeded by other means, a file not
+ * yet recorded here) it has the same size and hashes the same.
+ */
+function holds(vol: Volume, p: string, st: Stat, r: KmlRecord): boolean {
+  if (st.type !== "f" || st.size !== r.size) return false;
+  const e = vol.state.getEntry(p);
+  if (e && !locallyChanged(vol, p, st)) return e.digest === r.digest;
+  try {
+    return hashFile(`${vol.root}/${p}`, st.size) === r.digest;
+  } catch {
+    return false; // unreadable: let the normal path decide
+  }
 }
 
 /** Where `p` (a path after the renames so far) was before the batch. */
