@@ -235,3 +235,35 @@ Deno.test("a replica seeded by other means keeps identical files (nothing fetche
   Deno.removeSync(`${b}/d/${copies[0].name}`);
   assertEquals(listing(b), listing(a), "mtimes and modes taken from the writer");
 });
+
+Deno.test("the holder's rename onto a path changed here keeps the local version", async () => {
+  const { a, b } = await pair();
+  put(`${a}/from`, "holder's");
+  await cli(["init", a, "--host", "alpha"]);
+  await cli(["clone", a, b, "--host", "beta"]);
+  put(`${b}/to`, "local, unpublished");
+  Deno.renameSync(`${a}/from`, `${a}/to`);
+  const r = await cli(["sync", "-C", b, a]);
+  assertEquals(r.code, 3, r.stderr);
+  assertEquals(Deno.readTextFileSync(`${b}/to`), "holder's");
+  const copy = [...Deno.readDirSync(b)].find((e) => e.name.startsWith("to.conflict-beta-"));
+  assert(copy, "conflict copy made");
+  assertEquals(Deno.readTextFileSync(`${b}/${copy.name}`), "local, unpublished");
+  assert(!listing(b)["from"]);
+});
+
+Deno.test("a directory the holder replaced by a file keeps local files as a conflict copy", async () => {
+  const { a, b } = await pair();
+  put(`${a}/d/x`, "holder's file");
+  await cli(["init", a, "--host", "alpha"]);
+  await cli(["clone", a, b, "--host", "beta"]);
+  put(`${b}/d/local`, "only here");
+  Deno.removeSync(`${a}/d`, { recursive: true });
+  put(`${a}/d`, "now a file");
+  const r = await cli(["sync", "-C", b, a]);
+  assertEquals(r.code, 3, r.stderr);
+  assertEquals(Deno.readTextFileSync(`${b}/d`), "now a file");
+  const copy = [...Deno.readDirSync(b)].find((e) => e.name.startsWith("d.conflict-beta-"));
+  assert(copy, "conflict copy made");
+  assertEquals(Deno.readTextFileSync(`${b}/${copy.name}/local`), "only here", "nothing lost");
+});

@@ -67,9 +67,20 @@ export class Tree {
   }
 }
 
-/** Applies one step. Returns false if there was nothing it could do (e.g. rmdir of a non-empty dir). */
-export function applyStep(t: Tree, r: KmlRecord, step: StepPlan, staging: string): boolean {
-  if (step.conflict) keepConflict(t, r.path, step.conflict);
+/**
+ * Applies one step. Returns false if there was nothing it could do (e.g. rmdir
+ * of a non-empty dir). A local version moved aside as a conflict copy is added
+ * to `kept`.
+ */
+export function applyStep(
+  t: Tree,
+  r: KmlRecord,
+  step: StepPlan,
+  staging: string,
+  kept: string[],
+): boolean {
+  const at = r.op === Op.Rename ? r.target : r.path;
+  if (step.conflict && keepConflict(t, at, step.conflict)) kept.push(step.conflict);
   switch (r.op) {
     case Op.Store:
       if (step.adopt) return setattr(t, r);
@@ -91,11 +102,14 @@ export function applyStep(t: Tree, r: KmlRecord, step: StepPlan, staging: string
   }
 }
 
-function keepConflict(t: Tree, path: string, copy: string): void {
-  if (lstatNs(t.abs(copy)) || !lstatNs(t.abs(path))) return; // done already, or nothing to keep
+/** Moves what is at `path` to `copy`; true if it did (or had, before a crash). */
+function keepConflict(t: Tree, path: string, copy: string): boolean {
+  if (lstatNs(t.abs(copy))) return true; // done before a crash
+  if (!lstatNs(t.abs(path))) return false; // nothing (left) to keep
   t.parents(path);
   Deno.renameSync(t.abs(path), t.abs(copy));
   t.forget(path);
+  return true;
 }
 
 function install(t: Tree, path: string, staged: string | undefined): boolean {
@@ -104,8 +118,10 @@ function install(t: Tree, path: string, staged: string | undefined): boolean {
   try {
     Deno.renameSync(staged, t.abs(path));
   } catch (e) {
+    // The holder replaced a directory by a file: only an empty one may go (a directory
+    // with local files in it was moved aside as a conflict copy at planning).
     if (lstatNs(t.abs(path))?.type !== "d") throw e;
-    Deno.removeSync(t.abs(path), { recursive: true }); // the holder replaced a directory
+    Deno.removeSync(t.abs(path));
     Deno.renameSync(staged, t.abs(path));
   }
   return true;

@@ -22,7 +22,6 @@ export function planSteps(
   vol: Volume,
   records: KmlRecord[],
   finals: Map<number, string>,
-  conflicts: string[],
 ): StepPlan[] {
   const touched = new Set<string>();
   const renames: [string, string][] = [];
@@ -43,11 +42,10 @@ export function planSteps(
       if (st && step.staged && r.op === Op.Store && before === at && holds(vol, at, st, r)) {
         delete step.staged; // the file is already here: adopt it, nothing to fetch
         step.adopt = true;
-      } else if (st && locallyChanged(vol, before, st)) {
+      } else if (st && (locallyChanged(vol, before, st) || inTheWay(r, st))) {
         if (r.op === Op.Setattr) return; // keep the local version; its own change will follow
         if (!(r.op === Op.Mkdir && st.type === "d")) {
           step.conflict = conflictName(vol, at, stamp);
-          conflicts.push(step.conflict);
         }
       }
     }
@@ -60,7 +58,8 @@ export function planSteps(
         }
       }
     }
-    touched.add(at);
+    // An rmdir may find local files and leave the directory: what comes next still checks it.
+    if (r.op !== Op.Rmdir) touched.add(at);
     steps.push(step);
   });
   return steps;
@@ -118,6 +117,11 @@ function holds(vol: Volume, p: string, st: Stat, r: KmlRecord): boolean {
   } catch {
     return false; // unreadable: let the normal path decide
   }
+}
+
+/** A directory where the record puts a file or link: kept aside if anything is still in it. */
+function inTheWay(r: KmlRecord, st: Stat): boolean {
+  return st.type === "d" && (r.op === Op.Store || r.op === Op.Symlink);
 }
 
 /** Where `p` (a path after the renames so far) was before the batch. */

@@ -172,7 +172,7 @@ function applyBatch(
   progress?: Progress,
 ): void {
   const records = part.map((a) => a.record);
-  const steps = planSteps(vol, records, finals, result.conflicts);
+  const steps = planSteps(vol, records, finals);
   stageContent(vol, peer, records, steps, finals, result, total, progress);
   const all = new Uint8Array(part.reduce((n, a) => n + a.bytes.length, 0));
   let at = 0;
@@ -193,6 +193,7 @@ function applyBatch(
     all,
   );
   result.applied += txn.applied;
+  result.conflicts.push(...txn.kept);
   result.problems.push(...txn.problems);
 }
 

@@ -41,6 +41,8 @@ export interface Txn {
 /** Outcome of applying a transaction. */
 export interface TxnResult {
   applied: number;
+  /** Conflict copies made (local versions moved aside). */
+  kept: string[];
   /** Steps that could not be applied, with the reason. */
   problems: string[];
 }
@@ -106,11 +108,12 @@ function applyTxn(vol: Volume, txn: Txn): TxnResult {
   const tree = new Tree(vol.root);
   const problems: string[] = [];
   let applied = 0;
+  const kept: string[] = [];
   const failed = new Set<number>();
   for (const step of txn.steps) {
     const r = records[step.i];
     try {
-      if (applyStep(tree, r, step, vol.layout.staging)) applied++;
+      if (applyStep(tree, r, step, vol.layout.staging, kept)) applied++;
     } catch (e) {
       failed.add(step.i);
       problems.push(`${r.path}: ${(e as Error).message}; it will be retried by the next sync`);
@@ -123,7 +126,7 @@ function applyTxn(vol: Volume, txn: Txn): TxnResult {
   Deno.removeSync(vol.layout.txn);
   clearStaging(vol);
   fsyncDir(vol.layout.meta);
-  return { applied, problems };
+  return { applied, kept, problems };
 }
 
 /**
