@@ -58,9 +58,8 @@ CREATE TABLE IF NOT EXISTS wanted (
   mtime_s INTEGER NOT NULL, mtime_ns INTEGER NOT NULL) WITHOUT ROWID;
 `;
 
-/** Columns named as Entry's fields, so rows need no conversion. */
-const COLUMNS =
-  "path, type, ino, perm, size, mtime_s AS mtimeSec, mtime_ns AS mtimeNsec, digest, target";
+/** The columns of an index row, in the order RowArray gives them. */
+const COLUMNS = "path, type, ino, perm, size, mtime_s, mtime_ns, digest, target";
 
 /** Typed access to the state database. */
 export class State {
@@ -102,27 +101,33 @@ export class State {
 
   /** The whole index. */
   loadIndex(): Map<string, Entry> {
-    const rows = this.sql(
-      `SELECT ${COLUMNS} FROM entries`,
-    ).all() as unknown as Row[];
     const out = new Map<string, Entry>();
-    for (const r of rows) out.set(r.path, r);
+    for (const r of this.rows("", [])) out.set(r[0], entryOfRow(r));
     return out;
   }
 
   getEntry(path: string): Entry | undefined {
-    const r = this.sql(
-      `SELECT ${COLUMNS} FROM entries WHERE path = ?`,
-    ).get(path) as unknown as Row | undefined;
-    return r;
+    const [r] = this.rows("WHERE path = ?", [path]);
+    return r && entryOfRow(r);
   }
 
   /** Every row strictly below directory `dir`. */
   entriesUnder(dir: string): [string, Entry][] {
-    const rows = this.sql(
-      `SELECT ${COLUMNS} FROM entries WHERE path >= ? AND path < ?`,
-    ).all(dir + "/", dir + "0") as unknown as Row[];
-    return rows.map((r) => [r.path, r]);
+    return this.rows("WHERE path >= ? AND path < ?", [dir + "/", dir + "0"])
+      .map((r) => [r[0], entryOfRow(r)]);
+  }
+
+  /**
+   * Index rows as arrays, made into plain Entry objects of one shape by the
+   * callers: faster to load, and faster to read in a scan, than SQLite's row
+   * objects. (node:sqlite has setReturnArrays; Deno's bundled types lag behind.)
+   */
+  private rows(where: string, params: string[]): RowArray[] {
+    const st = this.sql(`SELECT ${COLUMNS} FROM entries ${where}`) as StatementSync & {
+      setReturnArrays(on: boolean): void;
+    };
+    st.setReturnArrays(true);
+    return st.all(...params) as unknown as RowArray[];
   }
 
   putEntry(path: string, e: Entry): void {
@@ -231,7 +236,18 @@ export interface Wanted {
   mtimeNsec: number;
 }
 
-/** A row as SELECTed: an Entry (column names match) plus its path. */
-interface Row extends Entry {
-  path: string;
+/** A row as SELECTed with setReturnArrays, in COLUMNS order. */
+type RowArray = [string, EntryType, number, number, number, number, number, string, string];
+
+function entryOfRow(r: RowArray): Entry {
+  return {
+    type: r[1],
+    ino: r[2],
+    perm: r[3],
+    size: r[4],
+    mtimeSec: r[5],
+    mtimeNsec: r[6],
+    digest: r[7],
+    target: r[8],
+  };
 }
