@@ -12,12 +12,13 @@
 
 import { resolve } from "node:path";
 import { hostname } from "node:os";
-import { findRoot, Volume } from "./volume/volume.ts";
+import { findRoot, isReplica, Volume } from "./volume/volume.ts";
 import { randomId, readConfig, writeConfig } from "./volume/config.ts";
 import { layoutOf } from "./volume/layout.ts";
 import { decodeRecord, encodeRecord, type KmlRecord, NO_DIGEST, Op } from "./kml/record.ts";
 import { capture } from "./capture/capture.ts";
-import { type Change, scan } from "./capture/scan.ts";
+import { type Change, diffTree } from "./capture/scan.ts";
+import { walk } from "./capture/walk.ts";
 import { type SyncReport, syncVolumes } from "./sync/sync.ts";
 import type { Progress } from "./sync/pull.ts";
 import { flushLento } from "./capture/lento_client.ts";
@@ -118,14 +119,6 @@ function syncOne(root: string, peerRoot: string, progress?: Progress): SyncRepor
   }
 }
 
-function isReplica(dir: string): boolean {
-  try {
-    return Deno.statSync(`${dir}/.replicator`).isDirectory;
-  } catch {
-    return false;
-  }
-}
-
 /** A peer as a local path: a path or a file:// URL. */
 function localPath(peer: string): string {
   if (peer.startsWith("file://")) return decodeURIComponent(new URL(peer).pathname);
@@ -158,7 +151,8 @@ export interface Status {
 export function status(dir: string): Status {
   const vol = Volume.open(dir);
   try {
-    const found = scan(vol.root, vol.state.loadIndex());
+    const tree = walk(vol.root); // one walk serves both the pending changes and the conflict copies
+    const found = diffTree(vol.root, vol.state.loadIndex(), tree);
     const p = vol.permit();
     return {
       root: vol.root,
@@ -170,7 +164,7 @@ export function status(dir: string): Status {
       peers: vol.config.peers,
       expect: vol.readExpect(),
       pending: found.changes.map(describeChange),
-      conflicts: conflictCopies(vol.root),
+      conflicts: [...tree.seen.keys()].filter((p) => CONFLICT_COPY.test(p)).sort(),
     };
   } finally {
     vol.close();
@@ -178,24 +172,12 @@ export function status(dir: string): Status {
 }
 
 function describeChange(c: Change): { op: string; path: string; target?: string } {
-  return c.target && c.op === Op.Rename || c.op === Op.Symlink
-    ? { op: Op[c.op].toLowerCase(), path: c.path, target: c.target }
-    : { op: Op[c.op].toLowerCase(), path: c.path };
+  const op = Op[c.op].toLowerCase();
+  return c.target ? { op, path: c.path, target: c.target } : { op, path: c.path };
 }
 
-function conflictCopies(root: string): string[] {
-  const out: string[] = [];
-  const visit = (rel: string) => {
-    for (const e of Deno.readDirSync(rel ? `${root}/${rel}` : root)) {
-      if (!rel && e.name === ".replicator") continue;
-      const p = rel ? `${rel}/${e.name}` : e.name;
-      if (/\.conflict-.+-\d{8}T\d{6}Z(-\d+)?$/.test(e.name)) out.push(p);
-      if (e.isDirectory) visit(p);
-    }
-  };
-  visit("");
-  return out.sort();
-}
+/** The name of a conflict copy: `NAME.conflict-<host>-<UTC time>`, maybe with `-N`. */
+const CONFLICT_COPY = /\.conflict-[^/]+-\d{8}T\d{6}Z(-\d+)?$/;
 
 /** A record with its place in the log. */
 export interface LogEntry extends KmlRecord {

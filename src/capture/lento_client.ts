@@ -9,6 +9,7 @@
 import { tryLock } from "../fs/libc.ts";
 import { layoutOf } from "../volume/layout.ts";
 import { readCounter } from "./lento.ts";
+import { sleepSync } from "../volume/lock.ts";
 
 /** How long a sync waits for lento's acknowledgement before scanning itself. */
 const WAIT_MS = 5000;
@@ -36,7 +37,7 @@ export function flushLento(root: string): boolean {
   const deadline = Date.now() + WAIT_MS;
   while (Date.now() < deadline) {
     if (readCounter(layout.lentoAck) !== before) return true;
-    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
+    sleepSync(1);
   }
   return false;
 }

@@ -25,6 +25,7 @@ export function acquireLock(path: string, label: string, waitMs = lockWaitMs()):
   }
 }
 
-function sleepSync(ms: number): void {
+/** Blocks this thread for `ms` (the CLI's work is synchronous). */
+export function sleepSync(ms: number): void {
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }

@@ -26,13 +26,20 @@ export interface Permit {
   holder: string;
 }
 
+/** True if `dir` is a replica's root (it holds `.replicator/`). */
+export function isReplica(dir: string): boolean {
+  try {
+    return Deno.statSync(`${dir}/${META_DIR}`).isDirectory;
+  } catch {
+    return false;
+  }
+}
+
 /** Finds the volume root at or above `dir` (like git's -C). */
 export function findRoot(dir: string): string {
   let d = resolve(dir);
   for (;;) {
-    try {
-      if (Deno.statSync(`${d}/${META_DIR}`).isDirectory) return d;
-    } catch { /* keep walking up */ }
+    if (isReplica(d)) return d;
     const up = resolve(d, "..");
     if (up === d) throw new VolumeNotFoundError(resolve(dir));
     d = up;
