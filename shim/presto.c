@@ -195,7 +195,8 @@ static inline u32 presto_free_locked(struct presto_reader *r)
 }
 
 /*
- * Invariant: after every write at least one header's worth of ring stays
+ * Invariant: after every write at least one OVERFLOW record's worth of ring
+ * (presto_rec_len(0, 0): a header plus the empty path's NUL, aligned) stays
  * free, so a pending OVERFLOW record can always be queued.  [lock]
  */
 static void presto_flush_overflow_locked(struct presto_reader *r)
@@ -218,11 +219,11 @@ static bool presto_queue_locked(struct presto_reader *r, u8 type, u16 flags,
 				u16 mode, u64 ino, const char *p1, u32 len1,
 				const char *p2, u32 len2)
 {
-	u32 need = presto_rec_len(len1, len2) + PRESTO_EVENT_HDR_LEN;
+	u32 need = presto_rec_len(len1, len2) + presto_rec_len(0, 0);
 	u32 avail = presto_free_locked(r);
 
 	if (r->pending_lost)
-		need += PRESTO_EVENT_HDR_LEN;
+		need += presto_rec_len(0, 0);
 	if (avail < need) {
 		presto_lose_locked(r);
 		return false;
