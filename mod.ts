@@ -9,7 +9,7 @@
 
 export { clone, init, listPeers, log, setPeer, status, sync } from "./src/replica.ts";
 export type { LogEntry, PeerFailure, Status } from "./src/replica.ts";
-export { fsck } from "./src/volume/fsck.ts";
+export { fsck } from "./src/fsck.ts";
 export type { SyncReport } from "./src/sync/sync.ts";
 export { Volume } from "./src/volume/volume.ts";
 export * from "./src/kml/mod.ts";

@@ -13,6 +13,7 @@
 import { resolve } from "node:path";
 import { hostname } from "node:os";
 import { findRoot, isReplica, Volume } from "./volume/volume.ts";
+import { openReplica } from "./apply/open.ts";
 import { randomId, readConfig, writeConfig } from "./volume/config.ts";
 import { layoutOf } from "./volume/layout.ts";
 import { decodeRecord, encodeRecord, type KmlRecord, NO_DIGEST, Op } from "./kml/record.ts";
@@ -46,7 +47,7 @@ export function init(dir: string, opts: HostOptions = {}): void {
 
 /** Makes `dir` a new replica of the volume at `source` (without the permit) and fills it. */
 export function clone(source: string, dir: string, opts: HostOptions = {}): SyncReport {
-  const src = Volume.open(localPath(source));
+  const src = openReplica(localPath(source));
   let vol: Volume | undefined;
   try {
     vol = Volume.create(dir, src.config.volumeId, opts.host ?? hostname());
@@ -105,9 +106,9 @@ function syncOne(root: string, peerRoot: string, progress?: Progress): SyncRepor
   const journaled = new Set([root, peerRoot].filter(flushLento));
   // Lock in path order, so two runs syncing the same pair in opposite directions cannot deadlock.
   const [first, second] = root < peerRoot ? [root, peerRoot] : [peerRoot, root];
-  const a = Volume.open(first);
+  const a = openReplica(first);
   try {
-    const b = Volume.open(second);
+    const b = openReplica(second);
     try {
       const [local, remote] = root === first ? [a, b] : [b, a];
       return syncVolumes(local, remote, { progress, journaled });
@@ -149,7 +150,7 @@ export interface Status {
 
 /** Reports the state of the replica containing `dir`, without changing it. */
 export function status(dir: string): Status {
-  const vol = Volume.open(dir);
+  const vol = openReplica(dir);
   try {
     const tree = walk(vol.root); // one walk serves both the pending changes and the conflict copies
     const found = diffTree(vol.root, vol.state.loadIndex(), tree);
@@ -186,7 +187,7 @@ export interface LogEntry extends KmlRecord {
 
 /** Every record of the replica's KML, oldest first. */
 export function log(dir: string): LogEntry[] {
-  const vol = Volume.open(dir);
+  const vol = openReplica(dir);
   try {
     return [...vol.kml.frames()].map((f) => ({ offset: f.offset, ...decodeRecord(f.bytes) }));
   } finally {
@@ -196,7 +197,7 @@ export function log(dir: string): LogEntry[] {
 
 /** Adds, replaces or removes a named peer. */
 export function setPeer(dir: string, name: string, url: string | null): void {
-  const vol = Volume.open(dir);
+  const vol = openReplica(dir);
   try {
     if (url === null && !(name in vol.config.peers)) {
       throw new ReplicatorError(`no peer named ${name}`);
@@ -213,7 +214,7 @@ export function setPeer(dir: string, name: string, url: string | null): void {
 
 /** The named peers. */
 export function listPeers(dir: string): Record<string, string> {
-  const vol = Volume.open(dir);
+  const vol = openReplica(dir);
   try {
     return vol.config.peers;
   } finally {

@@ -6,7 +6,7 @@ import { Volume } from "../src/volume/volume.ts";
 import { capture } from "../src/capture/capture.ts";
 import { encodeRecord, Op } from "../src/kml/record.ts";
 import { scan } from "../src/capture/scan.ts";
-import { Tree } from "../src/sync/apply.ts";
+import { Tree } from "../src/apply/steps.ts";
 import { HostilePeerError } from "../src/errors.ts";
 import { pull } from "../src/sync/pull.ts";
 import { localPeer } from "../src/sync/peer.ts";

@@ -15,7 +15,8 @@
 
 import type { EventSource, Hint } from "./events.ts";
 import { capture } from "./capture.ts";
-import { findRoot, Volume } from "../volume/volume.ts";
+import { findRoot } from "../volume/volume.ts";
+import { openReplica } from "../apply/open.ts";
 import { layoutOf } from "../volume/layout.ts";
 import { tryLock } from "../fs/libc.ts";
 import { BusyError, ReplicatorError } from "../errors.ts";
@@ -164,7 +165,7 @@ async function recordRetrying(
 function record(root: string, hints: Hint[] | null, log: (l: string) => void, via: string): void {
   const overflow = hints === null || hints.some((h) => h.kind === "overflow");
   const paths = overflow ? undefined : hints!.flatMap((h) => h.kind === "paths" ? h.paths : []);
-  const vol = Volume.open(root);
+  const vol = openReplica(root);
   try {
     const done = capture(vol, paths);
     for (const p of done.problems) log(`problem: ${p}`);

@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { KmlRecord } from "../kml/record.ts";
+import type { Change } from "../kml/record.ts";
 import { NO_DIGEST, Op } from "../kml/record.ts";
 import { type Entry, entryOf } from "../volume/state.ts";
 import { hashFile } from "../fs/hash.ts";
@@ -15,11 +15,7 @@ import { mtimeNsOf, sameMtime, typeBits } from "../fs/stat.ts";
 import { isWithin } from "../fs/paths.ts";
 import { type Seen, walk, type WalkResult } from "./walk.ts";
 
-/** A change as capture describes it; the volume adds origin, sequence and epoch. */
-export type Change = Pick<
-  KmlRecord,
-  "op" | "path" | "target" | "mode" | "size" | "mtimeNs" | "digest"
->;
+export type { Change } from "../kml/record.ts";
 
 /** What a scan found. */
 export interface ScanResult {

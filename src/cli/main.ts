@@ -7,7 +7,7 @@
 
 import { parseArgs } from "node:util";
 import { clone, init, listPeers, log, setPeer, status, sync } from "../replica.ts";
-import { fsck } from "../volume/fsck.ts";
+import { fsck } from "../fsck.ts";
 import { Exit, ReplicatorError, UsageError } from "../errors.ts";
 import { printLog, printStatus, printSyncReports, toJson } from "./output.ts";
 import { progressBar } from "./progress.ts";

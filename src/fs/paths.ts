@@ -6,7 +6,9 @@
  */
 
 import { HostilePeerError } from "../errors.ts";
-import { META_DIR } from "../volume/layout.ts";
+
+/** Name of the metadata directory at the volume root: never content, never replicated. */
+export const META_DIR = ".replicator";
 
 /**
  * Throws HostilePeerError unless `p` is relative, normalised ("a/b", no "",

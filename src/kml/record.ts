@@ -64,6 +64,12 @@ export interface KmlRecord {
   target: string;
 }
 
+/** A change as capture describes it; the volume adds origin, sequence, epoch and time. */
+export type Change = Pick<
+  KmlRecord,
+  "op" | "path" | "target" | "mode" | "size" | "mtimeNs" | "digest"
+>;
+
 /** The digest field of records that name no content. */
 export const NO_DIGEST = "0".repeat(64);
 const enc = new TextEncoder();

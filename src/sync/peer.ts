@@ -10,7 +10,7 @@ import type { Volume } from "../volume/volume.ts";
 import { checkRelativePath } from "../fs/paths.ts";
 import { lstatNs } from "../fs/stat.ts";
 import { copyHashing } from "./copy.ts";
-import { Tree } from "./apply.ts";
+import { Tree } from "../apply/steps.ts";
 
 /** A replica records are read from and files fetched from. */
 export interface PeerSource {

@@ -14,10 +14,10 @@ import { setMtimeNs } from "../fs/libc.ts";
 import { FormatError, HostilePeerError } from "../errors.ts";
 import type { Volume } from "../volume/volume.ts";
 import type { PeerSource } from "./peer.ts";
-import type { StepPlan } from "./apply.ts";
-import { runTxn } from "./txn.ts";
-import { finalContent, locallyChanged, planSteps } from "./plan.ts";
-import { Tree } from "./apply.ts";
+import type { StepPlan } from "../apply/steps.ts";
+import { runTxn } from "../apply/txn.ts";
+import { finalContent, locallyChanged, planSteps } from "../apply/plan.ts";
+import { Tree } from "../apply/steps.ts";
 import { lstatNs, mtimeNsOf } from "../fs/stat.ts";
 import { entryOf } from "../volume/state.ts";
 

@@ -5,8 +5,9 @@
  * @module
  */
 
-/** Name of the metadata directory at the volume root. */
-export const META_DIR = ".replicator";
+import { META_DIR } from "../fs/paths.ts";
+
+export { META_DIR };
 
 /** Absolute paths of a volume's metadata files. */
 export interface Layout {

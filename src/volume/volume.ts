@@ -8,7 +8,7 @@
 
 import { resolve } from "node:path";
 import { KML_HEADER_BYTES, KmlLog } from "../kml/log.ts";
-import { decodeRecord, encodeRecord, type KmlRecord, Op } from "../kml/record.ts";
+import { type Change, decodeRecord, encodeRecord, type KmlRecord, Op } from "../kml/record.ts";
 import { decodeExpect, encodeExpect, type ExpectEntry } from "../expect/expect.ts";
 import { writeFileAtomic } from "../fs/durable.ts";
 import { FormatError, ReplicatorError, VolumeNotFoundError } from "../errors.ts";
@@ -16,8 +16,6 @@ import { type Layout, layoutOf, META_DIR } from "./layout.ts";
 import { randomId, readConfig, type VolumeConfig, writeConfig } from "./config.ts";
 import { acquireLock } from "./lock.ts";
 import { type Entry, State } from "./state.ts";
-import type { Change } from "../capture/scan.ts";
-import { indexRecords, recoverTxn } from "../sync/txn.ts";
 
 /** Who holds the write permit, as this replica knows it. */
 export interface Permit {
@@ -46,6 +44,13 @@ export function findRoot(dir: string): string {
   }
 }
 
+/**
+ * Called when the KML holds this host's own records past the state's end (a
+ * capture died between its append and its index update): brings the index up
+ * to them. Supplied by the layer above (volume/ imports nothing above it).
+ */
+export type IndexOwnTail = (vol: Volume, own: KmlRecord[]) => void;
+
 /** An open, locked replica. Close it to release the lock. */
 export class Volume {
   private constructor(
@@ -56,7 +61,11 @@ export class Volume {
     private readonly release: () => void,
   ) {}
 
-  /** Opens the volume containing `dir`, waiting briefly for its lock. */
+  /**
+   * Opens the volume containing `dir`, waiting briefly for its lock. An
+   * interrupted transaction is not finished here: open replicas with
+   * `openReplica` (src/apply/), which does that first.
+   */
   static open(dir: string): Volume {
     const root = findRoot(dir);
     const layout = layoutOf(root);
@@ -68,8 +77,6 @@ export class Volume {
       if (kml.header.volumeId !== config.volumeId) {
         throw new FormatError(`${layout.kml} belongs to another volume`);
       }
-      recoverTxn(vol);
-      vol.reconcile();
       return vol;
     } catch (e) {
       release();
@@ -99,7 +106,7 @@ export class Volume {
     writeFileAtomic(layout.expect, encodeExpect([]));
     const kml = KmlLog.create(layout.kml, { volumeId, incarnation: randomId() });
     const vol = new Volume(layout, config, kml, new State(layout.state), release);
-    vol.reconcile();
+    vol.reconcile(() => {});
     return vol;
   }
 
@@ -190,7 +197,7 @@ export class Volume {
    * Brings origins and permit up to the end of the KML: records appended
    * before a crash, after which the state was not updated, are replayed.
    */
-  reconcile(): void {
+  reconcile(indexOwn: IndexOwnTail): void {
     const end = Number(this.state.getMeta("kml_end") ?? "0");
     const incarnation = this.state.getMeta("kml_incarnation");
     if (end === this.kml.size && incarnation === this.kml.header.incarnation) return;
@@ -207,7 +214,7 @@ export class Volume {
       // update. Bring the index to what they say (where the disk still agrees), so the
       // next scan does not record the same changes again.
       const own = records.filter((r) => r.originHost === this.hostId && r.op !== Op.Permit);
-      if (from === end && own.length > 0) indexRecords(this, own);
+      if (from === end && own.length > 0) indexOwn(this, own);
       this.state.setMeta("kml_end", this.kml.size);
       this.state.setMeta("kml_incarnation", this.kml.header.incarnation);
     });

@@ -20,7 +20,7 @@ import { lstatNs, mtimeNsOf } from "../fs/stat.ts";
 import { isWithin, parentOf } from "../fs/paths.ts";
 import type { Volume } from "../volume/volume.ts";
 import { type Entry, entryOf, type Wanted } from "../volume/state.ts";
-import { applyStep, type StepPlan, Tree } from "./apply.ts";
+import { applyStep, type StepPlan, Tree } from "./steps.ts";
 import { FormatError } from "../errors.ts";
 
 /** Transaction file format version. */

@@ -11,7 +11,7 @@ import { isWithin } from "../fs/paths.ts";
 import { lstatNs, sameMtime, type Stat } from "../fs/stat.ts";
 import { hashFile } from "../fs/hash.ts";
 import type { Volume } from "../volume/volume.ts";
-import type { StepPlan } from "./apply.ts";
+import type { StepPlan } from "./steps.ts";
 
 /**
  * One step per record, in order. Decides which content records are final

@@ -5,15 +5,16 @@
  * @module
  */
 
-import { findRoot, Volume } from "./volume.ts";
-import { layoutOf } from "./layout.ts";
-import { acquireLock } from "./lock.ts";
-import { randomId, readConfig } from "./config.ts";
-import { encodeHeader, KML_HEADER_BYTES, KmlLog } from "../kml/log.ts";
-import { decodeRecord } from "../kml/record.ts";
-import { decodeExpect, encodeExpect, newExpect } from "../expect/expect.ts";
-import { writeFileAtomic } from "../fs/durable.ts";
-import { CorruptLogError, FormatError } from "../errors.ts";
+import { findRoot } from "./volume/volume.ts";
+import { openReplica } from "./apply/open.ts";
+import { layoutOf } from "./volume/layout.ts";
+import { acquireLock } from "./volume/lock.ts";
+import { randomId, readConfig } from "./volume/config.ts";
+import { encodeHeader, KML_HEADER_BYTES, KmlLog } from "./kml/log.ts";
+import { decodeRecord } from "./kml/record.ts";
+import { decodeExpect, encodeExpect, newExpect } from "./expect/expect.ts";
+import { writeFileAtomic } from "./fs/durable.ts";
+import { CorruptLogError, FormatError } from "./errors.ts";
 
 /** One problem fsck found. */
 export interface FsckProblem {
@@ -58,7 +59,7 @@ export function fsck(dir: string, repair = false): FsckProblem[] {
  * arrives is not mistaken for local changes.
  */
 function afterRepair(root: string): void {
-  const vol = Volume.open(root); // rebuilds the derived state from the remaining log
+  const vol = openReplica(root); // rebuilds the derived state from the remaining log
   try {
     vol.writeExpect(vol.readExpect().map((e) => ({ ...newExpect(e.host) })));
     if (vol.holdsPermit()) vol.state.clearIndex();
@@ -70,7 +71,7 @@ function afterRepair(root: string): void {
 /** Opening a volume finishes or undoes an interrupted batch; a corrupt log is checked below. */
 function finishInterrupted(root: string): void {
   try {
-    Volume.open(root).close();
+    openReplica(root).close();
   } catch (e) {
     if (!(e instanceof CorruptLogError)) throw e;
   }
