@@ -1,9 +1,9 @@
 /** End-to-end tests of the command line, run as a user runs it. */
 
+import { openReplica } from "../src/apply/open.ts";
 import { assert, assertEquals, assertMatch, assertNotEquals } from "./assert.ts";
 import { cli, json, listing, pair, put, tempDir } from "./helpers.ts";
 import { setMtimeNs, tryLock } from "../src/fs/libc.ts";
-import { Volume } from "../src/volume/volume.ts";
 import { capture } from "../src/capture/capture.ts";
 
 Deno.test("init and clone replicate every kind of entry exactly", async () => {
@@ -171,7 +171,7 @@ Deno.test("a torn KML tail is cut on open; a corrupt middle record is found by f
   for (let i = 0; i < 5; i++) put(`${a}/f${i}`, `${i}`);
   await cli(["init", a, "--host", "alpha"]);
   await cli(["clone", a, b, "--host", "beta"]);
-  const vol = Volume.open(a);
+  const vol = openReplica(a);
   for (const name of ["y", "z"]) {
     put(`${a}/${name}`, name); // recorded on the writer, not yet sent
     capture(vol);

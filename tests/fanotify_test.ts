@@ -5,6 +5,7 @@
  * scoped capture of the hinted paths must record what a full scan records.
  */
 
+import { openReplica } from "../src/apply/open.ts";
 import { assert, assertEquals, assertMatch } from "./assert.ts";
 import { put, tempDir } from "./helpers.ts";
 import {
@@ -14,7 +15,6 @@ import {
 } from "../src/capture/fanotify.ts";
 import type { EventSource, Hint } from "../src/capture/events.ts";
 import { init } from "../src/replica.ts";
-import { Volume } from "../src/volume/volume.ts";
 import { capture } from "../src/capture/capture.ts";
 import { scan } from "../src/capture/scan.ts";
 import { scanScope } from "../src/capture/scope.ts";
@@ -344,7 +344,7 @@ Deno.test({
     Deno.mkdirSync(away);
     put(`${root}/seed/file`, "seed");
     init(root, { host: "fan" });
-    const vol = Volume.open(root);
+    const vol = openReplica(root);
     const c = new Collector(openFanotify(root));
     // FANOTIFY_TEST_SEED and FANOTIFY_TEST_ROUNDS explore further
     let seed = Number(Deno.env.get("FANOTIFY_TEST_SEED") ?? "11");

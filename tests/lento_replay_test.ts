@@ -6,11 +6,11 @@
  * scan records. (Why replay on the host: see presto_replay_test.ts.)
  */
 
+import { openReplica } from "../src/apply/open.ts";
 import { assertEquals } from "./assert.ts";
 import { tempDir } from "./helpers.ts";
 import { mainScenario } from "./presto_scenario.ts";
 import { init } from "../src/replica.ts";
-import { Volume } from "../src/volume/volume.ts";
 import { capture } from "../src/capture/capture.ts";
 import { runLento } from "../src/capture/lento.ts";
 import { PrestoSource } from "../src/capture/presto_source.ts";
@@ -36,7 +36,7 @@ function pipe(): [number, number] {
 
 /** What a volume's log says after its init, without origins and times. */
 function recordsAfter(root: string, skip: number): string[] {
-  const vol = Volume.open(root);
+  const vol = openReplica(root);
   try {
     return [...vol.kml.frames()].slice(skip).map((f) => decodeRecord(f.bytes)).map((r) =>
       `${Op[r.op]} ${r.path} ${r.target} ${r.mode} ${r.size} ${r.digest}`
@@ -57,7 +57,7 @@ Deno.test("lento turns the module's captured events into the records a scan make
   const scanned = await scenarioRoot();
   const initRecords = recordsAfter(scanned.root, 0).length;
   mainScenario(scanned.root, scanned.outside);
-  const vol = Volume.open(scanned.root);
+  const vol = openReplica(scanned.root);
   capture(vol);
   vol.close();
   const expected = recordsAfter(scanned.root, initRecords);

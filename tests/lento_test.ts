@@ -4,9 +4,9 @@
  * restart catches what changed while it was down.
  */
 
+import { openReplica } from "../src/apply/open.ts";
 import { assert, assertEquals, assertMatch } from "./assert.ts";
 import { asNobody, cli, json, listing, pair, put } from "./helpers.ts";
-import { Volume } from "../src/volume/volume.ts";
 import { capture } from "../src/capture/capture.ts";
 
 const MOD = new URL("../mod.ts", import.meta.url).pathname;
@@ -99,7 +99,7 @@ Deno.test({
     assertEquals(await lento.stop(), 0);
 
     edit(twin);
-    const vol = Volume.open(twin);
+    const vol = openReplica(twin);
     capture(vol); // scan capture of the same edits
     vol.close();
     const viaLento = recordsAfterInit(

@@ -19,6 +19,7 @@
  * KML; the module reports nothing below `.replicator/` either way.
  */
 
+import { openReplica } from "../src/apply/open.ts";
 import { assert, assertEquals, assertNotEquals } from "./assert.ts";
 import { listing, tempDir } from "./helpers.ts";
 import { createHash } from "node:crypto";
@@ -55,7 +56,7 @@ async function scenarioVolume(): Promise<{ dir: string; vol: Volume; before: num
   const root = `${dir}/vol`;
   Deno.mkdirSync(`${dir}/outside`);
   init(root, { host: "replay" });
-  const vol = Volume.open(root);
+  const vol = openReplica(root);
   const before = [...vol.kml.frames()].length;
   mainScenario(root, `${dir}/outside`);
   return { dir, vol, before };

@@ -1,8 +1,8 @@
 /** Sync behaviour through the API: coalescing, hostile peers, unreadable files, big files. */
 
+import { openReplica } from "../src/apply/open.ts";
 import { assert, assertEquals, assertMatch, assertThrows } from "./assert.ts";
 import { asNobody, cli, json, listing, pair, put, tempDir } from "./helpers.ts";
-import { Volume } from "../src/volume/volume.ts";
 import { capture } from "../src/capture/capture.ts";
 import { encodeRecord, Op } from "../src/kml/record.ts";
 import { scan } from "../src/capture/scan.ts";
@@ -16,7 +16,7 @@ Deno.test("a file written 100 times travels once", async () => {
   put(`${a}/hot`, "v0");
   await cli(["init", a, "--host", "alpha"]);
   await cli(["clone", a, b, "--host", "beta"]);
-  const vol = Volume.open(a);
+  const vol = openReplica(a);
   try {
     for (let i = 1; i <= 100; i++) {
       put(`${a}/hot`, `version ${i}`);
@@ -35,7 +35,7 @@ Deno.test("a file written 100 times travels once", async () => {
 
 /** Appends a record to `a`'s log as if `a` had written it. */
 function forge(a: string, op: Op, path: string, target = ""): void {
-  const vol = Volume.open(a);
+  const vol = openReplica(a);
   try {
     const [r] = vol.ownRecords([{
       op,
@@ -124,10 +124,10 @@ Deno.test("a file renamed on the writer while its content was deferred still arr
   await cli(["init", a, "--host", "alpha"]);
   await cli(["clone", a, b, "--host", "beta"]);
   put(`${a}/doc.txt`, "the content");
-  const va = Volume.open(a);
+  const va = openReplica(a);
   capture(va); // recorded as "store doc.txt"
   Deno.renameSync(`${a}/doc.txt`, `${a}/renamed.txt`); // before beta fetched it
-  const vb = Volume.open(b);
+  const vb = openReplica(b);
   const first = pull(vb, localPeer(va));
   vb.close();
   va.close();
@@ -143,7 +143,7 @@ Deno.test("a pull in many small transactions still fetches each file once and co
   for (let i = 0; i < 12; i++) put(`${a}/dir/f${i}`, `v0 ${i}`);
   await cli(["init", a, "--host", "alpha"]);
   await cli(["clone", a, b, "--host", "beta"]);
-  const va = Volume.open(a);
+  const va = openReplica(a);
   for (let round = 1; round <= 5; round++) {
     const dir = round > 2 ? "moved" : "dir";
     for (let i = 0; i < 12; i += 2) put(`${a}/${dir}/f${i}`, `v${round} ${i}`);
@@ -202,12 +202,12 @@ Deno.test("a capture killed between its append and its index update records noth
   await cli(["init", a, "--host", "alpha"]);
   put(`${a}/f`, "2");
   put(`${a}/g`, "new");
-  let vol = Volume.open(a);
+  let vol = openReplica(a);
   const found = scan(vol.root, vol.state.loadIndex());
   const records = vol.ownRecords(found.changes);
   vol.kml.append(records.map(encodeRecord)); // ... and the process dies here
   vol.close();
-  vol = Volume.open(a); // recovery
+  vol = openReplica(a); // recovery
   try {
     assertEquals(capture(vol).recorded, 0, "the records already in the log are not made again");
     put(`${a}/g`, "changed after");
