@@ -71,3 +71,31 @@ export class FormatError extends ReplicatorError {}
 
 /** A peer sent something unsafe or inconsistent. */
 export class HostilePeerError extends ReplicatorError {}
+
+/**
+ * A system call on a path failed. Carries the errno and its name, so callers
+ * decide on the cause (a vanished entry, a full disk) rather than the text.
+ */
+export class FsError extends ReplicatorError {
+  constructor(
+    readonly op: string,
+    readonly path: string,
+    readonly errno: number,
+    readonly code: string,
+    detail = "",
+  ) {
+    super(`cannot ${op} ${path}: ${code}${detail ? ` (${detail})` : FsError.hint(code)}`);
+  }
+
+  private static hint(code: string): string {
+    if (code === "ENOSPC" || code === "EDQUOT") {
+      return " (no space left; free some and run it again)";
+    }
+    if (code === "EROFS") return " (read-only filesystem)";
+    if (code === "EACCES" || code === "EPERM") return " (permission denied)";
+    return "";
+  }
+}
+
+/** A path crosses a symlink or a non-directory where a real directory is needed. */
+export class NotConfinedError extends FsError {}

@@ -18,12 +18,20 @@ export function assertMatch(actual: string, re: RegExp, msg?: string): void {
   assertStrict.match(actual, re, msg);
 }
 
-export function assertThrows(fn: () => unknown, cls?: new (...a: never[]) => Error): Error {
+export function assertThrows(
+  fn: () => unknown,
+  cls?: new (...a: never[]) => Error,
+  includes?: string,
+  what = "",
+): Error {
   try {
     fn();
   } catch (e) {
-    if (cls) assertStrict.ok(e instanceof cls, `expected ${cls.name}, got ${e}`);
+    if (cls) assertStrict.ok(e instanceof cls, `${what}: expected ${cls.name}, got ${e}`);
+    if (includes) {
+      assertStrict.ok(String(e).includes(includes), `${what}: ${e} lacks "${includes}"`);
+    }
     return e as Error;
   }
-  throw new assertStrict.AssertionError({ message: "expected an exception" });
+  throw new assertStrict.AssertionError({ message: `${what}: expected an exception` });
 }

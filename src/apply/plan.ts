@@ -1,77 +1,227 @@
 /**
- * Planning a pull: which content records are final within a batch (only the
- * last content of each file travels), and where a local change must be kept
- * as a conflict copy before the holder's version is installed.
+ * Planning a batch: which content travels (only the last content of each
+ * file), which files are already here (adopted, not fetched), and the steps
+ * with the entry each one expects to find (read from a View of the index).
+ *
+ * Planning runs twice over the same records: once to learn what to stage,
+ * and once the staged entries exist, so that each step knows the inode it
+ * will put in place.
  *
  * @module
  */
 
 import { type KmlRecord, NO_DIGEST, Op } from "../kml/record.ts";
-import { isWithin } from "../fs/paths.ts";
-import { lstatNs, sameMtime, type Stat } from "../fs/stat.ts";
-import { hashFile } from "../fs/hash.ts";
+import { isWithin, parentOf } from "../fs/paths.ts";
+import type { Beneath } from "../fs/beneath.ts";
+import type { Stat } from "../fs/stat.ts";
+import { hashOpenFile } from "../fs/hash.ts";
+import { type Entry, entryOf, type Wanted } from "../volume/state.ts";
 import type { Volume } from "../volume/volume.ts";
-import type { StepPlan } from "./steps.ts";
+import { same, type Step } from "./steps.ts";
+import { View } from "./view.ts";
 
-/**
- * One step per record, in order. Decides which content records are final
- * (not overwritten, moved away or deleted later in the batch: those travel
- * once) and where a local change must be kept as a conflict copy.
- */
-export function planSteps(
-  vol: Volume,
-  records: KmlRecord[],
-  finals: Map<number, string>,
-): StepPlan[] {
-  const touched = new Set<string>();
-  const renames: [string, string][] = [];
-  const steps: StepPlan[] = [];
-  const stamp = utcStamp();
-  records.forEach((r, i) => {
-    const step: StepPlan = { i };
-    const at = r.op === Op.Rename ? r.target : r.path;
-    if ([Op.Store, Op.Symlink].includes(r.op) && finals.has(i)) step.staged = stagedName(i);
-    if (r.op === Op.Rename && finals.has(i) && !touched.has(r.path)) {
-      // Fetch the file only if the old path is not here to be moved (its content was deferred).
-      if (!lstatNs(`${vol.root}/${originalPath(r.path, renames)}`)) step.staged = stagedName(i);
-    }
-    if (r.op !== Op.Permit && r.op !== Op.Rmdir && !touched.has(at)) {
-      // What is on disk now at the path the record will reach (earlier renames in the batch undone).
-      const before = originalPath(at, renames);
-      const st = lstatNs(`${vol.root}/${before}`);
-      if (st && step.staged && r.op === Op.Store && before === at && holds(vol, at, st, r)) {
-        delete step.staged; // the file is already here: adopt it, nothing to fetch
-        step.adopt = true;
-      } else if (st && (locallyChanged(vol, before, st) || inTheWay(r, st))) {
-        if (r.op === Op.Setattr) return; // keep the local version; its own change will follow
-        if (!(r.op === Op.Mkdir && st.type === "d")) {
-          step.conflict = conflictName(vol, at, stamp);
-        }
-      }
-    }
-    if (r.op === Op.Rename) {
-      renames.push([r.path, r.target]);
-      for (const p of [...touched]) {
-        if (isWithin(p, r.path)) {
-          touched.delete(p);
-          touched.add(r.target + p.slice(r.path.length));
-        }
-      }
-    }
-    // An rmdir may find local files and leave the directory: what comes next still checks it.
-    if (r.op !== Op.Rmdir) touched.add(at);
-    steps.push(step);
-  });
-  return steps;
+/** What staging must provide for a record: a file fetched from `from`, a symlink, a directory. */
+export type Need = { kind: "fetch"; from: string } | { kind: "symlink" } | { kind: "dir" };
+
+/** A planned batch. */
+export interface Plan {
+  steps: Step[];
+  /** Record index -> what to stage for it (first pass). */
+  needs: Map<number, Need>;
+  /** Store records whose content is already here, with the file as found. */
+  adopted: Map<number, Entry | null>;
+  /** Every path the batch touches, with the index row expected there at its end. */
+  rows: Map<string, Entry | null>;
+}
+
+/** Where record `i`'s entry is staged, below STAGING (64 buckets: big directories are slow). */
+export function stagedName(i: number): string {
+  return `${i % 64}/${i}`;
+}
+
+/** Permission bits to apply: setuid and setgid are dropped unless the volume keeps them (rule 11). */
+export function permOf(vol: Volume, mode: number): number {
+  return mode & (vol.config.keepSetid ? 0o7777 : 0o1777);
+}
+
+/** What a record asks for at its final path, should it not arrive in this batch. */
+export function wantedOf(vol: Volume, path: string, r: KmlRecord): Wanted {
+  const sec = r.mtimeNs / 1_000_000_000n;
+  return {
+    path,
+    digest: r.digest,
+    size: r.size,
+    perm: permOf(vol, r.mode),
+    mtimeSec: Number(sec),
+    mtimeNsec: Number(r.mtimeNs - sec * 1_000_000_000n),
+  };
 }
 
 /**
- * Where record `i`'s content is staged, below the staging directory: spread
- * over 64 subdirectories, as creating thousands of files in one directory is
- * measurably slower on ext4.
+ * Plans the steps of `records`. `finals` maps content records to the path
+ * their content ends at; `staged` (second pass) gives each staged entry, and
+ * `adopted` the first pass's adoption decisions.
  */
-export function stagedName(i: number): string {
-  return `${i % 64}/${i}`;
+export function planBatch(
+  vol: Volume,
+  t: Beneath,
+  records: KmlRecord[],
+  finals: Map<number, string>,
+  staged?: Map<number, Entry>,
+  adopted?: Map<number, Entry | null>,
+): Plan {
+  const view = new View((p) => vol.state.getEntry(p));
+  const plan: Plan = {
+    steps: [],
+    needs: new Map(),
+    adopted: adopted ?? new Map(),
+    rows: new Map(),
+  };
+  // Paths steps so far act on, and those they may remove or replace on disk (with all below).
+  const acted = new Set<string>();
+  const cut = new Set<string>();
+  const untouched = (p: string) => {
+    if (acted.has(p)) return false;
+    for (let q = p; q !== ""; q = parentOf(q)) if (cut.has(q)) return false;
+    return true;
+  };
+  const placeholder = (i: number, type: "f" | "d" | "l"): Entry =>
+    staged?.get(i) ?? { ...entryOf(NO_STAT, "", ""), type, ino: -1 - i };
+  records.forEach((r, i) => {
+    const p = r.path;
+    switch (r.op) {
+      case Op.Store: {
+        if (!finals.has(i)) break;
+        const pre = view.get(p);
+        if (!adopted && untouched(p)) {
+          const found = holds(vol, t, p, r);
+          if (found) plan.adopted.set(i, found);
+        }
+        if (plan.adopted.has(i)) {
+          const found = plan.adopted.get(i)!;
+          const post = { ...found, perm: permOf(vol, r.mode), ...mtimeOf(r) };
+          const want = wantedOf(vol, finals.get(i)!, r);
+          plan.steps.push({ kind: "attrs", i, path: p, pre: found, post, want });
+          view.update(p, post);
+          break;
+        }
+        if (staged && !staged.has(i)) break; // deferred: the old version stays, the new one is wanted
+        plan.needs.set(i, { kind: "fetch", from: finals.get(i)! });
+        place(plan, view, i, p, pre, { ...placeholder(i, "f"), digest: r.digest });
+        break;
+      }
+      case Op.Symlink:
+        if (!finals.has(i)) break;
+        plan.needs.set(i, { kind: "symlink" });
+        place(plan, view, i, p, view.get(p), { ...placeholder(i, "l"), target: r.target });
+        break;
+      case Op.Mkdir: {
+        const pre = view.get(p);
+        if (pre?.type === "d") {
+          const post = { ...pre, perm: permOf(vol, r.mode) };
+          plan.steps.push({ kind: "attrs", i, path: p, pre, post });
+          view.update(p, post);
+        } else {
+          plan.needs.set(i, { kind: "dir" });
+          place(plan, view, i, p, pre, placeholder(i, "d"));
+        }
+        break;
+      }
+      case Op.Rmdir:
+      case Op.Unlink:
+        plan.steps.push({ kind: "remove", i, path: p, pre: view.get(p) });
+        view.set(p, null);
+        break;
+      case Op.Rename:
+        rename(vol, plan, view, records, finals, i, placeholder, staged);
+        break;
+      case Op.Setattr: {
+        const pre = view.get(p);
+        if (!pre) break; // nothing of the holder's is here to change
+        const post = { ...pre, perm: permOf(vol, r.mode), ...(pre.type === "f" ? mtimeOf(r) : {}) };
+        plan.steps.push({ kind: "attrs", i, path: p, pre, post });
+        view.update(p, post);
+        break;
+      }
+      case Op.Permit:
+        break;
+    }
+    acted.add(p);
+    const placesDir = r.op === Op.Mkdir || r.op === Op.Setattr;
+    if (!placesDir) cut.add(p);
+    if (r.op === Op.Rename) cut.add(r.target);
+  });
+  plan.rows = view.touched();
+  return plan;
+}
+
+function place(plan: Plan, view: View, i: number, p: string, pre: Entry | null, post: Entry): void {
+  plan.steps.push({ kind: "place", i, path: p, staged: stagedName(i), pre, post });
+  view.set(p, post);
+}
+
+function rename(
+  vol: Volume,
+  plan: Plan,
+  view: View,
+  records: KmlRecord[],
+  finals: Map<number, string>,
+  i: number,
+  placeholder: (i: number, type: "f") => Entry,
+  staged?: Map<number, Entry>,
+): void {
+  const r = records[i];
+  const pre = view.get(r.path);
+  const preTo = view.get(r.target);
+  const final = finals.get(i);
+  const want = final !== undefined && r.digest !== NO_DIGEST ? wantedOf(vol, final, r) : undefined;
+  // Content comes with the rename only if this replica never had the source.
+  const fetch = want && !pre && (!staged || staged.has(i));
+  if (fetch) plan.needs.set(i, { kind: "fetch", from: final! });
+  const post = fetch ? { ...placeholder(i, "f"), digest: r.digest } : undefined;
+  plan.steps.push({
+    kind: "move",
+    i,
+    path: r.path,
+    to: r.target,
+    pre,
+    preTo,
+    ...(fetch ? { staged: stagedName(i), post } : {}),
+    ...(want ? { want } : {}),
+  });
+  view.move(r.path, r.target);
+  if (post) view.set(r.target, post);
+}
+
+/** The record's mtime as index fields. */
+function mtimeOf(r: KmlRecord): { mtimeSec: number; mtimeNsec: number } {
+  const sec = r.mtimeNs / 1_000_000_000n;
+  return { mtimeSec: Number(sec), mtimeNsec: Number(r.mtimeNs - sec * 1_000_000_000n) };
+}
+
+const NO_STAT: Stat = { type: "f", perm: 0, ino: 0, size: 0, mtimeSec: 0, mtimeNsec: 0 };
+
+/**
+ * The file at `p` as found, if it already has the content `r` names: its
+ * index row says so and the disk agrees, or (a replica seeded by other means)
+ * it has the same size and hashes the same. Null otherwise.
+ */
+function holds(vol: Volume, t: Beneath, p: string, r: KmlRecord): Entry | null {
+  const st = t.stat(p);
+  if (st?.type !== "f" || st.size !== r.size) return null;
+  const found = entryOf(st, r.digest, "");
+  const e = vol.state.getEntry(p);
+  if (e && same(st, e)) return e.digest === r.digest ? found : null;
+  try {
+    const f = t.openFile(p);
+    try {
+      return hashOpenFile(f) === r.digest ? found : null;
+    } finally {
+      f.close();
+    }
+  } catch {
+    return null; // unreadable or gone: fetch it
+  }
 }
 
 /** Record index -> final path, for content records that survive the batch. */
@@ -101,55 +251,4 @@ export function finalContent(records: KmlRecord[]): Map<number, string> {
     }
   });
   return new Map([...current].map(([p, i]) => [i, p]));
-}
-
-/**
- * True if the file `st` at `p` already has the content `r` names: its index row
- * says so and the disk agrees, or (a replica seeded by other means, a file not
- * yet recorded here) it has the same size and hashes the same.
- */
-function holds(vol: Volume, p: string, st: Stat, r: KmlRecord): boolean {
-  if (st.type !== "f" || st.size !== r.size) return false;
-  const e = vol.state.getEntry(p);
-  if (e && !locallyChanged(vol, p, st)) return e.digest === r.digest;
-  try {
-    return hashFile(`${vol.root}/${p}`, st.size) === r.digest;
-  } catch {
-    return false; // unreadable: let the normal path decide
-  }
-}
-
-/** A directory where the record puts a file or link: kept aside if anything is still in it. */
-function inTheWay(r: KmlRecord, st: Stat): boolean {
-  return st.type === "d" && (r.op === Op.Store || r.op === Op.Symlink);
-}
-
-/** Where `p` (a path after the renames so far) was before the batch. */
-function originalPath(p: string, renames: [string, string][]): string {
-  for (let k = renames.length - 1; k >= 0; k--) {
-    const [from, to] = renames[k];
-    if (isWithin(p, to)) p = from + p.slice(to.length);
-  }
-  return p;
-}
-
-/** True if `st`, what is on disk at `p`, differs from what the index last recorded. */
-export function locallyChanged(vol: Volume, p: string, st: Stat): boolean {
-  const e = vol.state.getEntry(p);
-  if (!e) return true;
-  if (e.type !== st.type || e.perm !== st.perm || e.ino !== st.ino) return true;
-  if (st.type === "f") return e.size !== st.size || !sameMtime(e, st);
-  if (st.type === "l") return e.target !== Deno.readLinkSync(`${vol.root}/${p}`);
-  return false;
-}
-
-function conflictName(vol: Volume, p: string, stamp: string): string {
-  const base = `${p}.conflict-${vol.config.hostName}-${stamp}`;
-  let name = base;
-  for (let n = 2; lstatNs(`${vol.root}/${name}`); n++) name = `${base}-${n}`;
-  return name;
-}
-
-function utcStamp(): string {
-  return new Date().toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
 }

@@ -1,178 +1,301 @@
 /**
- * Applying one remote record to the tree. Every step is idempotent, so that a
- * transaction interrupted at any instant can simply be run again (redo).
- * Paths are resolved without following symlinks: a parent that is not a real
- * directory stops the operation (rule 6).
+ * The steps of a transaction and how each one is carried out.
+ *
+ * Every step names what it expects to find (`pre`: the entry this replica
+ * last recorded or applied there, as planned) and what it leaves (`post`).
+ * Immediately before it replaces, removes or moves anything, it compares the
+ * disk with those (compare-and-swap):
+ *
+ * - the disk already shows the step's effect, or the effect of a later step
+ *   of the batch: the step is done (a recovery re-running the batch);
+ * - the disk shows `pre`: the step is carried out;
+ * - anything else is a local change: it is kept as a conflict copy, never
+ *   overwritten, removed or moved (attribute changes are simply not applied).
+ *
+ * So a batch can be run again from its first step at any time, after a crash
+ * or an error, without undoing what a later step did (rule 9), and a change
+ * made while the sync fetched is never lost (rule 8). Every path goes through
+ * Beneath: nothing is followed out of the volume (rule 6).
  *
  * @module
  */
 
-import { type KmlRecord, Op } from "../kml/record.ts";
-import { lstatNs } from "../fs/stat.ts";
-import { setMtimeNs } from "../fs/libc.ts";
-import { HostilePeerError } from "../errors.ts";
+import type { Entry, Wanted } from "../volume/state.ts";
+import type { Beneath } from "../fs/beneath.ts";
+import type { Stat } from "../fs/stat.ts";
+import { FsError, NotConfinedError } from "../errors.ts";
 
-/** What one transaction step does, beyond the record itself. */
-export interface StepPlan {
-  /** Index of the record in the transaction. */
+/** Where staged entries live, relative to the volume root. */
+export const STAGING = ".replicator/staging";
+
+/** Installs a staged file, symlink or directory (Store, Symlink, Mkdir). */
+export interface PlaceStep {
+  kind: "place";
+  /** Index of the record in the batch. */
   i: number;
-  /** Staged content (file or symlink) in the staging directory, for Store/Symlink. */
-  staged?: string;
-  /** Move the local version here first (volume-relative), keeping it as a conflict copy. */
-  conflict?: string;
-  /** Store: the file here already has the content; only its mode and mtime are set. */
-  adopt?: boolean;
+  path: string;
+  /** Name below STAGING. */
+  staged: string;
+  pre: Entry | null;
+  /** The staged entry (its inode is the one that will be at `path`). */
+  post: Entry;
 }
 
-/** Resolves volume-relative paths under a root, checking or creating real parent directories. */
-export class Tree {
-  private readonly dirs = new Set<string>([""]);
-  constructor(readonly root: string) {}
+/** Removes a file, symlink or empty directory (Unlink, Rmdir). */
+export interface RemoveStep {
+  kind: "remove";
+  i: number;
+  path: string;
+  pre: Entry | null;
+}
 
-  abs(rel: string): string {
-    return `${this.root}/${rel}`;
-  }
+/** Moves `path` to `to` (Rename); `staged` is the file's content if the source is not here. */
+export interface MoveStep {
+  kind: "move";
+  i: number;
+  path: string;
+  to: string;
+  pre: Entry | null;
+  preTo: Entry | null;
+  staged?: string;
+  post?: Entry;
+  /** Content to ask for at `to` if neither the source nor staged content is here. */
+  want?: Wanted;
+}
 
-  /** Ensures every parent of `rel` is a real directory, creating missing ones. */
-  parents(rel: string): void {
-    const bad = this.checkParents(rel, true);
-    if (bad !== null) {
-      throw new HostilePeerError(`${rel}: parent ${bad} is not a directory here; not applied`);
-    }
-  }
+/** Sets permission bits and (files, symlinks) mtime: Setattr, a Mkdir on a directory, an adopted Store. */
+export interface AttrsStep {
+  kind: "attrs";
+  i: number;
+  path: string;
+  pre: Entry | null;
+  post: Entry | null;
+  /** Content to ask for if the file changed since it was found to hold it (adopted Store). */
+  want?: Wanted;
+}
 
-  /** True if every parent of `rel` is a real directory (nothing is created). */
-  parentsAreDirectories(rel: string): boolean {
-    return this.checkParents(rel, false) === null;
-  }
+export type Step = PlaceStep | RemoveStep | MoveStep | AttrsStep;
 
-  /** The first parent of `rel` that is not a real directory (after creating missing ones if asked), or null. */
-  private checkParents(rel: string, create: boolean): string | null {
-    const parts = rel.split("/");
-    let dir = "";
-    for (let i = 0; i < parts.length - 1; i++) {
-      dir = dir ? `${dir}/${parts[i]}` : parts[i];
-      if (this.dirs.has(dir)) continue;
-      const st = lstatNs(this.abs(dir));
-      if (!st && create) Deno.mkdirSync(this.abs(dir));
-      else if (st?.type !== "d") return dir;
-      this.dirs.add(dir);
-    }
-    return null;
-  }
+/** What running steps produced beyond the tree itself. */
+export interface Outcome {
+  /** Conflict copies made (volume-relative). */
+  kept: string[];
+  /** Content that could not be put in place; fetched again later. */
+  wants: Wanted[];
+  /** Moves that took place (or had, before a crash), in order. */
+  moved: [string, string][];
+  /** Moves whose source was not what this replica had: their index rows go. */
+  notMoved: string[];
+  problems: string[];
+}
 
-  /** Forgets cached directories at or under `rel` (they were moved or removed). */
-  forget(rel: string): void {
-    for (const d of [...this.dirs]) if (d === rel || d.startsWith(rel + "/")) this.dirs.delete(d);
+/** What steps run against. */
+export interface StepContext {
+  t: Beneath;
+  /** This host's name and the run's UTC stamp, for conflict copy names. */
+  host: string;
+  stamp: string;
+  steps: Step[];
+  out: Outcome;
+}
+
+/** True if `st` is exactly the entry `e` (both absent counts). Directories: kind and inode. */
+export function same(st: Stat | null, e: Entry | null): boolean {
+  if (!st || !e) return !st && !e;
+  if (st.type !== e.type || st.ino !== e.ino) return false;
+  if (st.type !== "f") return true;
+  return st.perm === e.perm && st.size === e.size && st.mtimeSec === e.mtimeSec &&
+    st.mtimeNsec === e.mtimeNsec;
+}
+
+/** Runs step `k` of `ctx.steps`. */
+export function runStep(ctx: StepContext, k: number): void {
+  const s = ctx.steps[k];
+  switch (s.kind) {
+    case "place":
+      return place(ctx, k, s);
+    case "remove":
+      return remove(ctx, k, s);
+    case "move":
+      return move(ctx, k, s);
+    case "attrs":
+      return attrs(ctx, s);
   }
+}
+
+function place(ctx: StepContext, k: number, s: PlaceStep): void {
+  const { t } = ctx;
+  const cur = t.stat(s.path);
+  if (same(cur, s.post)) return; // done before a crash
+  if (!t.stat(`${STAGING}/${s.staged}`)) return; // placed before a crash, since moved or replaced
+  if (s.post.type === "d" && cur?.type === "d") {
+    t.chmod(s.path, s.post.perm); // a directory is already there: merge into it
+    return;
+  }
+  if (cur && supersededAt(ctx, k, s.path, cur)) return;
+  putStaged(ctx, s.staged, s.path, s.pre, cur);
+}
+
+/** Installs staged `name` at `path`, keeping whatever is there that is not `pre`. */
+function putStaged(
+  ctx: StepContext,
+  name: string,
+  path: string,
+  pre: Entry | null,
+  cur: Stat | null,
+): void {
+  if (cur) clearFor(ctx, path, pre, cur, ctx.t.stat(`${STAGING}/${name}`)?.type === "d");
+  makeParents(ctx, path);
+  ctx.t.rename(`${STAGING}/${name}`, path);
 }
 
 /**
- * Applies one step. Returns false if there was nothing it could do (e.g. rmdir
- * of a non-empty dir). A local version moved aside as a conflict copy is added
- * to `kept`.
+ * Makes room at `path` for a new entry: what is there and is `pre` goes if it
+ * must (an empty directory; files are replaced atomically by the rename that
+ * follows), anything else is kept aside.
  */
-export function applyStep(
-  t: Tree,
-  r: KmlRecord,
-  step: StepPlan,
-  staging: string,
-  kept: string[],
-): boolean {
-  const at = r.op === Op.Rename ? r.target : r.path;
-  if (step.conflict && keepConflict(t, at, step.conflict)) kept.push(step.conflict);
-  switch (r.op) {
-    case Op.Store:
-      if (step.adopt) return setattr(t, r);
-      return install(t, r.path, step.staged ? `${staging}/${step.staged}` : undefined);
-    case Op.Symlink:
-      return install(t, r.path, step.staged ? `${staging}/${step.staged}` : undefined);
-    case Op.Mkdir:
-      return mkdir(t, r);
-    case Op.Rmdir:
-      return rmdir(t, r.path);
-    case Op.Unlink:
-      return unlink(t, r.path);
-    case Op.Rename:
-      return rename(t, r.path, r.target, step.staged ? `${staging}/${step.staged}` : undefined);
-    case Op.Setattr:
-      return setattr(t, r);
-    case Op.Permit:
-      return true;
+function clearFor(
+  ctx: StepContext,
+  path: string,
+  pre: Entry | null,
+  cur: Stat,
+  newIsDir: boolean,
+): void {
+  if (!same(cur, pre) && !(cur.type === "d" && pre?.type === "d")) {
+    keepAside(ctx, path);
+    return;
   }
-}
-
-/** Moves what is at `path` to `copy`; true if it did (or had, before a crash). */
-function keepConflict(t: Tree, path: string, copy: string): boolean {
-  if (lstatNs(t.abs(copy))) return true; // done before a crash
-  if (!lstatNs(t.abs(path))) return false; // nothing (left) to keep
-  t.parents(path);
-  Deno.renameSync(t.abs(path), t.abs(copy));
-  t.forget(path);
-  return true;
-}
-
-function install(t: Tree, path: string, staged: string | undefined): boolean {
-  if (!staged || !lstatNs(staged)) return false; // superseded, or installed before a crash
-  t.parents(path);
+  if (cur.type !== "d") {
+    if (newIsDir) ctx.t.unlink(path); // rename cannot put a directory over a file
+    return;
+  }
   try {
-    Deno.renameSync(staged, t.abs(path));
+    ctx.t.rmdir(path);
   } catch (e) {
-    // The holder replaced a directory by a file: only an empty one may go (a directory
-    // with local files in it was moved aside as a conflict copy at planning).
-    if (lstatNs(t.abs(path))?.type !== "d") throw e;
-    Deno.removeSync(t.abs(path));
-    Deno.renameSync(staged, t.abs(path));
+    if (!(e instanceof FsError && e.code === "ENOTEMPTY")) throw e;
+    keepAside(ctx, path); // files of this replica's own in it
   }
-  return true;
 }
 
-function mkdir(t: Tree, r: KmlRecord): boolean {
-  t.parents(r.path);
-  const cur = lstatNs(t.abs(r.path));
-  if (cur && cur.type !== "d") Deno.removeSync(t.abs(r.path));
-  if (!cur || cur.type !== "d") Deno.mkdirSync(t.abs(r.path));
-  Deno.chmodSync(t.abs(r.path), r.mode & 0o7777);
-  return true;
+function remove(ctx: StepContext, k: number, s: RemoveStep): void {
+  const { t } = ctx;
+  const cur = t.stat(s.path);
+  if (!cur) return;
+  if (cur.type === "d" && s.pre?.type === "d") {
+    try {
+      t.rmdir(s.path);
+    } catch (e) {
+      // Files of this replica's own are in it: it stays (status lists them).
+      if (!(e instanceof FsError && e.code === "ENOTEMPTY")) throw e;
+    }
+    return;
+  }
+  if (same(cur, s.pre)) return t.unlink(s.path);
+  if (supersededAt(ctx, k, s.path, cur)) return;
+  keepAside(ctx, s.path);
 }
 
-function rmdir(t: Tree, path: string): boolean {
-  const cur = lstatNs(t.abs(path));
-  if (!cur) return true;
-  if (cur.type !== "d") return false;
-  t.parents(path);
-  for (const _ of Deno.readDirSync(t.abs(path))) return false; // local files kept
-  Deno.removeSync(t.abs(path));
-  t.forget(path);
-  return true;
+function move(ctx: StepContext, k: number, s: MoveStep): void {
+  const { t } = ctx;
+  const from = t.stat(s.path);
+  const to = t.stat(s.to);
+  if (s.pre && same(to, s.pre) && !same(from, s.pre)) {
+    return void ctx.out.moved.push([s.path, s.to]);
+  }
+  if (s.pre && same(from, s.pre)) {
+    if (to) clearFor(ctx, s.to, s.preTo, to, from!.type === "d");
+    makeParents(ctx, s.to);
+    t.rename(s.path, s.to);
+    ctx.out.moved.push([s.path, s.to]);
+    return;
+  }
+  // The source is not what this replica last had there.
+  if (s.pre && from?.ino !== s.pre.ino && consumedLater(ctx, k, s.pre)) {
+    ctx.out.moved.push([s.path, s.to]); // moved before a crash, and a later step took it on
+    return;
+  }
+  if (from && !supersededAt(ctx, k, s.path, from)) keepAside(ctx, s.path);
+  ctx.out.notMoved.push(s.path);
+  if (s.staged && t.stat(`${STAGING}/${s.staged}`)) {
+    const now = t.stat(s.to);
+    if (now && (same(now, s.post!) || supersededAt(ctx, k, s.to, now))) return;
+    putStaged(ctx, s.staged, s.to, s.preTo, now);
+  } else if (s.want) {
+    if (!s.post || !same(t.stat(s.to), s.post)) ctx.out.wants.push(s.want);
+  } else if (s.pre?.type === "d") {
+    ctx.out.problems.push(`${s.path}: not here to move to ${s.to}; its files will be fetched`);
+  }
 }
 
-function unlink(t: Tree, path: string): boolean {
-  const cur = lstatNs(t.abs(path));
-  if (!cur) return true;
-  if (cur.type === "d") return false;
-  t.parents(path);
-  Deno.removeSync(t.abs(path));
-  return true;
+function attrs(ctx: StepContext, s: AttrsStep): void {
+  const { t } = ctx;
+  const cur = t.stat(s.path);
+  if (!s.post || !cur) {
+    if (s.want) ctx.out.wants.push(s.want);
+    return;
+  }
+  if (!same(cur, s.pre) && !same(cur, s.post)) {
+    if (s.want) {
+      keepAside(ctx, s.path); // changed since it was found to hold the content
+      ctx.out.wants.push(s.want);
+    }
+    return; // a local change: its own attributes stay
+  }
+  if (cur.type !== "l") t.chmod(s.path, s.post.perm);
+  if (cur.type !== "d") {
+    t.setMtime(s.path, BigInt(s.post.mtimeSec) * 1_000_000_000n + BigInt(s.post.mtimeNsec));
+  }
 }
 
-function rename(t: Tree, from: string, to: string, staged: string | undefined): boolean {
-  // Moved before a crash, or never here: then the file was fetched at its new path, if needed.
-  if (!lstatNs(t.abs(from))) return staged ? install(t, to, staged) : true;
-  t.parents(from);
-  t.parents(to);
-  const dest = lstatNs(t.abs(to));
-  if (dest?.type === "d" && lstatNs(t.abs(from))?.type !== "d") return false;
-  Deno.renameSync(t.abs(from), t.abs(to));
-  t.forget(from);
-  return true;
+/** True if `cur` at `path` is what a later step of the batch puts there (a recovery's re-run). */
+function supersededAt(ctx: StepContext, k: number, path: string, cur: Stat): boolean {
+  for (let j = k + 1; j < ctx.steps.length; j++) {
+    const s = ctx.steps[j];
+    if (s.kind === "place" && s.path === path && same(cur, s.post)) return true;
+    if (s.kind === "attrs" && s.path === path && same(cur, s.post)) return true;
+    if (s.kind === "move" && s.to === path && (same(cur, s.pre) || same(cur, s.post ?? null))) {
+      return true;
+    }
+  }
+  return false;
 }
 
-function setattr(t: Tree, r: KmlRecord): boolean {
-  const cur = lstatNs(t.abs(r.path));
-  if (!cur || cur.type === "l") return false;
-  t.parents(r.path);
-  Deno.chmodSync(t.abs(r.path), r.mode & 0o7777);
-  if (cur.type === "f") setMtimeNs(t.abs(r.path), r.mtimeNs);
-  return true;
+/** True if a later step expects entry `e` (by inode): this step's effect was there before a crash. */
+function consumedLater(ctx: StepContext, k: number, e: Entry): boolean {
+  for (let j = k + 1; j < ctx.steps.length; j++) {
+    const pre = ctx.steps[j].pre;
+    if (pre && pre.type === e.type && pre.ino === e.ino) return true;
+  }
+  return false;
+}
+
+/**
+ * Creates the missing parents of `path`. A parent that is a file or a symlink
+ * here, where the holder has a directory, is a local change: kept aside.
+ */
+function makeParents(ctx: StepContext, path: string): void {
+  for (let tries = 0;; tries++) {
+    try {
+      return ctx.t.makeParents(path);
+    } catch (e) {
+      const blocked = e instanceof NotConfinedError ? ctx.t.blockedParent(path) : null;
+      if (!blocked || tries > path.split("/").length) throw e;
+      keepAside(ctx, blocked);
+    }
+  }
+}
+
+/** Moves the local entry at `path` to a conflict copy beside it (rule 4). */
+function keepAside(ctx: StepContext, path: string): void {
+  const base = `${path}.conflict-${ctx.host}-${ctx.stamp}`;
+  for (let n = 1;; n++) {
+    const name = n === 1 ? base : `${base}-${n}`;
+    try {
+      ctx.t.rename(path, name, true);
+      ctx.out.kept.push(name);
+      return;
+    } catch (e) {
+      if (!(e instanceof FsError && e.code === "EEXIST")) throw e;
+    }
+  }
 }

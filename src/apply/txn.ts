@@ -1,67 +1,82 @@
 /**
  * Transactions: a batch of remote records is applied as one unit (rule 2).
  *
- * 1. Content is staged in `.replicator/staging/`, the records to append are
- *    written to `.replicator/txn.records`, and both are flushed (syncfs).
- * 2. The transaction file `.replicator/txn` is written atomically: the commit point.
- * 3. Steps are applied to the tree, the records appended to the KML, the state
- *    and Expect updated, everything flushed, and the transaction file removed.
+ * 1. Everything the batch installs is staged (stage.ts), the records to
+ *    append are written to `.replicator/txn.records`, and both are flushed.
+ * 2. The transaction file `.replicator/txn` (steps with their pre- and
+ *    postconditions, the index rows expected at the end, the Expect after
+ *    the batch) is written atomically: the commit point.
+ * 3. The steps run (steps.ts), the records are appended to the KML, the
+ *    index and Expect updated, everything flushed, and the file removed.
  *
- * On open, a transaction file means "redo" (every step is idempotent); staging
- * without one means "undo" (the staged files are dropped).
+ * On open, a transaction file means "run it again from its first step":
+ * each step checks the disk first, so what was done is not done twice and
+ * nothing a later step did is undone (rule 9). Staging without a transaction
+ * file means nothing was committed: it is dropped.
  *
  * @module
  */
 
-import { decodeRecord, frameLength, type KmlRecord, NO_DIGEST, Op } from "../kml/record.ts";
+import { decodeRecord, frameLength, type KmlRecord, Op } from "../kml/record.ts";
 import type { ExpectEntry } from "../expect/expect.ts";
 import { fsyncDir, fsyncFile, syncFilesystem, writeFileAtomic } from "../fs/durable.ts";
-import { lstatNs, mtimeNsOf } from "../fs/stat.ts";
-import { isWithin, parentOf } from "../fs/paths.ts";
+import { parentOf } from "../fs/paths.ts";
+import { Beneath } from "../fs/beneath.ts";
 import type { Volume } from "../volume/volume.ts";
 import { type Entry, entryOf, type Wanted } from "../volume/state.ts";
-import { applyStep, type StepPlan, Tree } from "./steps.ts";
-import { FormatError } from "../errors.ts";
+import { FormatError, FsError } from "../errors.ts";
+import { type Outcome, runStep, same, STAGING, type Step, type StepContext } from "./steps.ts";
+import { checkRecord, checkSteps } from "./validate.ts";
+import { crashPoint, failPoint } from "./crash.ts";
+import { wantedOf } from "./plan.ts";
 
-/** Transaction file format version. */
-export const TXN_VERSION = 1;
+/** Transaction file format version (2: steps carry their pre- and postconditions). */
+export const TXN_VERSION = 2;
 
 /** A committed batch, as stored in `.replicator/txn`. */
 export interface Txn {
   version: number;
-  /** KML size before the batch: redo cuts back to it and appends again. */
+  /** KML size before the batch: a re-run cuts back to it and appends again. */
   kmlSize: number;
   /** Bytes of the records to append, stored beside it in `txn.records`. */
   recordBytes: number;
-  steps: StepPlan[];
+  steps: Step[];
+  /** Index rows expected at the end of the batch (null: none). */
+  rows: [string, Entry | null][];
+  /** Content the batch could not bring (the source had changed it): asked for later. */
+  wants: Wanted[];
   /** The Expect entries after the batch. */
   expect: ExpectEntry[];
+  /** UTC stamp of conflict copies made by this batch. */
+  stamp: string;
 }
 
 /** Outcome of applying a transaction. */
 export interface TxnResult {
+  /** Steps run. */
   applied: number;
-  /** Conflict copies made (local versions moved aside). */
+  /** Conflict copies made (local versions kept aside). */
   kept: string[];
   /** Steps that could not be applied, with the reason. */
   problems: string[];
 }
 
-/** Commits and applies a planned batch of `records`, encoded as `frames` (concatenated). */
-export function runTxn(vol: Volume, txn: Txn, records: KmlRecord[], frames: Uint8Array): TxnResult {
-  Deno.writeFileSync(vol.layout.txnRecords, frames);
+/** Commits and applies a planned batch whose records are `frames` (concatenated). */
+export function runTxn(vol: Volume, txn: Txn, frames: Uint8Array): TxnResult {
+  writeNew(vol.layout.txnRecords, frames);
   // Staged content and records durable before the commit point.
-  // (Staged symlinks have no data: their bucket directory's fsync covers them.)
-  const staged = txn.steps.filter((s) => s.staged);
-  const where = (s: StepPlan) => `${vol.layout.staging}/${s.staged}`;
-  const files = staged.filter((s) => records[s.i].op !== Op.Symlink).map(where);
-  const buckets = new Set(staged.map((s) => parentOf(where(s))));
+  // (Staged symlinks and directories have no data: their bucket's fsync covers them.)
+  const files = txn.steps.flatMap((s) =>
+    "staged" in s && s.staged && s.post?.type === "f" ? [`${vol.root}/${STAGING}/${s.staged}`] : []
+  );
+  const buckets = new Set(files.map(parentOf));
   flush(vol.root, [...files, vol.layout.txnRecords], [
     ...buckets,
     vol.layout.staging,
     vol.layout.meta,
   ]);
   writeFileAtomic(vol.layout.txn, new TextEncoder().encode(JSON.stringify(txn)));
+  crashPoint("commit");
   return applyTxn(vol, txn);
 }
 
@@ -73,17 +88,18 @@ export function recoverTxn(vol: Volume): void {
   } catch (e) {
     if (!(e instanceof Deno.errors.NotFound)) throw e;
   }
-  if (text === undefined) {
-    clearStaging(vol); // undo: nothing was committed
-    return;
-  }
+  if (text === undefined) return clearStaging(vol); // nothing was committed
   let txn: Txn;
   try {
     txn = JSON.parse(text);
   } catch {
     throw new FormatError(`${vol.layout.txn} is damaged; run 'replicator fsck --repair'`);
   }
-  if (txn.version !== TXN_VERSION) throw new FormatError(`${vol.layout.txn}: unknown version`);
+  if (txn?.version !== TXN_VERSION) {
+    throw new FormatError(
+      `${vol.layout.txn}: unknown version ${txn?.version}; finish it with the replicator that wrote it, or run 'replicator fsck --repair'`,
+    );
+  }
   applyTxn(vol, txn);
 }
 
@@ -99,114 +115,133 @@ export function splitFrames(all: Uint8Array): Uint8Array[] {
 }
 
 function applyTxn(vol: Volume, txn: Txn): TxnResult {
+  const { records, frames } = readRecords(vol, txn);
+  const t = Beneath.open(vol.root);
+  try {
+    const out: Outcome = { kept: [], wants: [], moved: [], notMoved: [], problems: [] };
+    const ctx: StepContext = {
+      t,
+      host: vol.config.hostName,
+      stamp: txn.stamp,
+      steps: txn.steps,
+      out,
+    };
+    let applied = 0;
+    txn.steps.forEach((s, k) => {
+      try {
+        runStep(ctx, k);
+        applied++;
+      } catch (e) {
+        if (!(e instanceof FsError)) throw e;
+        out.problems.push(`${s.path}: ${e.message}; it will be retried by the next sync`);
+        const r = records[s.i];
+        if (r.op === Op.Store || (r.op === Op.Rename && s.kind === "move" && s.want)) {
+          out.wants.push(wantedOf(vol, s.kind === "move" ? s.to : s.path, r));
+        }
+      }
+      crashPoint(`step:${k + 1}`);
+    });
+    crashPoint("steps");
+    if (vol.kml.size !== txn.kmlSize) vol.kml.truncate(txn.kmlSize);
+    failPoint("append", vol.layout.kml);
+    vol.commitRecords(records, frames, () => finalize(vol, t, txn, out));
+    crashPoint("append");
+    vol.writeExpect(txn.expect);
+    crashPoint("expect");
+    failPoint("fsync", vol.root);
+    flush(vol.root, [], touchedDirs(vol, t, txn.steps, out.kept));
+    Deno.removeSync(vol.layout.txn);
+    clearStaging(vol);
+    fsyncDir(vol.layout.meta);
+    return { applied, kept: out.kept, problems: out.problems };
+  } finally {
+    t.close();
+  }
+}
+
+/** The batch's records, checked like a peer's before anything runs. */
+function readRecords(vol: Volume, txn: Txn): { records: KmlRecord[]; frames: Uint8Array[] } {
+  const damaged = (why: string) =>
+    new FormatError(`${vol.layout.txnRecords} is damaged (${why}); run 'replicator fsck --repair'`);
   const all = Deno.readFileSync(vol.layout.txnRecords);
-  if (all.length !== txn.recordBytes) {
-    throw new FormatError(`${vol.layout.txnRecords} is damaged; run 'replicator fsck --repair'`);
+  if (all.length !== txn.recordBytes) throw damaged("wrong length");
+  let frames: Uint8Array[];
+  let records: KmlRecord[];
+  try {
+    frames = splitFrames(all);
+    records = frames.map(decodeRecord);
+  } catch (e) {
+    throw damaged((e as Error).message);
   }
-  const frames = splitFrames(all);
-  const records = frames.map(decodeRecord);
-  const tree = new Tree(vol.root);
-  const problems: string[] = [];
-  let applied = 0;
-  const kept: string[] = [];
-  const failed = new Set<number>();
-  for (const step of txn.steps) {
-    const r = records[step.i];
-    try {
-      if (applyStep(tree, r, step, vol.layout.staging, kept)) applied++;
-    } catch (e) {
-      failed.add(step.i);
-      problems.push(`${r.path}: ${(e as Error).message}; it will be retried by the next sync`);
-    }
-  }
-  if (vol.kml.size !== txn.kmlSize) vol.kml.truncate(txn.kmlSize);
-  vol.commitRecords(records, frames, () => updateIndex(vol, records, txn.steps, failed));
-  vol.writeExpect(txn.expect);
-  flush(vol.root, [], touchedDirs(vol, records, txn.steps));
-  Deno.removeSync(vol.layout.txn);
-  clearStaging(vol);
-  fsyncDir(vol.layout.meta);
-  return { applied, kept, problems };
+  for (const r of records) checkRecord(r, vol.layout.txnRecords);
+  checkSteps(vol.layout.txn, txn.steps, txn.rows, records.length);
+  return { records, frames };
 }
 
 /**
- * Brings the index up to what the batch changed, read back from disk: a file
- * row is only written when the disk matches the record that last stored it,
- * so a step that failed leaves the path looking changed (to be rescanned).
- * Runs inside the state transaction.
+ * Brings the index to what the batch left on disk, inside the state
+ * transaction: rows move with the moves that happened, and each touched path
+ * gets the row the batch expected only where the disk shows exactly that
+ * entry. Where a step failed, the old version's row stays while the disk
+ * still shows it; anything else is a local change, and has no row. Content
+ * that did not arrive is wanted.
  */
-function updateIndex(
-  vol: Volume,
-  records: KmlRecord[],
-  steps: StepPlan[],
-  failed: Set<number>,
-): void {
-  const wrote = new Map<string, number>(); // path -> last record that set content or attrs
-  const stepped = new Set(steps.map((s) => s.i));
-  records.forEach((r, i) => {
-    if (!stepped.has(i)) return;
-    switch (r.op) {
-      case Op.Rename:
-        vol.state.renameEntries(r.path, r.target);
-        vol.state.renameWanted(r.path, r.target);
-        for (const [p, w] of [...wrote]) {
-          if (!isWithin(p, r.path)) continue;
-          wrote.delete(p);
-          wrote.set(r.target + p.slice(r.path.length), w);
-        }
-        if (r.digest !== NO_DIGEST) wrote.set(r.target, i); // a file: the record names its content
-        break;
-      case Op.Unlink:
-      case Op.Rmdir:
-        wrote.delete(r.path);
-        vol.state.deleteEntry(r.path);
-        vol.state.unwant(r.path);
-        break;
-      case Op.Permit:
-        break;
-      default:
-        wrote.set(r.path, i);
-    }
-  });
-  for (const [p, i] of wrote) {
-    const r = records[i];
-    const e = entryOnDisk(vol, p, r);
-    if (e === null) vol.state.deleteEntry(p);
-    else if (e) vol.state.putEntry(p, e);
-    // Content whose installation failed: later pulls fetch it until it is there or a
-    // later record replaces it. Any step that did reach the path settles it.
-    if (failed.has(i) && (r.op === Op.Store || r.op === Op.Rename)) {
-      vol.state.want(wantedOf(p, r));
-    } else if (e?.digest) vol.state.unwant(p);
+function finalize(vol: Volume, t: Beneath, txn: Txn, out: Outcome): void {
+  const { state } = vol;
+  for (const [from, to] of out.moved) {
+    state.renameEntries(from, to);
+    state.renameWanted(from, to);
+  }
+  for (const p of out.notMoved) state.deleteTree(p);
+  for (const [p, e] of txn.rows) {
+    const st = t.stat(p);
+    if (e && st && (same(st, e) || (st.type === "d" && e.type === "d"))) {
+      state.putEntry(p, entryOf(st, e.digest, e.target));
+      if (e.digest) state.unwant(p);
+    } else if (!e) {
+      state.deleteEntry(p);
+      state.unwant(p);
+    } else if (!same(st, state.getEntry(p) ?? null)) {
+      state.deleteEntry(p); // a local change is there (or nothing): no row, it is not ours
+    } // else the step failed and the old version is whole: its row still holds
+  }
+  for (const w of [...txn.wants, ...out.wants]) {
+    if (state.getEntry(w.path)?.digest !== w.digest) state.want(w);
   }
 }
 
-function wantedOf(path: string, r: KmlRecord): Wanted {
-  const sec = r.mtimeNs / 1_000_000_000n;
-  return {
-    path,
-    digest: r.digest,
-    size: r.size,
-    perm: r.mode & 0o7777,
-    mtimeSec: Number(sec),
-    mtimeNsec: Number(r.mtimeNs - sec * 1_000_000_000n),
-  };
+/** Brings the index up to `records` as if they had all been applied (own records a crash left unindexed). */
+export function indexRecords(vol: Volume, records: KmlRecord[]): void {
+  const t = Beneath.open(vol.root);
+  try {
+    for (const r of records) {
+      if (r.op === Op.Rename) vol.state.renameEntries(r.path, r.target);
+      if (r.op === Op.Unlink || r.op === Op.Rmdir) vol.state.deleteEntry(r.path);
+      if (r.op === Op.Permit || r.op === Op.Unlink || r.op === Op.Rmdir) continue;
+      const p = r.op === Op.Rename ? r.target : r.path;
+      const row = diskRow(vol, t, p, r);
+      if (row === null) vol.state.deleteEntry(p);
+      else if (row) vol.state.putEntry(p, row);
+    }
+  } finally {
+    t.close();
+  }
 }
 
 /** The index row for `p` as it is on disk after record `r`; null if gone, undefined to leave as is. */
-function entryOnDisk(vol: Volume, p: string, r: KmlRecord): Entry | null | undefined {
-  const abs = `${vol.root}/${p}`;
-  const st = lstatNs(abs);
+function diskRow(vol: Volume, t: Beneath, p: string, r: KmlRecord): Entry | null | undefined {
+  const st = t.stat(p);
   if (!st) return null;
   if (st.type === "other") return undefined;
   let digest = "";
   if (st.type === "f") {
     const names = r.op === Op.Store || r.op === Op.Rename;
-    if (names && st.size === r.size && mtimeNsOf(st) === r.mtimeNs) digest = r.digest;
+    const mtime = BigInt(st.mtimeSec) * 1_000_000_000n + BigInt(st.mtimeNsec);
+    if (names && st.size === r.size && mtime === r.mtimeNs) digest = r.digest;
     else if (r.op === Op.Setattr) digest = vol.state.getEntry(p)?.digest ?? "";
     if (!digest) return undefined;
   }
-  return entryOf(st, digest, st.type === "l" ? Deno.readLinkSync(abs) : "");
+  return entryOf(st, digest, st.type === "l" ? t.readlink(p) : "");
 }
 
 /** Few files: fsync each. Many: one syncfs(2) beats thousands of fsyncs. */
@@ -225,23 +260,25 @@ function flush(root: string, files: string[], dirs: string[]): void {
   }
 }
 
-/** Directories whose entries the steps changed: every ancestor of every path touched (parents may have been created). */
-function touchedDirs(vol: Volume, records: KmlRecord[], steps: StepPlan[]): string[] {
-  const dirs = new Set<string>([vol.layout.meta]);
-  for (const s of steps) {
-    const r = records[s.i];
-    for (const p of [r.path, r.op === Op.Rename ? r.target : "", s.conflict ?? ""]) {
-      for (let d = p ? parentOf(p) : null; d !== null; d = d === "" ? null : parentOf(d)) {
-        dirs.add(d ? `${vol.root}/${d}` : vol.root);
-      }
-    }
+/** Real directories whose entries the steps changed: every ancestor of every path touched. */
+function touchedDirs(vol: Volume, t: Beneath, steps: Step[], kept: string[]): string[] {
+  const rel = new Set<string>([""]);
+  const paths = [...kept, ...steps.flatMap((s) => s.kind === "move" ? [s.path, s.to] : [s.path])];
+  for (const p of paths) {
+    for (let d = parentOf(p); d !== ""; d = parentOf(d)) rel.add(d);
   }
-  return [...dirs];
+  const dirs = [...rel].filter((d) => d === "" || t.stat(d)?.type === "d");
+  return [vol.layout.meta, ...dirs.map((d) => d ? `${vol.root}/${d}` : vol.root)];
 }
 
-/** Brings the index up to `records` as if they had all been applied (see updateIndex). */
-export function indexRecords(vol: Volume, records: KmlRecord[]): void {
-  updateIndex(vol, records, records.map((_, i) => ({ i })), new Set());
+/** Creates `path` afresh with `data`, never through a symlink left there. */
+function writeNew(path: string, data: Uint8Array): void {
+  try {
+    Deno.removeSync(path);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  Deno.writeFileSync(path, data, { createNew: true, mode: 0o600 });
 }
 
 /** Removes staged content and the records file of a batch (done, or never committed). */

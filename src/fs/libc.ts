@@ -46,6 +46,18 @@ const SYMBOLS = {
   fanotify_mark: { parameters: ["i32", "u32", "u64", "i32", "buffer"], result: "i32" },
   name_to_handle_at: { parameters: ["i32", "buffer", "buffer", "buffer", "i32"], result: "i32" },
   open_by_handle_at: { parameters: ["i32", "buffer", "i32"], result: "i32" },
+  /** openat2(2) has no glibc wrapper on Debian 12: syscall(SYS_openat2, dirfd, path, how, size). */
+  openat2: {
+    name: "syscall",
+    parameters: ["i64", "i64", "buffer", "buffer", "u64"],
+    result: "i64",
+  },
+  renameat2: { parameters: ["i32", "buffer", "i32", "buffer", "u32"], result: "i32" },
+  unlinkat: { parameters: ["i32", "buffer", "i32"], result: "i32" },
+  mkdirat: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  symlinkat: { parameters: ["buffer", "i32", "buffer"], result: "i32" },
+  linkat: { parameters: ["i32", "buffer", "i32", "buffer", "i32"], result: "i32" },
+  readlinkat: { parameters: ["i32", "buffer", "buffer", "usize"], result: "isize" },
 } as const;
 
 /** The loaded symbols' type. */
@@ -80,21 +92,30 @@ export function errno(): number {
 const ERRNO_NAMES: Record<number, string> = {
   1: "EPERM",
   2: "ENOENT",
+  5: "EIO",
   6: "ENXIO",
   9: "EBADF",
   12: "ENOMEM",
   13: "EACCES",
   14: "EFAULT",
   16: "EBUSY",
+  17: "EEXIST",
   18: "EXDEV",
   19: "ENODEV",
   20: "ENOTDIR",
+  21: "EISDIR",
   22: "EINVAL",
   24: "EMFILE",
   25: "ENOTTY",
+  28: "ENOSPC",
+  30: "EROFS",
+  36: "ENAMETOOLONG",
   38: "ENOSYS",
+  39: "ENOTEMPTY",
+  40: "ELOOP",
   95: "EOPNOTSUPP",
   116: "ESTALE",
+  122: "EDQUOT",
 };
 
 /** The symbolic name of an errno value the callers report ("errno N" otherwise). */

@@ -5,10 +5,11 @@
  * @module
  */
 
-import { cString, errno, libc } from "./libc.ts";
+import { cString, errno, errnoName, libc } from "./libc.ts";
 
 const AT_FDCWD = -100;
 const AT_SYMLINK_NOFOLLOW = 0x100;
+const AT_EMPTY_PATH = 0x1000;
 const STATX_BASIC_STATS = 0x7ff;
 const S_IFMT = 0o170000;
 const ENOENT = 2;
@@ -34,13 +35,24 @@ const view = new DataView(buf.buffer);
 
 /** lstat(path) with ns times, or null if it does not exist. Throws on other errors. */
 export function lstatNs(path: string): Stat | null {
-  const rc = libc().statx(AT_FDCWD, cString(path), AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, buf);
+  return statAt(AT_FDCWD, path, path);
+}
+
+/**
+ * fstatat(dirfd, name, AT_SYMLINK_NOFOLLOW) with ns times, or null if it does
+ * not exist; `label` names the path in errors.
+ */
+export function statAt(dirfd: number, name: string, label: string, emptyPath = false): Stat | null {
+  const flags = AT_SYMLINK_NOFOLLOW | (emptyPath ? AT_EMPTY_PATH : 0);
+  const rc = libc().statx(dirfd, cString(name), flags, STATX_BASIC_STATS, buf);
   if (rc !== 0) {
     const e = errno();
     if (e === ENOENT || e === ENOTDIR) return null;
-    if (missingSlow(path)) return null;
-    if (libc().statx(AT_FDCWD, cString(path), AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, buf) !== 0) {
-      throw new Error(`cannot stat ${path}`);
+    if (dirfd === AT_FDCWD && missingSlow(name)) return null;
+    if (libc().statx(dirfd, cString(name), flags, STATX_BASIC_STATS, buf) !== 0) {
+      const again = errno();
+      if (again === ENOENT || again === ENOTDIR) return null;
+      throw new Error(`cannot stat ${label} (${errnoName(again)})`);
     }
   }
   const mode = view.getUint16(28, true);

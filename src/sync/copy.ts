@@ -10,13 +10,13 @@ import { createHash } from "node:crypto";
 const buf = new Uint8Array(1 << 20);
 
 /**
- * Copies `src` to a new file `dest` with permission bits `perm`, returning
- * the hex SHA-256 of what was copied. A file that fits the buffer is written
- * with one call; larger ones stream through it.
+ * Copies the open file `input` (from its start; closed here) to a new file
+ * `dest` with permission bits `perm`, returning the hex SHA-256 of what was
+ * copied. A file that fits the buffer is written with one call; larger ones
+ * stream through it.
  */
-export function copyHashing(src: string, dest: string, perm: number): string {
+export function copyHashing(input: Deno.FsFile, dest: string, perm: number): string {
   const h = createHash("sha256");
-  const input = Deno.openSync(src, { read: true });
   try {
     const first = readSome(input, buf);
     const rest = first === buf.length ? readSome(input, buf.subarray(0, 1)) : 0;

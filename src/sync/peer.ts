@@ -8,9 +8,8 @@
 import type { Frame } from "../kml/log.ts";
 import type { Volume } from "../volume/volume.ts";
 import { checkRelativePath } from "../fs/paths.ts";
-import { lstatNs } from "../fs/stat.ts";
+import { Beneath } from "../fs/beneath.ts";
 import { copyHashing } from "./copy.ts";
-import { Tree } from "../apply/steps.ts";
 
 /** A replica records are read from and files fetched from. */
 export interface PeerSource {
@@ -24,7 +23,8 @@ export interface PeerSource {
   /**
    * Copies the peer's current file at `path` to the local file `dest`
    * (created, with permission bits `perm`), returning the bytes' SHA-256.
-   * Never follows symlinks.
+   * Never follows symlinks; throws FsError ENOENT/ELOOP/ENOTDIR if no
+   * regular file is there.
    */
   fetchFile(path: string, dest: string, perm: number): string;
   /**
@@ -36,14 +36,13 @@ export interface PeerSource {
 
 /** A peer that is a volume on a local path. */
 export function localPeer(v: Volume): PeerSource {
-  const tree = new Tree(v.root);
   return {
     volumeId: v.config.volumeId,
     hostId: v.hostId,
     hostName: v.config.hostName,
     incarnation: v.kml.header.incarnation,
     frames: (offset) => v.kml.frames(offset),
-    fetchFile: (path, dest, perm) => copyOut(tree, path, dest, perm),
+    fetchFile: (path, dest, perm) => copyOut(v.root, path, dest, perm),
     readPosition: (host, incarnation) => {
       const e = v.readExpect().find((x) => x.host === host && x.incarnation === incarnation);
       return e ? { seq: e.readSeq, offset: e.readOffset } : null;
@@ -51,13 +50,13 @@ export function localPeer(v: Volume): PeerSource {
   };
 }
 
-function copyOut(tree: Tree, path: string, dest: string, perm: number): string {
+/** Copies a file of the replica at `root`, confined beneath it. */
+function copyOut(root: string, path: string, dest: string, perm: number): string {
   checkRelativePath(path);
-  if (!tree.parentsAreDirectories(path)) {
-    throw new Deno.errors.NotFound(`${path}: a parent is not a directory on the peer`);
+  const t = Beneath.open(root);
+  try {
+    return copyHashing(t.openFile(path), dest, perm);
+  } finally {
+    t.close();
   }
-  if (lstatNs(tree.abs(path))?.type !== "f") {
-    throw new Deno.errors.NotFound(`${path} is no longer a file on the peer`);
-  }
-  return copyHashing(tree.abs(path), dest, perm);
 }

@@ -1,7 +1,7 @@
 /**
  * Pulling: read what a peer's KML has that this replica has not applied,
- * decide what to do with each record, stage the content, and apply it all in
- * one transaction.
+ * accept records in sequence from hosts that held the permit, and hand them
+ * to the apply engine in bounded batches.
  *
  * @module
  */
@@ -9,17 +9,19 @@
 import { decodeRecord, type KmlRecord, Op } from "../kml/record.ts";
 import { KML_HEADER_BYTES } from "../kml/log.ts";
 import { type ExpectEntry, newExpect } from "../expect/expect.ts";
-import { checkRelativePath } from "../fs/paths.ts";
-import { setMtimeNs } from "../fs/libc.ts";
 import { FormatError, HostilePeerError } from "../errors.ts";
 import type { Volume } from "../volume/volume.ts";
 import type { PeerSource } from "./peer.ts";
-import type { StepPlan } from "../apply/steps.ts";
-import { runTxn } from "../apply/txn.ts";
-import { finalContent, locallyChanged, planSteps } from "../apply/plan.ts";
-import { Tree } from "../apply/steps.ts";
-import { lstatNs, mtimeNsOf } from "../fs/stat.ts";
-import { entryOf } from "../volume/state.ts";
+import {
+  applyBatch,
+  checkRecord,
+  type FetchCount,
+  fetchWanted,
+  finalContent,
+  type Progress,
+} from "../apply/mod.ts";
+
+export type { Progress };
 
 /** What one pull did. */
 export interface PullResult {
@@ -32,10 +34,12 @@ export interface PullResult {
   fetchedBytes: number;
   /** Conflict copies made (volume-relative paths). */
   conflicts: string[];
-  /** Content not taken because it changed again on the peer (a later record will bring it). */
+  /** Content not taken because it changed again on the peer (wanted: a later pull brings it). */
   deferred: string[];
   /** Records refused: written by a host that did not hold the permit in their epoch. */
   rejected: number;
+  /** Records held back: their origin's earlier records have not been seen (a gap). */
+  heldBack: number;
   problems: string[];
 }
 
@@ -57,12 +61,6 @@ function batchRecords(): number {
   return Number.isInteger(n) && n > 0 ? n : 4096;
 }
 
-/** Reports fetching progress: files and bytes done of the batch's total. */
-export type Progress = (
-  done: { files: number; bytes: number },
-  total: { files: number; bytes: number },
-) => void;
-
 /** Pulls everything new from `peer` into `vol`. */
 export function pull(vol: Volume, peer: PeerSource, progress?: Progress): PullResult {
   const result: PullResult = {
@@ -73,6 +71,7 @@ export function pull(vol: Volume, peer: PeerSource, progress?: Progress): PullRe
     conflicts: [],
     deferred: [],
     rejected: 0,
+    heldBack: 0,
     problems: [],
   };
   const expects = vol.readExpect();
@@ -87,13 +86,17 @@ export function pull(vol: Volume, peer: PeerSource, progress?: Progress): PullRe
   result.received = accepted.length;
   if (accepted.length > 0) applyAll(vol, peer, accepted, exp, others, result, progress);
   else if (JSON.stringify(exp) !== JSON.stringify(before)) vol.writeExpect([...others, exp]);
-  retryWanted(vol, peer, result);
+  const w = fetchWanted(vol, peer);
+  result.fetched += w.fetched;
+  result.fetchedBytes += w.fetchedBytes;
+  result.conflicts.push(...w.kept);
+  result.problems.push(...w.problems);
   return result;
 }
 
 /**
  * Applies `accepted` in batches, each one transaction that also moves this
- * peer's Expect entry (the last one to `exp`, past any records skipped after it).
+ * peer's Expect entry (the last one to `exp`), never past a held-back record.
  */
 function applyAll(
   vol: Volume,
@@ -104,97 +107,38 @@ function applyAll(
   result: PullResult,
   progress?: Progress,
 ): void {
-  const finals = finalContent(accepted.map((a) => a.record));
-  const total = { files: 0, bytes: 0 };
+  const records = accepted.map((a) => a.record);
+  const finals = finalContent(records);
+  const count: FetchCount = {
+    done: { files: 0, bytes: 0 },
+    total: { files: 0, bytes: 0 },
+    progress,
+  };
   for (const i of finals.keys()) {
-    if (accepted[i].record.op !== Op.Store) continue;
-    total.files++;
-    total.bytes += accepted[i].record.size;
+    if (records[i].op !== Op.Store) continue;
+    count.total.files++;
+    count.total.bytes += records[i].size;
   }
   const size = batchRecords();
   for (let start = 0; start < accepted.length; start += size) {
     const part = accepted.slice(start, start + size);
-    const last = start + size >= accepted.length;
-    const upTo = last ? exp : { ...exp, readSeq: part.at(-1)!.seq, readOffset: part.at(-1)!.end };
-    const batchFinals = shifted(finals, start, part.length);
-    applyBatch(vol, peer, part, batchFinals, [...others, upTo], result, total, progress);
+    const lastOne = part.at(-1)!;
+    const upTo = start + size >= accepted.length || lastOne.end > exp.readOffset
+      ? exp
+      : { ...exp, readSeq: lastOne.seq, readOffset: lastOne.end };
+    const batch = applyBatch(vol, peer, {
+      records: part.map((a) => a.record),
+      frames: part.map((a) => a.bytes),
+      finals: shifted(finals, start, part.length),
+      expect: [...others, upTo],
+    }, count);
+    result.applied += batch.applied;
+    result.conflicts.push(...batch.kept);
+    result.deferred.push(...batch.deferred);
+    result.problems.push(...batch.problems);
   }
-}
-
-/**
- * Installs content that earlier records named but that could not be installed
- * (a failed step, say a directory that was not writable), if the peer still has
- * exactly that content and nothing local would be overwritten.
- */
-function retryWanted(vol: Volume, peer: PeerSource, result: PullResult): void {
-  const wanted = vol.state.wanted();
-  if (wanted.length === 0) return;
-  const tree = new Tree(vol.root);
-  const tmp = `${vol.layout.staging}/wanted`;
-  Deno.mkdirSync(vol.layout.staging, { recursive: true });
-  for (const w of wanted) {
-    const st = lstatNs(tree.abs(w.path));
-    if (st && locallyChanged(vol, w.path, st)) continue; // never over a local change
-    try {
-      if (peer.fetchFile(w.path, tmp, w.perm) !== w.digest) continue; // changed again: a record will come
-      setMtimeNs(tmp, mtimeNsOf(w));
-      tree.parents(w.path);
-      Deno.renameSync(tmp, tree.abs(w.path));
-      const now = lstatNs(tree.abs(w.path))!;
-      vol.state.transaction(() => {
-        vol.state.putEntry(w.path, entryOf(now, w.digest, ""));
-        vol.state.unwant(w.path);
-      });
-      result.fetched++;
-      result.fetchedBytes += w.size;
-    } catch (e) {
-      if (e instanceof HostilePeerError) throw e;
-      if (!(e instanceof Deno.errors.NotFound)) {
-        result.problems.push(`${w.path}: still not applied: ${(e as Error).message}`);
-      }
-    } finally {
-      try {
-        Deno.removeSync(tmp);
-      } catch { /* installed, or never fetched */ }
-    }
-  }
-}
-
-/** Plans, stages and applies one batch of records as one transaction. */
-function applyBatch(
-  vol: Volume,
-  peer: PeerSource,
-  part: Accepted[],
-  finals: Map<number, string>,
-  expect: ExpectEntry[],
-  result: PullResult,
-  total: { files: number; bytes: number },
-  progress?: Progress,
-): void {
-  const records = part.map((a) => a.record);
-  const steps = planSteps(vol, records, finals);
-  stageContent(vol, peer, records, steps, finals, result, total, progress);
-  const all = new Uint8Array(part.reduce((n, a) => n + a.bytes.length, 0));
-  let at = 0;
-  for (const a of part) {
-    all.set(a.bytes, at);
-    at += a.bytes.length;
-  }
-  const txn = runTxn(
-    vol,
-    {
-      version: 1,
-      kmlSize: vol.kml.size,
-      recordBytes: all.length,
-      steps,
-      expect,
-    },
-    records,
-    all,
-  );
-  result.applied += txn.applied;
-  result.conflicts.push(...txn.kept);
-  result.problems.push(...txn.problems);
+  result.fetched += count.done.files;
+  result.fetchedBytes += count.done.bytes;
 }
 
 /** The entries of `finals` for indices start..start+n, renumbered from 0. */
@@ -207,12 +151,21 @@ function shifted(finals: Map<number, string>, start: number, n: number): Map<num
   return out;
 }
 
-/** Reads the peer's new records, advancing `exp`, keeping those to apply. */
+/**
+ * Reads the peer's new records, advancing `exp`, keeping those to apply:
+ * from a host that held the permit in their epoch, and next in their
+ * origin's sequence. A relayed record further ahead (a gap) is held back and
+ * `exp` stops before it, so it is read again by later pulls; no sequence
+ * number a relay sends can mark records this replica has not seen as applied
+ * (rule 10).
+ */
 function readNew(vol: Volume, peer: PeerSource, exp: ExpectEntry, result: PullResult): Accepted[] {
   const applied = vol.state.origins();
   let permit = vol.permit();
   const holders = new Map<number, string>();
   const out: Accepted[] = [];
+  let stop: { seq: number; offset: number } | undefined;
+  const gaps = new Map<string, number>();
   for (const f of peer.frames(exp.readOffset)) {
     let r: KmlRecord;
     try {
@@ -222,89 +175,41 @@ function readNew(vol: Volume, peer: PeerSource, exp: ExpectEntry, result: PullRe
         `peer ${peer.hostName} sent a bad record at ${f.offset}: ${(e as FormatError).message}`,
       );
     }
+    const at = { seq: exp.readSeq, offset: exp.readOffset };
     exp.readOffset = f.offset + f.bytes.length;
     exp.readSeq++;
-    if (r.originHost === vol.hostId || r.originSeq <= (applied.get(r.originHost) ?? 0)) continue;
-    checkRecordPaths(r, peer.hostName);
+    const last = applied.get(r.originHost) ?? 0;
+    if (r.originHost === vol.hostId || r.originSeq <= last) continue;
+    checkRecord(r, `peer ${peer.hostName}`);
     if (r.op === Op.Permit) {
       if (r.epoch <= permit.epoch || (permit.epoch > 0 && r.originHost !== permit.holder)) {
         result.rejected++;
         continue;
       }
-      permit = { epoch: r.epoch, holder: r.target };
-      holders.set(r.epoch, r.target);
     } else if ((holders.get(r.epoch) ?? vol.holderOf(r.epoch)) !== r.originHost) {
       result.rejected++;
       continue;
     }
+    // The origin itself may skip numbers (a log cut by fsck --repair); relays may not.
+    if (r.originSeq !== last + 1 && r.originHost !== peer.hostId) {
+      result.heldBack++;
+      stop ??= at;
+      if (!gaps.has(r.originHost)) gaps.set(r.originHost, last);
+      continue;
+    }
+    if (r.op === Op.Permit) {
+      permit = { epoch: r.epoch, holder: r.target };
+      holders.set(r.epoch, r.target);
+    }
     applied.set(r.originHost, r.originSeq);
     out.push({ record: r, bytes: new Uint8Array(f.bytes), seq: exp.readSeq, end: exp.readOffset });
   }
+  if (stop) [exp.readSeq, exp.readOffset] = [stop.seq, stop.offset];
+  for (const [host, last] of gaps) {
+    result.problems.push(
+      `peer ${peer.hostName}: records of host ${host} after its record ${last} are missing from ` +
+        `its log; later ones are held back (check that peer's log with 'replicator fsck' there)`,
+    );
+  }
   return out;
-}
-
-function checkRecordPaths(r: KmlRecord, peer: string): void {
-  try {
-    if (r.op === Op.Permit) {
-      if (!/^[0-9a-f]{32}$/.test(r.target)) throw new HostilePeerError("bad permit holder");
-      return;
-    }
-    checkRelativePath(r.path);
-    if (r.op === Op.Rename) checkRelativePath(r.target);
-    if (r.op === Op.Symlink && (r.target === "" || r.target.includes("\0"))) {
-      throw new HostilePeerError("bad symlink target");
-    }
-  } catch (e) {
-    throw new HostilePeerError(`peer ${peer}: ${(e as Error).message}; nothing was applied`);
-  }
-}
-
-/** Stages content for every final Store/Symlink; defers what changed on the peer. */
-function stageContent(
-  vol: Volume,
-  peer: PeerSource,
-  records: KmlRecord[],
-  steps: StepPlan[],
-  finals: Map<number, string>,
-  result: PullResult,
-  total: { files: number; bytes: number },
-  progress?: Progress,
-): void {
-  const buckets = new Set<string>();
-  for (const step of steps) {
-    if (!step.staged) continue;
-    const r = records[step.i];
-    const dest = `${vol.layout.staging}/${step.staged}`;
-    const bucket = dest.slice(0, dest.lastIndexOf("/"));
-    if (!buckets.has(bucket)) Deno.mkdirSync(bucket, { recursive: true }), buckets.add(bucket);
-    if (r.op === Op.Symlink) {
-      Deno.symlinkSync(r.target, dest);
-      setMtimeNs(dest, r.mtimeNs);
-      continue;
-    }
-    const from = finals.get(step.i)!;
-    let digest = "";
-    try {
-      digest = peer.fetchFile(from, dest, r.mode & 0o7777);
-    } catch (e) {
-      if (e instanceof HostilePeerError) throw e;
-      if (!(e instanceof Deno.errors.NotFound)) {
-        result.problems.push(
-          `${from}: cannot fetch from ${peer.hostName}: ${(e as Error).message}`,
-        );
-      }
-    }
-    if (digest !== r.digest) {
-      try {
-        Deno.removeSync(dest);
-      } catch { /* never created */ }
-      delete step.staged;
-      result.deferred.push(from);
-      continue;
-    }
-    setMtimeNs(dest, r.mtimeNs);
-    result.fetched++;
-    result.fetchedBytes += r.size;
-    progress?.({ files: result.fetched, bytes: result.fetchedBytes }, total);
-  }
 }

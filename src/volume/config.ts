@@ -22,6 +22,8 @@ export interface VolumeConfig {
   hostName: string;
   /** Named peers: name -> URL or path. */
   peers: Record<string, string>;
+  /** Apply setuid/setgid bits as received (default: dropped, as Unison does). */
+  keepSetid?: boolean;
 }
 
 /** Reads and validates volume.json. */

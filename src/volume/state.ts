@@ -148,6 +148,12 @@ export class State {
     this.sql("DELETE FROM entries WHERE path = ?").run(path);
   }
 
+  /** Deletes the rows of `path` and of everything below it. */
+  deleteTree(path: string): void {
+    this.sql("DELETE FROM entries WHERE path = ? OR (path >= ? AND path < ?)")
+      .run(path, path + "/", path + "0");
+  }
+
   /**
    * Moves `from` and everything under it to `to`, replacing what was there.
    * Does nothing if nothing is recorded at `from` (a rename that was a no-op).

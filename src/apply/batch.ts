@@ -1,0 +1,91 @@
+/**
+ * Applying one batch of accepted records: plan what to stage, stage it, plan
+ * the steps against the staged entries, and run them as one transaction.
+ *
+ * @module
+ */
+
+import type { KmlRecord } from "../kml/record.ts";
+import type { ExpectEntry } from "../expect/expect.ts";
+import { Beneath } from "../fs/beneath.ts";
+import type { Volume } from "../volume/volume.ts";
+import { planBatch } from "./plan.ts";
+import { type Amount, type ContentSource, type Progress, stage } from "./stage.ts";
+import { runTxn, TXN_VERSION } from "./txn.ts";
+import { pausePoint } from "./crash.ts";
+
+/** What applying a batch did. */
+export interface BatchResult {
+  /** Steps run. */
+  applied: number;
+  /** Conflict copies made. */
+  kept: string[];
+  /** Final paths whose content the source no longer had (wanted, fetched later). */
+  deferred: string[];
+  problems: string[];
+}
+
+/** A batch: its records and their raw frames (appended to this replica's KML as they are). */
+export interface Batch {
+  records: KmlRecord[];
+  frames: Uint8Array[];
+  /** Record index -> final path, for the content records that travel (see finalContent). */
+  finals: Map<number, string>;
+  /** The Expect entries to write with the batch. */
+  expect: ExpectEntry[];
+}
+
+/** Fetch counters shared by the batches of one pull, for progress. */
+export interface FetchCount {
+  done: Amount;
+  total: Amount;
+  progress?: Progress;
+}
+
+/** Applies `batch` from `source` to `vol` as one transaction. */
+export function applyBatch(
+  vol: Volume,
+  source: ContentSource,
+  batch: Batch,
+  count: FetchCount,
+): BatchResult {
+  const { records, finals } = batch;
+  const t = Beneath.open(vol.root);
+  let plan;
+  let staged;
+  try {
+    const first = planBatch(vol, t, records, finals);
+    staged = stage(vol, t, records, first.needs, source, count.done, count.total, count.progress);
+    pausePoint("staged");
+    plan = planBatch(vol, t, records, finals, staged.entries, first.adopted);
+  } finally {
+    t.close();
+  }
+  const frames = concat(batch.frames);
+  const result = runTxn(vol, {
+    version: TXN_VERSION,
+    kmlSize: vol.kml.size,
+    recordBytes: frames.length,
+    steps: plan.steps,
+    rows: [...plan.rows],
+    wants: staged.deferred,
+    expect: batch.expect,
+    stamp: utcStamp(),
+  }, frames);
+  return { ...result, deferred: staged.deferred.map((w) => w.path) };
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const all = new Uint8Array(parts.reduce((n, b) => n + b.length, 0));
+  let at = 0;
+  for (const b of parts) {
+    all.set(b, at);
+    at += b.length;
+  }
+  return all;
+}
+
+/** The current UTC time as conflict copies name it: YYYYMMDDTHHMMSSZ. */
+export function utcStamp(): string {
+  return new Date().toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
+}

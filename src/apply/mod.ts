@@ -1,0 +1,17 @@
+/**
+ * The apply engine: the one place that changes a replica's tree on behalf
+ * of another replica. It owns the integrity invariants (docs/design.md,
+ * "Invariants"): every operation confined beneath the volume root, a
+ * compare-and-swap before every destructive step, recovery that can re-run
+ * any batch, and content that did not arrive kept wanted.
+ *
+ * @module
+ */
+
+export { openReplica } from "./open.ts";
+export { applyBatch, type Batch, type BatchResult, type FetchCount } from "./batch.ts";
+export { finalContent } from "./plan.ts";
+export { type Amount, type ContentSource, type Progress, StagingError } from "./stage.ts";
+export { fetchWanted, type WantedResult } from "./wanted.ts";
+export { checkRecord } from "./validate.ts";
+export { indexRecords, recoverTxn } from "./txn.ts";

@@ -1,0 +1,145 @@
+/**
+ * Staging: everything a batch will put in place is first made in
+ * `.replicator/staging/` — files fetched and verified against their record's
+ * SHA-256 (rule 3), symlinks, directories — so that every placing step knows
+ * the inode it installs, and a crash before the commit point leaves the tree
+ * untouched.
+ *
+ * A fetch that fails because the source no longer has that content defers it:
+ * the content stays wanted (state.db) and later pulls fetch it. Any other
+ * failure (no space, an I/O error) aborts the batch before its commit point:
+ * nothing is applied, Expect does not move, and the next sync tries again
+ * (rule 10).
+ *
+ * @module
+ */
+
+import type { KmlRecord } from "../kml/record.ts";
+import type { Beneath } from "../fs/beneath.ts";
+import { type Entry, entryOf, type Wanted } from "../volume/state.ts";
+import type { Volume } from "../volume/volume.ts";
+import { FsError, HostilePeerError, ReplicatorError } from "../errors.ts";
+import { type Need, permOf, wantedOf } from "./plan.ts";
+import { STAGING } from "./steps.ts";
+
+/** Where content comes from: the peer of a pull. */
+export interface ContentSource {
+  hostName: string;
+  /**
+   * Copies the source's current file at `path` to the new local file `dest`
+   * (created, never followed), returning the SHA-256 of the bytes copied.
+   * Throws Deno.errors.NotFound (or an FsError ENOENT) if no regular file is
+   * there any more.
+   */
+  fetchFile(path: string, dest: string, perm: number): string;
+}
+
+/** Files and bytes, for progress. */
+export interface Amount {
+  files: number;
+  bytes: number;
+}
+
+/** Reports fetching progress: done so far of the pull's total. */
+export type Progress = (done: Amount, total: Amount) => void;
+
+/** What staging made. */
+export interface Staged {
+  /** Record index -> the staged entry. */
+  entries: Map<number, Entry>;
+  /** Content the source no longer had: asked for again later. */
+  deferred: Wanted[];
+}
+
+/** The batch could not be staged; nothing of it was applied. */
+export class StagingError extends ReplicatorError {}
+
+/** Stages what `needs` asks for. `done` counts fetched files and bytes. */
+export function stage(
+  vol: Volume,
+  t: Beneath,
+  records: KmlRecord[],
+  needs: Map<number, Need>,
+  source: ContentSource,
+  done: Amount,
+  total: Amount,
+  progress?: Progress,
+): Staged {
+  const out: Staged = { entries: new Map(), deferred: [] };
+  makeDir(t, STAGING);
+  for (const [i, need] of needs) {
+    const r = records[i];
+    const name = `${STAGING}/${i % 64}/${i}`;
+    makeDir(t, name.slice(0, name.lastIndexOf("/")));
+    if (need.kind === "dir") {
+      t.mkdir(name, 0o700);
+      t.chmod(name, permOf(vol, r.mode));
+    } else if (need.kind === "symlink") {
+      t.symlink(r.target, name);
+      t.setMtime(name, r.mtimeNs);
+    } else {
+      if (!fetch(vol, t, source, r, need.from, name)) {
+        out.deferred.push(wantedOf(vol, need.from, r));
+        continue;
+      }
+      done.files++;
+      done.bytes += r.size;
+      progress?.(done, total);
+    }
+    const st = t.stat(name);
+    if (!st) throw new StagingError(`${t.abs(name)} vanished while staging; run sync again`);
+    out.entries.set(i, entryOf(st, need.kind === "fetch" ? r.digest : "", r.target));
+  }
+  return out;
+}
+
+/** Fetches `from` into `name`; false if the source no longer has the record's content. */
+function fetch(
+  vol: Volume,
+  t: Beneath,
+  source: ContentSource,
+  r: KmlRecord,
+  from: string,
+  name: string,
+): boolean {
+  const perm = permOf(vol, r.mode);
+  let digest: string;
+  try {
+    digest = source.fetchFile(from, t.abs(name), perm);
+  } catch (e) {
+    drop(t, name);
+    if (e instanceof HostilePeerError) throw e;
+    if (gone(e)) return false;
+    throw new StagingError(
+      `cannot fetch ${from} from ${source.hostName}: ${(e as Error).message}; ` +
+        `nothing of this batch was applied; run sync again once that is fixed`,
+    );
+  }
+  if (digest !== r.digest) {
+    drop(t, name); // changed again on the source: never mixed (rule 3)
+    return false;
+  }
+  t.chmod(name, perm);
+  t.setMtime(name, r.mtimeNs);
+  return true;
+}
+
+/** True if `e` says the source has no such file (any more). */
+function gone(e: unknown): boolean {
+  if (e instanceof Deno.errors.NotFound) return true;
+  return e instanceof FsError && ["ENOENT", "ENOTDIR", "ELOOP"].includes(e.code);
+}
+
+/** Creates directory `rel` (mode 0700) unless it is one; anything else there is replaced. */
+function makeDir(t: Beneath, rel: string): void {
+  const st = t.stat(rel);
+  if (st?.type === "d") return;
+  if (st) t.unlink(rel);
+  t.mkdir(rel, 0o700);
+}
+
+function drop(t: Beneath, rel: string): void {
+  try {
+    t.unlink(rel);
+  } catch { /* never created */ }
+}

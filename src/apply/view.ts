@@ -1,0 +1,84 @@
+/**
+ * What this replica expects at each path while a batch is planned: the index
+ * (what it last recorded or applied) with the batch's earlier steps played
+ * over it. Every step's precondition is read from here, so a compare-and-swap
+ * at execution time tells the replica's own state from a local change.
+ *
+ * Paths the batch touched live in `overlay` (null: nothing there). Others are
+ * mapped back through the batch's renames to their path before the batch and
+ * read from the index; below a path the batch created or removed, nothing is
+ * left of the index (a "cut").
+ *
+ * @module
+ */
+
+import { isWithin, parentOf } from "../fs/paths.ts";
+import type { Entry } from "../volume/state.ts";
+
+/** One entry of the batch's history, newest last. */
+type Event = { rename: [string, string] } | { cut: string };
+
+/** The index as the batch so far leaves it. */
+export class View {
+  private readonly overlay = new Map<string, Entry | null>();
+  private readonly history: Event[] = [];
+  /** Paths cut so far; while there was no rename, a lookup only checks ancestors here. */
+  private readonly cuts = new Set<string>();
+  private renames = 0;
+
+  /** `indexed(p)` reads the index row of `p` as it was before the batch. */
+  constructor(private readonly indexed: (p: string) => Entry | undefined) {}
+
+  /** The entry expected at `p` now, or null if nothing is. */
+  get(p: string): Entry | null {
+    const o = this.overlay.get(p);
+    if (o !== undefined) return o;
+    if (this.renames === 0) {
+      for (let q = parentOf(p); q !== ""; q = parentOf(q)) if (this.cuts.has(q)) return null;
+      return this.indexed(p) ?? null;
+    }
+    let q = p;
+    for (let k = this.history.length - 1; k >= 0; k--) {
+      const ev = this.history[k];
+      if ("cut" in ev) {
+        if (q !== ev.cut && isWithin(q, ev.cut)) return null;
+      } else if (isWithin(q, ev.rename[1])) {
+        q = ev.rename[0] + q.slice(ev.rename[1].length);
+      }
+    }
+    return this.indexed(q) ?? null;
+  }
+
+  /** Something new (or nothing) is at `p`; nothing of the old index remains below it. */
+  set(p: string, e: Entry | null): void {
+    for (const q of [...this.overlay.keys()]) if (q !== p && isWithin(q, p)) this.overlay.delete(q);
+    this.overlay.set(p, e);
+    this.history.push({ cut: p });
+    this.cuts.add(p);
+  }
+
+  /** Only the attributes of `p` changed: what is below it stays. */
+  update(p: string, e: Entry): void {
+    this.overlay.set(p, e);
+  }
+
+  /** `from` (and all below it) moved to `to`, replacing what was there. */
+  move(from: string, to: string): void {
+    const moving: [string, Entry | null][] = [];
+    for (const [q, e] of this.overlay) if (isWithin(q, from)) moving.push([q, e]);
+    const moved = this.get(from);
+    for (const q of [...this.overlay.keys()]) {
+      if (isWithin(q, to) || isWithin(q, from)) this.overlay.delete(q);
+    }
+    this.history.push({ cut: to }, { rename: [from, to] }, { cut: from });
+    this.renames++;
+    for (const [q, e] of moving) this.overlay.set(to + q.slice(from.length), e);
+    this.overlay.set(to, moved);
+    this.overlay.set(from, null);
+  }
+
+  /** Every path the batch touched, with what is expected there at its end. */
+  touched(): Map<string, Entry | null> {
+    return this.overlay;
+  }
+}

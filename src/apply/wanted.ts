@@ -1,0 +1,118 @@
+/**
+ * Content a record named but that is not in place yet: the source had
+ * changed it, or installing it failed. Every pull asks its source for each
+ * such file again, installs it only if it has exactly the wanted digest, and
+ * puts it in place with the same compare-and-swap as a batch step, so a local
+ * change is kept as a conflict copy (rule 10: nothing is silently forgotten).
+ *
+ * @module
+ */
+
+import { Beneath } from "../fs/beneath.ts";
+import { hashOpenFile } from "../fs/hash.ts";
+import { entryOf, type Wanted } from "../volume/state.ts";
+import type { Volume } from "../volume/volume.ts";
+import { FsError, HostilePeerError } from "../errors.ts";
+import { type ContentSource, StagingError } from "./stage.ts";
+import { type Outcome, runStep, same, STAGING, type StepContext } from "./steps.ts";
+import { utcStamp } from "./batch.ts";
+
+/** What fetching wanted content did. */
+export interface WantedResult {
+  fetched: number;
+  fetchedBytes: number;
+  kept: string[];
+  problems: string[];
+}
+
+const TMP = "wanted";
+
+/** Fetches and installs what `vol` still wants, from `source`. */
+export function fetchWanted(vol: Volume, source: ContentSource): WantedResult {
+  const result: WantedResult = { fetched: 0, fetchedBytes: 0, kept: [], problems: [] };
+  const wanted = vol.state.wanted();
+  if (wanted.length === 0) return result;
+  const t = Beneath.open(vol.root);
+  try {
+    if (t.stat(STAGING)?.type !== "d") t.mkdir(STAGING, 0o700);
+    for (const w of wanted) {
+      try {
+        if (adopt(vol, t, w) || install(vol, t, source, w, result)) {
+          vol.state.unwant(w.path);
+        }
+      } catch (e) {
+        if (e instanceof HostilePeerError) throw e;
+        if (!(e instanceof FsError || e instanceof StagingError)) throw e;
+        result.problems.push(`${w.path}: still not applied: ${e.message}`);
+      } finally {
+        try {
+          t.unlink(`${STAGING}/${TMP}`);
+        } catch { /* installed, or never fetched */ }
+      }
+    }
+  } finally {
+    t.close();
+  }
+  return result;
+}
+
+/** True if the file is already there with the wanted content (a crash after its install). */
+function adopt(vol: Volume, t: Beneath, w: Wanted): boolean {
+  const st = t.stat(w.path);
+  if (st?.type !== "f" || st.size !== w.size) return false;
+  const f = t.openFile(w.path);
+  try {
+    if (hashOpenFile(f) !== w.digest) return false;
+  } finally {
+    f.close();
+  }
+  vol.state.putEntry(w.path, entryOf(st, w.digest, ""));
+  return true;
+}
+
+/** Fetches `w` and puts it in place; false if the source does not have that content now. */
+function install(
+  vol: Volume,
+  t: Beneath,
+  source: ContentSource,
+  w: Wanted,
+  result: WantedResult,
+): boolean {
+  const tmp = `${STAGING}/${TMP}`;
+  let digest: string;
+  try {
+    digest = source.fetchFile(w.path, t.abs(tmp), w.perm);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    if (e instanceof FsError && ["ENOENT", "ENOTDIR", "ELOOP"].includes(e.code)) return false;
+    throw e;
+  }
+  if (digest !== w.digest) return false; // a later record will bring what it has now
+  t.chmod(tmp, w.perm);
+  t.setMtime(tmp, BigInt(w.mtimeSec) * 1_000_000_000n + BigInt(w.mtimeNsec));
+  const post = entryOf(t.stat(tmp)!, w.digest, "");
+  const out: Outcome = { kept: [], wants: [], moved: [], notMoved: [], problems: [] };
+  const ctx: StepContext = {
+    t,
+    host: vol.config.hostName,
+    stamp: utcStamp(),
+    steps: [{
+      kind: "place",
+      i: 0,
+      path: w.path,
+      staged: TMP,
+      pre: vol.state.getEntry(w.path) ?? null,
+      post,
+    }],
+    out,
+  };
+  runStep(ctx, 0);
+  result.kept.push(...out.kept);
+  result.problems.push(...out.problems);
+  const now = t.stat(w.path);
+  if (!same(now, post)) return false;
+  vol.state.putEntry(w.path, entryOf(now!, w.digest, ""));
+  result.fetched++;
+  result.fetchedBytes += w.size;
+  return true;
+}

@@ -1,0 +1,311 @@
+/**
+ * File operations confined to one tree (rule 6). Every path is resolved by
+ * openat2(2) from a descriptor of the tree's root with RESOLVE_BENEATH and
+ * RESOLVE_NO_SYMLINKS: no component may be a symlink or leave the tree, so
+ * nothing here can be steered outside, whatever was swapped in between two
+ * calls. There is deliberately no cache of "known directories": each call
+ * resolves afresh.
+ *
+ * Final components are never followed either: stat and utimens use
+ * AT_SYMLINK_NOFOLLOW, chmod goes through an O_PATH descriptor, opens use
+ * O_NOFOLLOW.
+ *
+ * @example
+ * ```ts
+ * const t = Beneath.open("/srv/vol");
+ * try {
+ *   t.makeParents("a/b/c");
+ *   t.rename(".replicator/staging/0/0", "a/b/c");
+ * } finally {
+ *   t.close();
+ * }
+ * ```
+ * @module
+ */
+
+import { errno, errnoName, libc, O_CLOEXEC, O_DIRECTORY, O_RDONLY } from "./libc.ts";
+import { type Stat, statAt } from "./stat.ts";
+import { FsError, NotConfinedError } from "../errors.ts";
+
+const SYS_OPENAT2 = 437n;
+const RESOLVE_NO_MAGICLINKS = 0x02n;
+const RESOLVE_NO_SYMLINKS = 0x04n;
+const RESOLVE_BENEATH = 0x08n;
+const O_NOFOLLOW = 0o400000;
+const O_NONBLOCK = 0o4000;
+const O_PATH = 0o10000000;
+const AT_REMOVEDIR = 0x200;
+const AT_SYMLINK_NOFOLLOW = 0x100;
+const RENAME_NOREPLACE = 1;
+const ENOENT = 2;
+const EEXIST = 17;
+const ENOTDIR = 20;
+const ELOOP = 40;
+const EXDEV = 18;
+
+const encoder = new TextEncoder();
+
+function cstr(s: string): Uint8Array<ArrayBuffer> {
+  const b = new Uint8Array(s.length * 3 + 1);
+  const { written } = encoder.encodeInto(s, b);
+  return b.subarray(0, written + 1) as Uint8Array<ArrayBuffer>;
+}
+
+/** Splits "a/b/c" into ["a/b", "c"] (parent "" for a top-level name). */
+function split(rel: string): [string, string] {
+  const i = rel.lastIndexOf("/");
+  return i < 0 ? ["", rel] : [rel.slice(0, i), rel.slice(i + 1)];
+}
+
+/** A tree whose every operation stays beneath its root. Close it when done. */
+export class Beneath {
+  private constructor(readonly root: string, private fd: number) {}
+
+  /** Opens the tree at absolute path `root` (the root itself may be reached through symlinks). */
+  static open(root: string): Beneath {
+    const fd = libc().open(cstr(root), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+      const e = errno();
+      throw new FsError("open", root, e, errnoName(e));
+    }
+    return new Beneath(root, fd);
+  }
+
+  close(): void {
+    if (this.fd >= 0) libc().close(this.fd);
+    this.fd = -1;
+  }
+
+  /** Absolute path of `rel`, for messages only: never pass it to a system call. */
+  abs(rel: string): string {
+    return rel ? `${this.root}/${rel}` : this.root;
+  }
+
+  /**
+   * What is at `rel`, without following anything; null if nothing is there,
+   * including when a parent is missing or is not a real directory.
+   */
+  stat(rel: string): Stat | null {
+    const [dir, name] = split(rel);
+    const fd = this.resolve(dir, O_RDONLY | O_DIRECTORY, "stat");
+    if (fd < 0) return null;
+    try {
+      return statAt(fd, name, this.abs(rel));
+    } finally {
+      libc().close(fd);
+    }
+  }
+
+  /** The target of the symlink at `rel`. */
+  readlink(rel: string): string {
+    return this.inParent(rel, "readlink", (fd, name) => {
+      const buf = new Uint8Array(4097);
+      const n = Number(libc().readlinkat(fd, cstr(name), buf, BigInt(buf.length)));
+      if (n < 0) return -1;
+      return new TextDecoder().decode(buf.subarray(0, n));
+    });
+  }
+
+  /**
+   * Makes every parent of `rel` a real directory, creating missing ones
+   * (mode 0755). Throws NotConfinedError naming the first parent that is a
+   * symlink or not a directory (nothing is created below it).
+   */
+  makeParents(rel: string): void {
+    const parts = rel.split("/");
+    let dir = "";
+    for (let i = 0; i < parts.length - 1;) {
+      const next = dir ? `${dir}/${parts[i]}` : parts[i];
+      const fd = this.resolve(next, O_RDONLY | O_DIRECTORY, "open");
+      if (fd >= 0) {
+        libc().close(fd);
+        dir = next;
+        i++;
+      } else if (this.lastErrno === ENOENT) {
+        // Made here, or meanwhile by someone else (EEXIST): either way, checked again.
+        this.inParent(next, "mkdir", (pfd, name) => {
+          const rc = libc().mkdirat(pfd, cstr(name), 0o755);
+          return rc === 0 || errno() === EEXIST ? 0 : -1;
+        });
+      } else {
+        const e = this.lastErrno;
+        throw new NotConfinedError("use", this.abs(next), e, errnoName(e), "not a real directory");
+      }
+    }
+  }
+
+  /** First parent of `rel` that is there but is not a real directory, or null. */
+  blockedParent(rel: string): string | null {
+    const parts = rel.split("/");
+    let dir = "";
+    for (let i = 0; i < parts.length - 1; i++) {
+      dir = dir ? `${dir}/${parts[i]}` : parts[i];
+      const st = this.stat(dir);
+      if (!st) return null;
+      if (st.type !== "d") return dir;
+    }
+    return null;
+  }
+
+  /** rename(2) of `from` to `to`; with `noReplace`, fails with EEXIST if `to` exists. */
+  rename(from: string, to: string, noReplace = false): void {
+    const [fdir, fname] = split(from);
+    const [tdir, tname] = split(to);
+    const ffd = this.mustResolve(fdir, "rename", from);
+    try {
+      const tfd = this.mustResolve(tdir, "rename", to);
+      try {
+        const rc = libc().renameat2(
+          ffd,
+          cstr(fname),
+          tfd,
+          cstr(tname),
+          noReplace ? RENAME_NOREPLACE : 0,
+        );
+        if (rc !== 0) this.fail("rename", `${from} to ${to}`);
+      } finally {
+        libc().close(tfd);
+      }
+    } finally {
+      libc().close(ffd);
+    }
+  }
+
+  unlink(rel: string): void {
+    this.inParent(rel, "remove", (fd, name) => libc().unlinkat(fd, cstr(name), 0));
+  }
+
+  /** rmdir(2); an ENOTEMPTY FsError if the directory holds anything. */
+  rmdir(rel: string): void {
+    this.inParent(rel, "remove", (fd, name) => libc().unlinkat(fd, cstr(name), AT_REMOVEDIR));
+  }
+
+  mkdir(rel: string, perm: number): void {
+    this.inParent(rel, "create", (fd, name) => libc().mkdirat(fd, cstr(name), perm));
+  }
+
+  symlink(target: string, rel: string): void {
+    this.inParent(rel, "create", (fd, name) => libc().symlinkat(cstr(target), fd, cstr(name)));
+  }
+
+  /** A hard link at `to` to the file at `from` (neither followed). */
+  link(from: string, to: string): void {
+    const [fdir, fname] = split(from);
+    const ffd = this.mustResolve(fdir, "link", from);
+    try {
+      this.inParent(
+        to,
+        "link",
+        (tfd, tname) => libc().linkat(ffd, cstr(fname), tfd, cstr(tname), 0),
+      );
+    } finally {
+      libc().close(ffd);
+    }
+  }
+
+  /** Permission bits of a file or directory (never a symlink's target). */
+  chmod(rel: string, perm: number): void {
+    const fd = this.mustResolve(rel, "chmod", rel, O_PATH | O_NOFOLLOW);
+    try {
+      // chmod of the descriptor's magic link reaches exactly the inode opened above.
+      Deno.chmodSync(`/proc/self/fd/${fd}`, perm);
+    } catch (e) {
+      throw new FsError("chmod", this.abs(rel), 0, (e as Error).name, (e as Error).message);
+    } finally {
+      libc().close(fd);
+    }
+  }
+
+  /** Sets atime and mtime of `rel` (not following a final symlink) to `mtimeNs`. */
+  setMtime(rel: string, mtimeNs: bigint): void {
+    const ts = new BigInt64Array(4);
+    let sec = mtimeNs / 1_000_000_000n;
+    let nsec = mtimeNs % 1_000_000_000n;
+    if (nsec < 0n) [sec, nsec] = [sec - 1n, nsec + 1_000_000_000n];
+    ts.set([sec, nsec, sec, nsec]);
+    const bytes = new Uint8Array(ts.buffer);
+    this.inParent(
+      rel,
+      "set the time of",
+      (fd, name) => libc().utimensat(fd, cstr(name), bytes, AT_SYMLINK_NOFOLLOW),
+    );
+  }
+
+  /** Opens the regular file at `rel` for reading; throws FsError if it is not one. */
+  openFile(rel: string): Deno.FsFile {
+    const fd = this.mustResolve(rel, "open", rel, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
+    try {
+      const st = statAt(fd, "", this.abs(rel), true);
+      if (st?.type !== "f") {
+        throw new FsError("read", this.abs(rel), 0, "ENOENT", "not a regular file");
+      }
+      return Deno.openSync(`/proc/self/fd/${fd}`, { read: true });
+    } finally {
+      libc().close(fd);
+    }
+  }
+
+  private lastErrno = 0;
+
+  /**
+   * openat2 of `rel` beneath the root, no symlinks anywhere; -1 with
+   * lastErrno set on failure (ENOENT missing, ELOOP/ENOTDIR/EXDEV not confined).
+   */
+  private resolve(rel: string, flags: number, _op: string): number {
+    const how = new BigUint64Array([
+      BigInt(flags | O_CLOEXEC),
+      0n,
+      RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+    ]);
+    const fd = Number(
+      libc().openat2(
+        SYS_OPENAT2,
+        BigInt(this.fd),
+        cstr(rel || "."),
+        new Uint8Array(how.buffer),
+        24n,
+      ),
+    );
+    if (fd < 0) this.lastErrno = errno();
+    return fd;
+  }
+
+  private mustResolve(
+    rel: string,
+    op: string,
+    label: string,
+    flags = O_RDONLY | O_DIRECTORY,
+  ): number {
+    const fd = this.resolve(rel, flags, op);
+    if (fd >= 0) return fd;
+    const e = this.lastErrno;
+    if (e === ELOOP || e === ENOTDIR || e === EXDEV) {
+      throw new NotConfinedError(
+        op,
+        this.abs(label),
+        e,
+        errnoName(e),
+        "a path component is a symlink or not a directory",
+      );
+    }
+    throw new FsError(op, this.abs(label), e, errnoName(e));
+  }
+
+  /** Runs `call` with the parent directory's descriptor and the last component of `rel`. */
+  private inParent<T>(rel: string, op: string, call: (fd: number, name: string) => T | number): T {
+    const [dir, name] = split(rel);
+    const fd = this.mustResolve(dir, op, rel);
+    try {
+      const out = call(fd, name);
+      if (out === -1) this.fail(op, rel);
+      return out as T;
+    } finally {
+      libc().close(fd);
+    }
+  }
+
+  private fail(op: string, what: string): never {
+    const e = errno();
+    throw new FsError(op, this.abs(what), e, errnoName(e));
+  }
+}
