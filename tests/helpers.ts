@@ -68,7 +68,7 @@ export function listing(root: string): Record<string, string> {
       const p = rel ? `${rel}/${name}` : name;
       const st = lstatNs(`${root}/${p}`)!;
       if (st.type === "d") {
-        out[p] = `dir ${st.perm.toString(8)}`;
+        out[p] = `dir ${st.perm.toString(8)} ${mtimeNsOf(st)}`;
         visit(p);
       } else if (st.type === "l") {
         out[p] = `link ${Deno.readLinkSync(`${root}/${p}`)} ${mtimeNsOf(st)}`;

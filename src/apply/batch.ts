@@ -71,6 +71,7 @@ export function applyBatch(
     wants: staged.deferred,
     expect: batch.expect,
     stamp: utcStamp(),
+    dirs: plan.dirs,
   }, frames);
   return { ...result, deferred: staged.deferred.map((w) => w.path) };
 }

@@ -32,7 +32,12 @@ export interface Plan {
   adopted: Map<number, Entry | null>;
   /** Every path the batch touches, with the index row expected there at its end. */
   rows: Map<string, Entry | null>;
+  /** Directories whose permissions and mtime are set after the steps, deepest first. */
+  dirs: DirAttrs[];
 }
+
+/** A directory's attributes as the holder last recorded them: [path, perm, mtimeSec, mtimeNsec]. */
+export type DirAttrs = [string, number, number, number];
 
 /** Where record `i`'s entry is staged, below STAGING (64 buckets: big directories are slow). */
 export function stagedName(i: number): string {
@@ -76,6 +81,7 @@ export function planBatch(
     needs: new Map(),
     adopted: adopted ?? new Map(),
     rows: new Map(),
+    dirs: [],
   };
   // Paths steps so far act on, and those they may remove or replace on disk (with all below).
   const acted = new Set<string>();
@@ -118,12 +124,12 @@ export function planBatch(
       case Op.Mkdir: {
         const pre = view.get(p);
         if (pre?.type === "d") {
-          const post = { ...pre, perm: permOf(vol, r.mode) };
+          const post = { ...pre, perm: permOf(vol, r.mode), ...mtimeOf(r) };
           plan.steps.push({ kind: "attrs", i, path: p, pre, post });
           view.update(p, post);
         } else {
           plan.needs.set(i, { kind: "dir" });
-          place(plan, view, i, p, pre, placeholder(i, "d"));
+          place(plan, view, i, p, pre, { ...placeholder(i, "d"), ...mtimeOf(r) });
         }
         break;
       }
@@ -138,7 +144,7 @@ export function planBatch(
       case Op.Setattr: {
         const pre = view.get(p);
         if (!pre) break; // nothing of the holder's is here to change
-        const post = { ...pre, perm: permOf(vol, r.mode), ...(pre.type === "f" ? mtimeOf(r) : {}) };
+        const post = { ...pre, perm: permOf(vol, r.mode), ...(pre.type !== "l" ? mtimeOf(r) : {}) };
         plan.steps.push({ kind: "attrs", i, path: p, pre, post });
         view.update(p, post);
         break;
@@ -152,7 +158,32 @@ export function planBatch(
     if (r.op === Op.Rename) cut.add(r.target);
   });
   plan.rows = view.touched();
+  plan.dirs = dirAttrs(view, plan.steps);
   return plan;
+}
+
+/**
+ * The directories a batch changes (those it makes or sets, and the parents of
+ * every entry it adds, removes or moves) with the attributes the holder last
+ * recorded for them, deepest first: applying entries changes a directory's
+ * mtime, so it is set again once they are all in place.
+ */
+function dirAttrs(view: View, steps: Step[]): DirAttrs[] {
+  const dirs = new Set<string>();
+  for (const s of steps) {
+    for (const p of s.kind === "move" ? [s.path, s.to] : [s.path]) {
+      dirs.add(p);
+      if (parentOf(p) !== "") dirs.add(parentOf(p));
+    }
+  }
+  const out: DirAttrs[] = [];
+  for (const d of dirs) {
+    const e = view.get(d);
+    if (e?.type !== "d" || (e.mtimeSec === 0 && e.mtimeNsec === 0)) continue;
+    out.push([d, e.perm, e.mtimeSec, e.mtimeNsec]);
+  }
+  const depth = (p: string) => p.split("/").length;
+  return out.sort((a, b) => depth(b[0]) - depth(a[0]));
 }
 
 function place(plan: Plan, view: View, i: number, p: string, pre: Entry | null, post: Entry): void {

@@ -28,7 +28,7 @@ import { FormatError, FsError } from "../errors.ts";
 import { type Outcome, runStep, same, STAGING, type Step, type StepContext } from "./steps.ts";
 import { checkRecord, checkSteps } from "./validate.ts";
 import { crashPoint, failPoint } from "./crash.ts";
-import { wantedOf } from "./plan.ts";
+import { type DirAttrs, wantedOf } from "./plan.ts";
 
 /** Transaction file format version (2: steps carry their pre- and postconditions). */
 export const TXN_VERSION = 2;
@@ -49,6 +49,8 @@ export interface Txn {
   expect: ExpectEntry[];
   /** UTC stamp of conflict copies made by this batch. */
   stamp: string;
+  /** Directory attributes set after the steps, deepest first. */
+  dirs: DirAttrs[];
 }
 
 /** Outcome of applying a transaction. */
@@ -141,6 +143,7 @@ function applyTxn(vol: Volume, txn: Txn): TxnResult {
       }
       crashPoint(`step:${k + 1}`);
     });
+    setDirAttrs(t, txn.dirs, out);
     crashPoint("steps");
     if (vol.kml.size !== txn.kmlSize) vol.kml.truncate(txn.kmlSize);
     failPoint("append", vol.layout.kml);
@@ -156,6 +159,25 @@ function applyTxn(vol: Volume, txn: Txn): TxnResult {
     return { applied, kept: out.kept, problems: out.problems };
   } finally {
     t.close();
+  }
+}
+
+/**
+ * Sets the recorded permissions and mtimes of the directories the batch
+ * changed, deepest first (rsync -a does the same). Only metadata, only on
+ * real directories: safe to repeat.
+ */
+function setDirAttrs(t: Beneath, dirs: DirAttrs[], out: Outcome): void {
+  for (const [d, perm, sec, nsec] of dirs) {
+    try {
+      const st = t.stat(d);
+      if (st?.type !== "d") continue;
+      if (st.perm !== perm) t.chmod(d, perm);
+      t.setMtime(d, BigInt(sec) * 1_000_000_000n + BigInt(nsec));
+    } catch (e) {
+      if (!(e instanceof FsError)) throw e;
+      out.problems.push(`${d}: ${e.message}`);
+    }
   }
 }
 
@@ -175,6 +197,7 @@ function readRecords(vol: Volume, txn: Txn): { records: KmlRecord[]; frames: Uin
   }
   for (const r of records) checkRecord(r, vol.layout.txnRecords);
   checkSteps(vol.layout.txn, txn.steps, txn.rows, records.length);
+  checkSteps(vol.layout.txn, [], (txn.dirs ?? []).map(([d]) => [d, null]), records.length);
   return { records, frames };
 }
 

@@ -9,6 +9,7 @@
  */
 
 import { Beneath } from "../fs/beneath.ts";
+import { parentOf } from "../fs/paths.ts";
 import { hashOpenFile } from "../fs/hash.ts";
 import { entryOf, type Wanted } from "../volume/state.ts";
 import type { Volume } from "../volume/volume.ts";
@@ -109,10 +110,20 @@ function install(
   runStep(ctx, 0);
   result.kept.push(...out.kept);
   result.problems.push(...out.problems);
+  restoreParent(vol, t, w.path);
   const now = t.stat(w.path);
   if (!same(now, post)) return false;
   vol.state.putEntry(w.path, entryOf(now!, w.digest, ""));
   result.fetched++;
   result.fetchedBytes += w.size;
   return true;
+}
+
+/** Sets the parent directory's mtime back to its row's: installing changed it, the holder did not. */
+function restoreParent(vol: Volume, t: Beneath, path: string): void {
+  const dir = parentOf(path);
+  const row = dir ? vol.state.getEntry(dir) : undefined;
+  if (row?.type !== "d" || (row.mtimeSec === 0 && row.mtimeNsec === 0)) return;
+  if (t.stat(dir)?.type !== "d") return;
+  t.setMtime(dir, BigInt(row.mtimeSec) * 1_000_000_000n + BigInt(row.mtimeNsec));
 }

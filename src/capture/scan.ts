@@ -125,11 +125,11 @@ function renameChange(from: string, to: string, e: Entry): Change {
   };
 }
 
-/** True if the index row still describes the entry exactly (directory mtimes aside). */
+/** True if the index row still describes the entry exactly. */
 function unchanged(e: Entry, s: Seen): boolean {
-  if (e.type !== s.type || e.ino !== s.ino || e.perm !== s.perm) return false;
+  if (e.type !== s.type || e.ino !== s.ino || e.perm !== s.perm || !sameMtime(e, s)) return false;
   if (s.type === "d") return true;
-  return e.size === (s.type === "f" ? s.size : 0) && sameMtime(e, s) && e.target === s.target;
+  return e.size === (s.type === "f" ? s.size : 0) && e.target === s.target;
 }
 
 function needsHash(s: Seen, before: Entry | undefined, wasRenamed: boolean): boolean {
@@ -148,8 +148,12 @@ function diffEntry(p: string, s: Seen, now: Entry, before: Entry | undefined): C
   const mode = typeBits(s.type) | s.perm;
   const fresh = !before || before.type !== s.type;
   if (s.type === "d") {
-    if (fresh) return { ...change(Op.Mkdir, p), mode };
-    return before.perm !== s.perm ? { ...change(Op.Setattr, p), mode } : null;
+    const mtimeNs = mtimeNsOf(s);
+    if (fresh) return { ...change(Op.Mkdir, p), mode, mtimeNs };
+    // A row of an older index has no directory mtime (0): it is learnt without a record.
+    const known = before.mtimeSec !== 0 || before.mtimeNsec !== 0;
+    const moved = before.perm !== s.perm || (known && !sameMtime(before, s));
+    return moved ? { ...change(Op.Setattr, p), mode, mtimeNs } : null;
   }
   if (s.type === "l") {
     if (fresh || before.target !== s.target) {

@@ -48,12 +48,17 @@ export function scanScope(root: string, index: IndexView, paths: Iterable<string
   return diffTree(root, old, tree);
 }
 
-/** Sorted, unique, without anything in the metadata directory. */
+/**
+ * Sorted, unique, without anything in the metadata directory, each with its
+ * parent directory (an entry made or removed changes its parent's mtime).
+ */
 function normalise(paths: Iterable<string>): string[] {
   const out = new Set<string>();
   for (const p of paths) {
     if (p === "" || p === META_DIR || p.startsWith(META_DIR + "/")) continue;
     out.add(p);
+    const up = parentOf(p);
+    if (up !== "") out.add(up);
   }
   return [...out].sort();
 }

@@ -20,7 +20,7 @@ export interface Entry {
   /** Permission bits (st_mode & 0o7777). */
   perm: number;
   size: number;
-  /** Modification time (0 for directories). */
+  /** Modification time (0 for directories indexed before version 0.3: unknown). */
   mtimeSec: number;
   mtimeNsec: number;
   /** SHA-256 hex for files, "" otherwise. */
@@ -29,18 +29,15 @@ export interface Entry {
   target: string;
 }
 
-/**
- * The index row for an entry as stat sees it. Directory mtimes are not kept:
- * they are not replicated, and they change whenever an entry inside does.
- */
+/** The index row for an entry as stat sees it. */
 export function entryOf(st: Stat, digest: string, target: string): Entry {
   return {
     type: st.type as EntryType,
     ino: st.ino,
     perm: st.perm,
     size: st.type === "f" ? st.size : 0,
-    mtimeSec: st.type === "d" ? 0 : st.mtimeSec,
-    mtimeNsec: st.type === "d" ? 0 : st.mtimeNsec,
+    mtimeSec: st.mtimeSec,
+    mtimeNsec: st.mtimeNsec,
     digest,
     target,
   };
