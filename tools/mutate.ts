@@ -113,6 +113,15 @@ export const MUTANTS: Mutant[] = [
     run: tests("tests/compile_test.ts"),
   },
   {
+    name: "compile-never-builds",
+    why: "compile.sh never runs deno compile and always says no denort could be found",
+    file: "compile.sh",
+    find:
+      'if node_modules/.bin/deno compile --quiet --allow-all --no-prompt --output dist/replicator mod.ts >"$log" 2>&1; then',
+    replace: 'if echo "cannot download denort" >"$log"; false; then',
+    run: tests("tests/compile_test.ts"),
+  },
+  {
     name: "compile-without-permissions",
     why: "the binary is compiled without --allow-all (it would prompt or fail at run time)",
     file: "compile.sh",
