@@ -223,6 +223,16 @@ async function repoFiles(): Promise<string[]> {
 /** A scratch copy of the repository (world-readable: some tests run the CLI as nobody). */
 async function scratchCopy(files: string[]): Promise<string> {
   const dir = await Deno.makeTempDir({ prefix: "replicator-mutant-" });
+  try {
+    fillCopy(dir, files);
+  } catch (e) {
+    Deno.removeSync(dir, { recursive: true });
+    throw e;
+  }
+  return dir;
+}
+
+function fillCopy(dir: string, files: string[]): void {
   Deno.chmodSync(dir, 0o755);
   for (const f of files) {
     let st: Deno.FileInfo;
@@ -237,7 +247,6 @@ async function scratchCopy(files: string[]): Promise<string> {
     else if (st.isFile) Deno.copyFileSync(`${ROOT}/${f}`, `${dir}/${f}`);
   }
   Deno.symlinkSync(Deno.realPathSync(`${ROOT}/node_modules`), `${dir}/node_modules`);
-  return dir;
 }
 
 function applyMutant(dir: string, m: Mutant): void {
