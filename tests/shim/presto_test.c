@@ -441,6 +441,82 @@ static void stress(const char *vol)
 	close(fd);
 }
 
+/*
+ * Overflow with records that are not 56 bytes long.  The ring keeps an
+ * OVERFLOW record's worth (presto_rec_len(0, 0) = 56 bytes) free after every
+ * write.  Paths of 34 bytes make 88-byte records, and 4096 - 48 = 46 * 88: a
+ * reserve of only a header (48 bytes) would queue a 46th record, leave 48
+ * bytes free, and the 56-byte OVERFLOW record flushed by the next read would
+ * wrap onto the first 8 bytes of the oldest unread record (its rec_len
+ * becomes 0: WARN in presto_read, the read fails).  With the 56-byte reserve
+ * exactly 45 records fit: 4096 - 44 * 88 = 224 >= 88 + 56, 4096 - 45 * 88 =
+ * 136 < 144.  Two rounds, so the second one starts at a wrapped position.
+ */
+#define OV88_FILES 100
+#define OV88_FIT 45
+static struct evlist ov88 = { .name = "ov88" };
+
+static void overflow88(const char *vol)
+{
+	int fd = open(PRESTO_DEVICE, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	int round, i, err, normal, overflows, lens_ok, order_ok;
+	uint64_t lost, t0 = now_ns();
+	struct presto_stats st;
+	char name[64], cname[64];
+
+	xcall(mkdir("o88", 0755), "mkdir o88");	/* before arming: no 56-byte MKDIR */
+	if (fd < 0 || arm(fd, vol, PRESTO_RING_MIN, 0))
+		die("ov88 arm");
+	for (round = 0; round < 2; round++) {
+		for (i = 0; i < OV88_FILES; i++) {
+			/* "o88/r0f000_" + 23 x = 34 bytes: rec_len 88 */
+			snprintf(name, sizeof(name), "o88/r%df%03d_%.23s", round,
+				 i, "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+			write_file(name, NULL, O_CREAT);
+		}
+		memset(&st, 0, sizeof(st));
+		snprintf(cname, sizeof(cname), "overflow88-stats.%d", round + 1);
+		err = ioctl(fd, PRESTO_IOC_STATS, &st);
+		check(!err && st.queued == (uint64_t)OV88_FIT * (round + 1) + round &&
+		      st.pending_lost == OV88_FILES - OV88_FIT &&
+		      st.lost == (uint64_t)(OV88_FILES - OV88_FIT) * (round + 1) &&
+		      st.ring_used == OV88_FIT * 88,
+		      cname, "queued=%llu lost=%llu pending_lost=%llu used=%u (want %d per round, 88 bytes each)",
+		      (unsigned long long)st.queued, (unsigned long long)st.lost,
+		      (unsigned long long)st.pending_lost, st.ring_used, OV88_FIT);
+		ov88.n = 0;
+		drain(fd, &ov88, t0, 1 << 16);
+		normal = overflows = 0;
+		lost = 0;
+		lens_ok = order_ok = 1;
+		for (i = 0; i < ov88.n; i++) {
+			if (ov88.ev[i].type == PRESTO_EV_OVERFLOW) {
+				overflows++;
+				lost += ov88.ev[i].aux;
+				if (i != ov88.n - 1)
+					order_ok = 0;
+			} else {
+				snprintf(name, sizeof(name), "o88/r%df%03d_%.23s",
+					 round, normal,
+					 "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+				if (ov88.ev[i].type != PRESTO_EV_CREATE ||
+				    strcmp(ov88.ev[i].path, name))
+					order_ok = 0;
+				if (strlen(ov88.ev[i].path) != 34)
+					lens_ok = 0;
+				normal++;
+			}
+		}
+		snprintf(cname, sizeof(cname), "overflow88.%d", round + 1);
+		check(!ov88.bad && lens_ok && order_ok && overflows == 1 &&
+		      normal == OV88_FIT && lost == OV88_FILES - OV88_FIT,
+		      cname, "records=%d overflows=%d lost=%llu malformed=%d (want %d + 1 OVERFLOW of %d)",
+		      normal, overflows, (unsigned long long)lost, ov88.bad,
+		      OV88_FIT, OV88_FILES - OV88_FIT);
+	}
+	close(fd);
+}
+
 /* ---- the test -------------------------------------------------------- */
 
 static struct evlist mainl = { .name = "main" };
@@ -754,6 +830,8 @@ int main(int argc, char **argv)
 	check(ovl.n == 1 && ovl.ev[0].type == PRESTO_EV_CREATE &&
 	      !strcmp(ovl.ev[0].path, "ov/after"), "overflow-resume",
 	      "n=%d", ovl.n);
+
+	overflow88(vol);
 
 	stress(vol);
 
