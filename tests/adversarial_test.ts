@@ -20,7 +20,7 @@
 
 import { createHash } from "node:crypto";
 import { assert, assertEquals } from "./assert.ts";
-import { cli, listing, makeSentinel, put, type Run, snapshot, tempDir } from "./helpers.ts";
+import { cli, listing, makeSentinel, put, type Run, scratchDir, snapshot } from "./helpers.ts";
 import { decodeRecord, encodeRecord, type KmlRecord, NO_DIGEST, Op } from "../src/kml/record.ts";
 import { KmlLog } from "../src/kml/log.ts";
 import { openReplica } from "../src/apply/open.ts";
@@ -111,7 +111,7 @@ function kmlState(kml: string, host: string): { epoch: number; seq: number } {
  * `beforeCopy` runs on A after the clone, before the copy is taken.
  */
 async function world(beforeCopy?: (w: World) => void | Promise<void>): Promise<World> {
-  const root = await tempDir();
+  const root = await scratchDir();
   const a = `${root}/a`;
   const w: World = {
     root,

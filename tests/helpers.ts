@@ -189,3 +189,20 @@ export function makeSentinel(dir: string): void {
   Deno.symlinkSync("file1", `${dir}/link`);
   Deno.chmodSync(`${dir}/file2`, 0o600);
 }
+
+/**
+ * A fresh temporary directory for tests whose subject is not durability: on a
+ * tmpfs (/dev/shm) when there is one, where the engine's fsyncs cost nothing
+ * (on a busy disk they dominate). REPLICATOR_TEST_TMP names another place.
+ */
+export async function scratchDir(): Promise<string> {
+  let dir = Deno.env.get("REPLICATOR_TEST_TMP");
+  if (dir === undefined) {
+    try {
+      const probe = Deno.makeTempDirSync({ dir: "/dev/shm", prefix: "replicator-probe-" });
+      Deno.removeSync(probe);
+      dir = "/dev/shm";
+    } catch { /* no tmpfs there: the default temporary directory */ }
+  }
+  return await Deno.makeTempDir({ prefix: "replicator-test-", dir });
+}
