@@ -24,6 +24,7 @@ import { cli, listing, makeSentinel, put, type Run, scratchDir, snapshot } from 
 import { decodeRecord, encodeRecord, type KmlRecord, NO_DIGEST, Op } from "../src/kml/record.ts";
 import { KmlLog } from "../src/kml/log.ts";
 import { openReplica } from "../src/apply/open.ts";
+import { clone, init } from "../mod.ts";
 import { capture } from "../src/capture/capture.ts";
 import { lstatNs, mtimeNsOf } from "../src/fs/stat.ts";
 import { setMtimeNs } from "../src/fs/libc.ts";
@@ -127,9 +128,9 @@ async function world(beforeCopy?: (w: World) => void | Promise<void>): Promise<W
   put(`${a}/ok`, "ok v1\n");
   put(`${a}/keep/file`, "keep\n");
   put(`${a}/f`, OLD_F);
-  assertEquals((await cli(["init", a, "--host", "alpha"])).code, 0);
+  await init(a, { host: "alpha" }); // in-process: the attacks themselves run the CLI
   Deno.mkdirSync(`${root}/bdir`);
-  assertEquals((await cli(["clone", a, w.b, "--host", "beta"])).code, 0);
+  await clone(a, w.b, { host: "beta" });
   await beforeCopy?.(w);
   Deno.mkdirSync(`${root}/h`);
   // H keeps A's inodes (so H's own scan sees its tree as recorded); A becomes the copy.
