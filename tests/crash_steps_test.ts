@@ -82,6 +82,15 @@ interface Scene {
  */
 async function build(batch: Batch): Promise<Scene> {
   const root = await scratchDir();
+  try {
+    return await buildIn(root, batch);
+  } catch (e) {
+    Deno.removeSync(root, { recursive: true });
+    throw e;
+  }
+}
+
+async function buildIn(root: string, batch: Batch): Promise<Scene> {
   const s: Scene = { root, a: `${root}/a`, b: `${root}/b`, sentinel: `${root}/sentinel` };
   makeSentinel(s.sentinel);
   const random = prng(batch.seed);
