@@ -465,7 +465,7 @@ crafted("symlink swap, one record per transaction", swap, {
   env: { REPLICATOR_BATCH_RECORDS: "1" },
 });
 crafted(
-  "symlink swap of a directory B already has: keep -> sentinel/sub, store keep/file",
+  "symlink swap of a directory B already has: keep -> sentinel/sub, store keep/inner",
   (
     w,
   ) => [
