@@ -133,3 +133,76 @@ export async function asNobody(dir: string): Promise<(args: string[]) => Promise
     return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
   };
 }
+
+/** A seeded PRNG (mulberry32) in [0, 1): the same seed replays the same run. */
+export function prng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
+  };
+}
+
+/**
+ * Everything under `dir`, dotfiles and `.replicator/` included, never following
+ * symlinks: type, mode, size, mtime, content hash or link target. Two equal
+ * snapshots mean nothing under `dir` was written, removed, chmodded or touched.
+ */
+export function snapshot(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  const visit = (rel: string) => {
+    const abs = rel ? `${dir}/${rel}` : dir;
+    for (const name of [...Deno.readDirSync(abs)].map((e) => e.name).sort()) {
+      const p = rel ? `${rel}/${name}` : name;
+      const st = lstatNs(`${dir}/${p}`)!;
+      const mode = st.perm.toString(8);
+      if (st.type === "d") {
+        out[p] = `dir ${mode} ${mtimeNsOf(st)}`;
+        visit(p);
+      } else if (st.type === "l") {
+        out[p] = `link ${Deno.readLinkSync(`${dir}/${p}`)}`;
+      } else {
+        const h = createHash("sha256").update(Deno.readFileSync(`${dir}/${p}`)).digest("hex");
+        out[p] = `${st.type} ${mode} ${st.size} ${mtimeNsOf(st)} ${h}`;
+      }
+    }
+  };
+  const top = lstatNs(dir);
+  out["."] = top ? `${top.type} ${top.perm.toString(8)} ${mtimeNsOf(top)}` : "absent";
+  if (top?.type === "d") visit("");
+  return out;
+}
+
+/**
+ * Lays out a sentinel tree outside every volume: files, a nested directory, an
+ * empty directory and a symlink. Tests hash it (snapshot) before and after.
+ */
+export function makeSentinel(dir: string): void {
+  put(`${dir}/victim`, "sentinel victim: must never change\n");
+  put(`${dir}/file1`, "sentinel file 1\n");
+  put(`${dir}/file2`, "sentinel file 2\n");
+  put(`${dir}/sub/inner`, "sentinel inner\n");
+  Deno.mkdirSync(`${dir}/emptydir`);
+  Deno.symlinkSync("file1", `${dir}/link`);
+  Deno.chmodSync(`${dir}/file2`, 0o600);
+}
+
+/**
+ * A fresh temporary directory for tests whose subject is not durability: on a
+ * tmpfs (/dev/shm) when there is one, where the engine's fsyncs cost nothing
+ * (on a busy disk they dominate). REPLICATOR_TEST_TMP names another place.
+ */
+export async function scratchDir(): Promise<string> {
+  let dir = Deno.env.get("REPLICATOR_TEST_TMP");
+  if (dir === undefined) {
+    try {
+      const probe = Deno.makeTempDirSync({ dir: "/dev/shm", prefix: "replicator-probe-" });
+      Deno.removeSync(probe);
+      dir = "/dev/shm";
+    } catch { /* no tmpfs there: the default temporary directory */ }
+  }
+  return await Deno.makeTempDir({ prefix: "replicator-test-", dir });
+}
