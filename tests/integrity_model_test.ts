@@ -365,6 +365,10 @@ class History {
       if (!aAfter[p] && b[p]?.startsWith("dir ") && kept.some((k) => k.startsWith(p + "/"))) {
         continue;
       }
+      // A directory holding what B keeps has B's own mtime: B added entries to it.
+      const sameButTime = aAfter[p]?.startsWith("dir ") && b[p]?.startsWith("dir ") &&
+        aAfter[p].split(" ")[1] === b[p].split(" ")[1];
+      if (sameButTime && kept.some((k) => k.slice(0, k.lastIndexOf("/")) === p)) continue;
       if (aAfter[p] !== b[p]) {
         bDiffs.push(`${p}: A ${aAfter[p] ?? "absent"} / B ${b[p] ?? "absent"}`);
       }
@@ -434,7 +438,7 @@ function stripTimes(l: Record<string, string>): Record<string, string> {
       ? `file ${f[1]} ${f[2]} ${f[4]}`
       : f[0] === "link"
       ? `link ${f[1]}`
-      : d;
+      : `dir ${f[1]}`;
   }
   return out;
 }

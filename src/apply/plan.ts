@@ -144,7 +144,7 @@ export function planBatch(
       case Op.Setattr: {
         const pre = view.get(p);
         if (!pre) break; // nothing of the holder's is here to change
-        const post = { ...pre, perm: permOf(vol, r.mode), ...(pre.type !== "l" ? mtimeOf(r) : {}) };
+        const post = { ...pre, perm: permOf(vol, r.mode), ...mtimeOf(r) };
         plan.steps.push({ kind: "attrs", i, path: p, pre, post });
         view.update(p, post);
         break;
@@ -220,6 +220,7 @@ function rename(
     ...(fetch ? { staged: stagedName(i), post } : {}),
     ...(want ? { want } : {}),
   });
+  view.makeParents(r.target);
   view.move(r.path, r.target);
   if (post) view.set(r.target, post);
 }

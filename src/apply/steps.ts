@@ -99,9 +99,13 @@ export interface StepContext {
   out: Outcome;
 }
 
-/** True if `st` is exactly the entry `e` (both absent counts). Directories: kind and inode. */
+/**
+ * True if `st` is exactly the entry `e` (both absent counts). Directories:
+ * kind and inode (kind alone where the plan could not know the inode).
+ */
 export function same(st: Stat | null, e: Entry | null): boolean {
   if (!st || !e) return !st && !e;
+  if (st.type === "d" && e.type === "d" && e.ino < 0) return true;
   if (st.type !== e.type || st.ino !== e.ino) return false;
   if (st.type !== "f") return true;
   return st.perm === e.perm && st.size === e.size && st.mtimeSec === e.mtimeSec &&

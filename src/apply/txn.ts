@@ -228,8 +228,15 @@ function finalize(vol: Volume, t: Beneath, txn: Txn, out: Outcome): void {
       state.deleteEntry(p); // a local change is there (or nothing): no row, it is not ours
     } // else the step failed and the old version is whole: its row still holds
   }
+  const rows = new Map(txn.rows);
   for (const w of [...txn.wants, ...out.wants]) {
-    if (state.getEntry(w.path)?.digest !== w.digest) state.want(w);
+    if (state.getEntry(w.path)?.digest === w.digest) continue;
+    // Attributes set later in the batch belong to the wanted file too.
+    const e = rows.get(w.path);
+    const attrs = e?.type === "f" && e.digest === w.digest
+      ? { perm: e.perm, mtimeSec: e.mtimeSec, mtimeNsec: e.mtimeNsec }
+      : {};
+    state.want({ ...w, ...attrs });
   }
 }
 

@@ -15,6 +15,18 @@
 import { isWithin, parentOf } from "../fs/paths.ts";
 import type { Entry } from "../volume/state.ts";
 
+/** A directory a step creates on its way (its inode is not known before). */
+const IMPLICIT_DIR: Entry = {
+  type: "d",
+  ino: -1,
+  perm: 0o755,
+  size: 0,
+  mtimeSec: 0,
+  mtimeNsec: 0,
+  digest: "",
+  target: "",
+};
+
 /** One entry of the batch's history, newest last. */
 type Event = { rename: [string, string] } | { cut: string };
 
@@ -60,6 +72,16 @@ export class View {
   /** Only the attributes of `p` changed: what is below it stays. */
   update(p: string, e: Entry): void {
     this.overlay.set(p, e);
+  }
+
+  /**
+   * Missing parents of `p` become directories (as the step will make them),
+   * so a later Mkdir of one finds it there instead of replacing it.
+   */
+  makeParents(p: string): void {
+    const missing: string[] = [];
+    for (let q = parentOf(p); q !== "" && this.get(q) === null; q = parentOf(q)) missing.push(q);
+    for (const q of missing) this.overlay.set(q, { ...IMPLICIT_DIR });
   }
 
   /** `from` (and all below it) moved to `to`, replacing what was there. */

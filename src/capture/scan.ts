@@ -12,7 +12,7 @@ import { NO_DIGEST, Op } from "../kml/record.ts";
 import { type Entry, entryOf } from "../volume/state.ts";
 import { hashFile } from "../fs/hash.ts";
 import { mtimeNsOf, sameMtime, typeBits } from "../fs/stat.ts";
-import { isWithin } from "../fs/paths.ts";
+import { isWithin, parentOf } from "../fs/paths.ts";
 import { type Seen, walk, type WalkResult } from "./walk.ts";
 
 export type { Change } from "../kml/record.ts";
@@ -39,37 +39,117 @@ export function diffTree(root: string, old: Map<string, Entry>, tree: WalkResult
   const { seen, unreadable, problems } = tree;
   const changes: Change[] = [];
   const updates = new Map<string, Entry | null>();
-  const renamed = detectRenames(old, seen, changes, updates);
+  const renames = detectRenames(old, seen, updates);
+  const renamed = new Set<string>();
+  for (const r of renames) for (const q of r.moved) renamed.add(q);
   const hidden = (p: string) =>
     unreadable.some((d) => d !== "" && isWithin(p, d)) || unreadable.includes("");
-
-  const removed = [...old.keys()].filter((p) => {
+  const gone = new Set([...old.keys()].filter((p) => {
     const s = seen.get(p);
     return (!s || s.type !== old.get(p)!.type) && !hidden(p);
-  }).sort().reverse();
-  for (const p of removed) {
-    changes.push(change(old.get(p)!.type === "d" ? Op.Rmdir : Op.Unlink, p));
-    updates.set(p, null);
-    old.delete(p);
-  }
+  }));
+  const order = new Emitter(seen, renames, changes);
 
-  for (const [p, s] of seen) {
+  /** Removes what is recorded at or below `p` (everything: "") and is gone, deepest first. */
+  const remove = (p: string) => {
+    const below = [...gone].filter((q) => p === "" || isWithin(q, p)).sort().reverse();
+    for (const q of below) {
+      order.beforeChangeAt(q);
+      changes.push(change(old.get(q)!.type === "d" ? Op.Rmdir : Op.Unlink, q));
+      updates.set(q, null);
+      old.delete(q);
+      gone.delete(q);
+    }
+  };
+
+  order.visit = (p: string) => {
+    const s = seen.get(p)!;
+    if (gone.has(p)) remove(p); // replaced by an entry of another type
     const before = old.get(p);
-    if (before && unchanged(before, s)) continue; // the common case: nothing to hash or write
+    if (before && unchanged(before, s)) return; // the common case: nothing to hash or write
     const entry = toEntry(s, before);
     if (s.type === "f" && needsHash(s, before, renamed.has(p))) {
       try {
         entry.digest = hashFile(`${root}/${p}`, s.size);
       } catch (e) {
         problems.push(`cannot read ${p}: ${(e as Error).message}; it was not recorded`);
-        continue;
+        return;
       }
     }
     const c = diffEntry(p, s, entry, before);
     if (c) changes.push(c);
     if (c || !before || !sameEntry(before, entry)) updates.set(p, entry);
-  }
+  };
+  for (const p of seen.keys()) order.handle(p);
+  order.flush();
+  remove("");
   return { changes, updates, problems };
+}
+
+/** A detected rename and the index paths (after it) it moved. */
+interface Rename {
+  from: string;
+  to: string;
+  change: Change;
+  moved: string[];
+}
+
+/**
+ * Orders a scan's changes so that each can be applied in turn: a directory
+ * is made before anything goes into it, a rename comes once its target's
+ * parents exist and before anything is made or removed where its source was,
+ * and renames keep their detection order (later ones may name paths the
+ * earlier ones moved).
+ */
+class Emitter {
+  private readonly done = new Set<string>();
+  private readonly targets = new Map<string, number>();
+  private next = 0;
+  /** Records the entry at `p` (set by diffTree). */
+  visit: (p: string) => void = () => {};
+
+  constructor(
+    private readonly seen: Map<string, Seen>,
+    private readonly renames: Rename[],
+    private readonly changes: Change[],
+  ) {
+    renames.forEach((r, k) => this.targets.set(r.to, k));
+  }
+
+  /** Handles `p` (after its parents), once. */
+  handle(p: string): void {
+    if (this.done.has(p)) return;
+    this.done.add(p);
+    const up = parentOf(p);
+    if (up !== "" && this.seen.has(up)) this.handle(up);
+    this.beforeChangeAt(p);
+    const k = this.targets.get(p);
+    if (k !== undefined) this.emitThrough(k);
+    this.visit(p); // a moved entry too: it may differ in attributes
+  }
+
+  /** Emits pending renames whose source is at or below `p` (something is made or removed there). */
+  beforeChangeAt(p: string): void {
+    for (let k = this.renames.length - 1; k >= this.next; k--) {
+      if (isWithin(this.renames[k].from, p)) return this.emitThrough(k);
+    }
+  }
+
+  /** Emits every pending rename up to number `k`, in detection order. */
+  emitThrough(k: number): void {
+    while (this.next <= k) {
+      const r = this.renames[this.next++];
+      const parents: string[] = [];
+      for (let q = parentOf(r.to); q !== ""; q = parentOf(q)) parents.unshift(q);
+      for (const d of parents) if (this.seen.has(d)) this.handle(d);
+      this.changes.push(r.change);
+    }
+  }
+
+  /** Emits what is still pending. */
+  flush(): void {
+    this.emitThrough(this.renames.length - 1);
+  }
 }
 
 /**
@@ -80,20 +160,19 @@ export function diffTree(root: string, old: Map<string, Entry>, tree: WalkResult
 function detectRenames(
   old: Map<string, Entry>,
   seen: Map<string, Seen>,
-  changes: Change[],
   updates: Map<string, Entry | null>,
-): Set<string> {
+): Rename[] {
   const gone = new Map<number, string>();
   for (const [p, e] of old) if (!seen.has(p)) gone.set(e.ino, p);
-  const renamed = new Set<string>();
-  if (gone.size === 0) return renamed;
+  const renames: Rename[] = [];
+  if (gone.size === 0) return renames;
   for (const [p, s] of seen) {
     if (old.has(p)) continue;
     const from = gone.get(s.ino);
     if (from === undefined || !old.has(from) || old.get(from)!.type !== s.type) continue;
     if (isWithin(p, from)) continue; // a directory cannot move inside itself
     gone.delete(s.ino);
-    changes.push(renameChange(from, p, old.get(from)!));
+    const r: Rename = { from, to: p, change: renameChange(from, p, old.get(from)!), moved: [] };
     const moving = [...old.keys()].filter((q) => isWithin(q, from));
     for (const q of moving) {
       const e = old.get(q)!;
@@ -102,10 +181,11 @@ function detectRenames(
       old.set(to, e);
       updates.set(q, null);
       updates.set(to, e);
-      renamed.add(to);
+      r.moved.push(to);
     }
+    renames.push(r);
   }
-  return renamed;
+  return renames;
 }
 
 /**
@@ -159,7 +239,7 @@ function diffEntry(p: string, s: Seen, now: Entry, before: Entry | undefined): C
     if (fresh || before.target !== s.target) {
       return { ...change(Op.Symlink, p), mode, target: s.target, mtimeNs: mtimeNsOf(s) };
     }
-    return null;
+    return sameMtime(before, s) ? null : { ...change(Op.Setattr, p), mode, mtimeNs: mtimeNsOf(s) };
   }
   if (fresh || before.digest !== now.digest) {
     return {
