@@ -71,3 +71,16 @@ export class FormatError extends ReplicatorError {}
 
 /** A peer sent something unsafe or inconsistent. */
 export class HostilePeerError extends ReplicatorError {}
+
+/**
+ * A file in `.replicator/` is unsafe (a symlink, or not the kind of file it
+ * must be) or damaged. The message names the file and the command to run.
+ */
+export class MetadataError extends ReplicatorError {
+  /** The metadata file concerned. */
+  readonly file: string;
+  constructor(file: string, message: string) {
+    super(message);
+    this.file = file;
+  }
+}
