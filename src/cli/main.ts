@@ -123,7 +123,12 @@ function runFsck(dir: string, rest: string[], f: Flags): number {
   else {
     for (const p of problems) {
       const where = p.offset === undefined ? p.file : `${p.file} at offset ${p.offset}`;
-      console.error(`${where}: ${p.message}${p.repaired ? " (repaired)" : ""}`);
+      const then = p.repaired
+        ? ` (repaired: ${p.fix ?? "done"})`
+        : p.fix
+        ? "; run 'replicator fsck --repair' to repair it"
+        : "";
+      console.error(`${where}: ${p.message}${then}`);
     }
   }
   return problems.every((p) => p.repaired) ? Exit.ok : Exit.failed;

@@ -87,6 +87,13 @@ export class State {
     this.db.close();
   }
 
+  /** SQLite's quick_check: [] if the database is sound, else what is wrong. */
+  damage(): string[] {
+    const rows = this.db.prepare("PRAGMA quick_check").all() as Record<string, unknown>[];
+    const found = rows.map((r) => String(Object.values(r)[0]));
+    return found.length === 1 && found[0] === "ok" ? [] : found;
+  }
+
   /** A prepared statement, prepared once per connection. */
   private sql(text: string): StatementSync {
     let st = this.statements.get(text);

@@ -50,7 +50,7 @@ function incomplete(l: Layout): boolean {
 }
 
 /** Refuses a replica whose creation did not finish, naming the command to run again. */
-function refuseIncomplete(l: Layout): void {
+export function refuseIncomplete(l: Layout): void {
   if (!incomplete(l)) return;
   let command = "replicator init' or 'replicator clone";
   try {
@@ -58,7 +58,7 @@ function refuseIncomplete(l: Layout): void {
   } catch { /* an empty directory: no marker yet */ }
   throw new MetadataError(
     l.creating,
-    `${l.root} was left half-made by an interrupted '${command}'; run '${command}' again ` +
+    `${l.root} was left half-made by an interrupted '${command}'; run it again ` +
       `(it makes the replica again, keeping the files already there)`,
   );
 }
