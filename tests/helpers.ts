@@ -115,7 +115,7 @@ export async function pair(): Promise<{ dir: string; a: string; b: string }> {
 export async function asNobody(dir: string): Promise<(args: string[]) => Promise<Run>> {
   await new Deno.Command("chown", { args: ["-R", "65534:65534", dir] }).output();
   Deno.chmodSync(dir, 0o755);
-  const mod = readableCopy();
+  const mod = readableCopy("mod.ts");
   return async (args) => {
     const out = await new Deno.Command("setpriv", {
       args: [
@@ -139,15 +139,22 @@ export async function asNobody(dir: string): Promise<(args: string[]) => Promise
 
 let copied: string | undefined;
 
-/** mod.ts of a copy of the program (mod.ts, deno.json, src/) that every user can read. */
-function readableCopy(): string {
-  if (copied) return copied;
+/**
+ * The path of `rel` (e.g. "mod.ts") in a copy of the program (mod.ts,
+ * deno.json, src/) that every user can read, made once per test process.
+ */
+export function readableCopy(rel: string): string {
+  copied ??= copyProgram();
+  return `${copied}/${rel}`;
+}
+
+function copyProgram(): string {
   const root = new URL("..", import.meta.url).pathname;
   const to = Deno.makeTempDirSync({ prefix: "replicator-program-" });
   const copy = (rel: string) => {
     const st = Deno.statSync(root + rel);
     if (st.isDirectory) {
-      Deno.mkdirSync(`${to}/${rel}`, { mode: 0o755 });
+      Deno.mkdirSync(`${to}/${rel}`);
       Deno.chmodSync(`${to}/${rel}`, 0o755);
       for (const e of Deno.readDirSync(root + rel)) copy(`${rel}/${e.name}`);
     } else {
@@ -157,6 +164,5 @@ function readableCopy(): string {
   };
   ["mod.ts", "deno.json", "src"].forEach(copy);
   Deno.chmodSync(to, 0o755);
-  copied = `${to}/mod.ts`;
-  return copied;
+  return to;
 }
