@@ -51,7 +51,7 @@ export async function runLento(dir: string, opts: LentoOptions = {}): Promise<vo
   try {
     const source = opts.source ?? await openSource(root);
     try {
-      await serve(root, source, listenForFlushes(layout.lentoSock), opts);
+      await serve(root, source, listenForFlushes(layout.lentoSock, opts.log), opts);
     } finally {
       source.close();
     }
@@ -64,9 +64,15 @@ export async function runLento(dir: string, opts: LentoOptions = {}): Promise<vo
  * Listens on `path` (a stale socket of a dead lento is replaced; anything
  * else there is refused). The lento.pid lock is held, so no other lento uses it.
  */
-function listenForFlushes(path: string): Deno.UnixListener {
+function listenForFlushes(path: string, log?: (l: string) => void): Deno.UnixListener | null {
   if (checkMeta(path, "socket")) Deno.removeSync(path);
-  return Deno.listen({ transport: "unix", path });
+  try {
+    return Deno.listen({ transport: "unix", path });
+  } catch (e) {
+    // E.g. a path longer than a socket address holds (108 bytes): syncs then scan.
+    log?.(`cannot listen on ${path} (${(e as Error).message}); syncs will scan this volume`);
+    return null;
+  }
 }
 
 /** Reads one request line from `conn`; a "flush" is queued on `flush`, anything else closed. */
@@ -114,14 +120,14 @@ async function openSource(root: string): Promise<EventSource> {
 async function serve(
   root: string,
   source: EventSource,
-  listener: Deno.UnixListener,
+  listener: Deno.UnixListener | null,
   opts: LentoOptions,
 ): Promise<void> {
   const log = opts.log ?? (() => {});
   const flush = new Flush();
   const accepting = (async () => {
     try {
-      for await (const conn of listener) void takeRequest(conn, flush);
+      for await (const conn of listener ?? []) void takeRequest(conn, flush);
     } catch { /* closed */ }
   })();
   const stopped = new Promise<"stop">((ok) => {
@@ -153,11 +159,13 @@ async function serve(
       await acknowledge(waiting);
     }
   } finally {
-    listener.close();
+    listener?.close();
     await accepting;
     for (const conn of flush.take()) conn.close(); // unanswered: those syncs scan
     try {
-      if (checkMeta(listener.addr.path, "socket")) Deno.removeSync(listener.addr.path);
+      if (listener && checkMeta(listener.addr.path, "socket")) {
+        Deno.removeSync(listener.addr.path);
+      }
     } catch { /* a foreign file there now: leave it */ }
   }
 }
