@@ -38,14 +38,13 @@ export function fsck(dir: string, repair = false): FsckProblem[] {
   const root = findRoot(dir);
   const layout = layoutOf(root);
   const problems: FsckProblem[] = [];
-  let rebuild = false;
   checkMeta(layout.meta, "directory");
   let release = acquireLock(layout.lock, root);
   try {
     checkLayout(layout);
     refuseIncomplete(layout);
-    rebuild = checkState(layout, repair, problems);
     checkTxn(layout, repair, problems);
+    checkState(layout, repair, problems);
   } finally {
     release();
   }
@@ -61,25 +60,17 @@ export function fsck(dir: string, repair = false): FsckProblem[] {
   } finally {
     release();
   }
-  if (rebuild) {
-    const vol = openReplica(root); // the derived state is replayed from the KML on open
-    try {
-      const r = rebuildIndex(vol);
-      problems.find((p) => p.file === layout.state)!.fix +=
-        ` (${r.adopted} entries matched their records; ${r.left} are left to the next scan)`;
-    } finally {
-      vol.close();
-    }
-  }
   if (relogged) afterRepair(root);
   return problems;
 }
 
 /**
- * A missing or damaged state.db: with `repair`, removed so that it is
- * rebuilt (returns true: the caller rebuilds the index once it is open).
+ * A missing or damaged state.db: with `repair`, rebuilt under a temporary
+ * name and renamed into place, so a killed repair leaves it missing (and
+ * refused), never half-built. The derived state is replayed from the KML by
+ * the next open.
  */
-function checkState(l: Layout, repair: boolean, problems: FsckProblem[]): boolean {
+function checkState(l: Layout, repair: boolean, problems: FsckProblem[]): void {
   let why: string | undefined;
   if (!checkMeta(l.state)) why = "missing";
   else {
@@ -95,18 +86,38 @@ function checkState(l: Layout, repair: boolean, problems: FsckProblem[]): boolea
       why = `damaged (${(e as Error).message.split(";")[0]})`;
     }
   }
-  if (!why) return false;
+  if (!why) return;
   const problem: FsckProblem = {
     file: l.state,
     message: `the state database is ${why}`,
     fix: "rebuilt it from the KML and the tree",
   };
   problems.push(problem);
-  if (!repair) return false;
-  for (const suffix of ["", "-wal", "-shm", "-journal"]) removeIfThere(l.state + suffix);
+  if (!repair) return;
+  const fresh = `${l.state}.new`;
+  for (const suffix of ["", "-wal", "-shm", "-journal"]) removeIfThere(fresh + suffix);
+  let kml: KmlLog | null = null;
+  try {
+    kml = KmlLog.open(l.kml);
+  } catch (e) {
+    if (!(e instanceof CorruptLogError)) throw e; // cut below; the next scan sees the tree
+  }
+  try {
+    const state = new State(fresh);
+    try {
+      const r = rebuildIndex(l.root, kml, state);
+      problem.fix += ` (${r.adopted} entries matched their records; ${r.left} are left to the ` +
+        `next scan)`;
+    } finally {
+      state.close();
+    }
+  } finally {
+    kml?.close();
+  }
+  for (const suffix of ["-wal", "-shm", "-journal"]) removeIfThere(l.state + suffix);
+  Deno.renameSync(fresh, l.state);
   fsyncDir(l.meta);
   problem.repaired = true;
-  return true;
 }
 
 /** A damaged interrupted batch: with `repair`, discarded (it is fetched again). */

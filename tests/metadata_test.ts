@@ -162,6 +162,16 @@ Deno.test("a corrupt state.db: one line naming it; fsck reports it; fsck --repai
 
 Deno.test("a corrupt state.db on the holder: fsck --repair rebuilds it and nothing is recorded twice", async () => {
   const { a, b } = await replicas();
+  put(`${a}/dir/sub/x`, "x");
+  put(`${a}/dir/y`, "y");
+  Deno.mkdirSync(`${a}/empty`);
+  assertEquals((await cli(["sync", "-C", b, a])).code, 0);
+  // Renames, links, attribute changes and deletions: the rebuild replays them all.
+  Deno.renameSync(`${a}/dir`, `${a}/moved`);
+  Deno.symlinkSync("moved/y", `${a}/link`);
+  Deno.chmodSync(`${a}/moved/sub/x`, 0o600);
+  Deno.chmodSync(`${a}/empty`, 0o700);
+  Deno.removeSync(`${a}/g`);
   assertEquals((await cli(["sync", "-C", b, a])).code, 0);
   const records = json<unknown[]>(await cli(["log", "-C", a, "--json"])).length;
   const db = `${a}/.replicator/state.db`;
@@ -173,6 +183,24 @@ Deno.test("a corrupt state.db on the holder: fsck --repair rebuilds it and nothi
   const [r] = json<{ received: number }[]>(await cli(["sync", "-C", b, a, "--json"]));
   assertEquals(r.received, 0, "the unchanged tree was adopted, not recorded again");
   assertEquals(listing(b), listing(a));
+});
+
+Deno.test("a missing state.db is refused, not silently made empty; fsck --repair rebuilds it", async () => {
+  const { a, b } = await replicas();
+  assertEquals((await cli(["sync", "-C", b, a])).code, 0);
+  for (const s of ["", "-wal", "-shm"]) removeIfThere(`${b}/.replicator/state.db${s}`);
+  assertClear(
+    await cli(["status", "-C", b]),
+    /state\.db is missing; run 'replicator fsck --repair'/,
+  );
+  assertClear(await cli(["fsck", "-C", b]), /the state database is missing/);
+  assertEquals((await cli(["fsck", "-C", b, "--repair"])).code, 0);
+  const st = json<{ pending: unknown[] }>(await cli(["status", "-C", b, "--json"]));
+  assertEquals(st.pending, []);
+  put(`${a}/f`, "three");
+  const [r] = json<{ conflicts: unknown[] }[]>(await cli(["sync", "-C", b, a, "--json"]));
+  assertEquals(listing(b), listing(a));
+  assertEquals(r.conflicts, [], "the rebuilt index knew f: no conflict copy");
 });
 
 for (

@@ -67,6 +67,14 @@ export async function main(args: string[]): Promise<number> {
       );
       return Exit.failed;
     }
+    if ((e as { code?: string }).code === "ERR_SQLITE_ERROR") {
+      // Damage SQLite finds after the open (the open itself names the file).
+      console.error(
+        `replicator: the state database (.replicator/state.db) failed: ${(e as Error).message}; ` +
+          `run 'replicator fsck --repair'`,
+      );
+      return Exit.failed;
+    }
     console.error(`replicator: unexpected error: ${(e as Error).stack ?? e}`);
     return Exit.failed;
   }

@@ -57,6 +57,7 @@ function expectedKinds(l: Layout): [string, MetaKind][] {
   const derived = [
     ...[l.config, l.expect, l.txn, l.kml].map((p) => `${p}.tmp`),
     ...["-wal", "-shm", "-journal"].map((s) => l.state + s),
+    ...["", "-wal", "-shm", "-journal"].map((s) => `${l.state}.new${s}`),
   ];
   return [
     ...[...files, ...derived, l.creating].map((p): [string, MetaKind] => [p, "file"]),

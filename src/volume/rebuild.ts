@@ -12,8 +12,9 @@
 import { decodeRecord, type KmlRecord, Op } from "../kml/record.ts";
 import { lstatNs, mtimeNsOf } from "../fs/stat.ts";
 import { isWithin } from "../fs/paths.ts";
-import type { Entry, EntryType } from "./state.ts";
-import type { Volume } from "./volume.ts";
+import type { KmlLog } from "../kml/log.ts";
+import { CorruptLogError, FormatError } from "../errors.ts";
+import type { Entry, EntryType, State } from "./state.ts";
 
 /** What the log says a path should be. */
 interface Recorded {
@@ -33,17 +34,26 @@ export interface RebuildResult {
   left: number;
 }
 
-/** Replaces the index of `vol` (open, locked) with what the KML and the disk agree on. */
-export function rebuildIndex(vol: Volume): RebuildResult {
+/**
+ * Replaces the index in `state` with what the KML `kml` (null: unreadable)
+ * and the tree at `root` agree on. The caller holds the volume lock.
+ */
+export function rebuildIndex(root: string, kml: KmlLog | null, state: State): RebuildResult {
   const want = new Map<string, Recorded>();
-  for (const f of vol.kml.frames()) replay(want, decodeRecord(f.bytes));
+  try {
+    for (const f of kml?.frames() ?? []) replay(want, decodeRecord(f.bytes));
+  } catch (e) {
+    // A damaged record (fsck cuts the log there): what follows it is left to the next
+    // scan, which is safe; the index only ever holds what the disk still matches.
+    if (!(e instanceof CorruptLogError || e instanceof FormatError)) throw e;
+  }
   const out: RebuildResult = { adopted: 0, left: 0 };
-  vol.state.transaction(() => {
-    vol.state.clearIndex();
+  state.transaction(() => {
+    state.clearIndex();
     for (const [p, r] of want) {
-      const e = adoptable(`${vol.root}/${p}`, r);
+      const e = adoptable(`${root}/${p}`, r);
       if (e) {
-        vol.state.putEntry(p, e);
+        state.putEntry(p, e);
         out.adopted++;
       } else out.left++;
     }

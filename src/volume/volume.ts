@@ -134,6 +134,13 @@ export class Volume {
     try {
       checkLayout(layout);
       refuseIncomplete(layout);
+      if (!checkMeta(layout.state)) {
+        throw new MetadataError(
+          layout.state,
+          `${layout.state} is missing; run 'replicator fsck --repair' to rebuild it from the KML ` +
+            `and the tree`,
+        );
+      }
       const config = readConfig(layout.config);
       const kml = KmlLog.open(layout.kml);
       const vol = new Volume(layout, config, kml, new State(layout.state), release);
