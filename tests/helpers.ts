@@ -151,6 +151,7 @@ export function readableCopy(rel: string): string {
 function copyProgram(): string {
   const root = new URL("..", import.meta.url).pathname;
   const to = Deno.makeTempDirSync({ prefix: "replicator-program-" });
+  globalThis.addEventListener("unload", () => Deno.removeSync(to, { recursive: true }));
   const copy = (rel: string) => {
     const st = Deno.statSync(root + rel);
     if (st.isDirectory) {
