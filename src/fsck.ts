@@ -38,12 +38,14 @@ export function fsck(dir: string, repair = false): FsckProblem[] {
   const root = findRoot(dir);
   const layout = layoutOf(root);
   const problems: FsckProblem[] = [];
+  let relogged = false; // the log was cut or the Expect reset: peers must re-read
   checkMeta(layout.meta, "directory");
   let release = acquireLock(layout.lock, root);
   try {
     checkLayout(layout);
     refuseIncomplete(layout);
     checkTxn(layout, repair, problems);
+    relogged = checkKmlThere(layout, repair, problems);
     checkState(layout, repair, problems);
   } finally {
     release();
@@ -52,10 +54,9 @@ export function fsck(dir: string, repair = false): FsckProblem[] {
   if (problems.some((p) => !p.repaired)) return problems;
   finishInterrupted(root);
   release = acquireLock(layout.lock, root);
-  let relogged = false;
   try {
     const config = readConfig(layout.config);
-    relogged = checkKml(layout.kml, config.volumeId, repair, problems);
+    relogged = checkKml(layout.kml, config.volumeId, repair, problems) || relogged;
     relogged = checkExpect(layout.expect, repair, problems) || relogged;
   } finally {
     release();
@@ -118,6 +119,24 @@ function checkState(l: Layout, repair: boolean, problems: FsckProblem[]): void {
   Deno.renameSync(fresh, l.state);
   fsyncDir(l.meta);
   problem.repaired = true;
+}
+
+/**
+ * A missing KML: with `repair`, a new, empty log (new incarnation) is
+ * started, and an interrupted batch (whose offsets referred to the lost log)
+ * is discarded. Returns true if repaired.
+ */
+function checkKmlThere(l: Layout, repair: boolean, problems: FsckProblem[]): boolean {
+  if (checkMeta(l.kml)) return false;
+  problems.push({
+    file: l.kml,
+    message: "the KML is missing",
+    fix: "started a new, empty log (a new incarnation); peers send what they hold again",
+  });
+  if (!repair) return false;
+  for (const path of [l.txn, l.txnRecords, l.staging]) removeIfThere(path);
+  cutLog(l.kml, KML_HEADER_BYTES, readConfig(l.config).volumeId, problems);
+  return true;
 }
 
 /** A damaged interrupted batch: with `repair`, discarded (it is fetched again). */
@@ -291,7 +310,9 @@ const CUT = "cut the log there (under a new incarnation); peers send what was lo
  * re-read this log from the start, and records they already hold are skipped.
  */
 function cutLog(path: string, offset: number, volumeId: string, problems: FsckProblem[]): void {
-  const keep = readRegular(path).subarray(KML_HEADER_BYTES, offset);
+  const keep = offset > KML_HEADER_BYTES
+    ? readRegular(path).subarray(KML_HEADER_BYTES, offset)
+    : new Uint8Array(0);
   const out = new Uint8Array(KML_HEADER_BYTES + keep.length);
   out.set(encodeHeader({ volumeId, incarnation: randomId() }));
   out.set(keep, KML_HEADER_BYTES);

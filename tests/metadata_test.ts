@@ -203,6 +203,26 @@ Deno.test("a missing state.db is refused, not silently made empty; fsck --repair
   assertEquals(r.conflicts, [], "the rebuilt index knew f: no conflict copy");
 });
 
+Deno.test("a missing KML is named with the command to run; fsck --repair starts a new log and sync converges", async () => {
+  const { a, b } = await replicas();
+  assertEquals((await cli(["sync", "-C", b, a])).code, 0);
+  Deno.removeSync(`${b}/.replicator/kml`);
+  assertClear(await cli(["sync", "-C", b, a]), /kml is missing; run 'replicator fsck --repair'/);
+  const repair = await cli(["fsck", "-C", b, "--repair"]);
+  assertEquals(repair.code, 0, repair.stderr);
+  assertMatch(repair.stderr, /repaired: started a new, empty log/);
+  put(`${a}/after`, "later");
+  assertEquals((await cli(["sync", "-C", b, a])).code, 0);
+  assertEquals(listing(b), listing(a));
+});
+
+Deno.test("a missing volume.json says how to recover, without a stack trace", async () => {
+  const { a, b } = await replicas();
+  Deno.removeSync(`${b}/.replicator/volume.json`);
+  assertClear(await cli(["status", "-C", b]), /volume\.json is missing.*'replicator clone'/);
+  assertClear(await cli(["sync", "-C", a, b]), /volume\.json is missing/);
+});
+
 for (
   const [what, damage] of [
     ["unparseable", (m: string) => Deno.writeTextFileSync(`${m}/txn`, "{ not json")],

@@ -35,8 +35,9 @@ export function readConfig(path: string): VolumeConfig {
     if (e instanceof Deno.errors.NotFound) {
       throw new MetadataError(
         path,
-        `${path} is missing: this replica was not created completely; run the 'replicator init' ` +
-          `or 'replicator clone' that made it again`,
+        `${path} is missing, and it holds this replica's identity: restore it from a backup, ` +
+          `or move ${path.slice(0, path.lastIndexOf("/"))} away and make the replica again ` +
+          `with 'replicator clone'`,
       );
     }
     throw new MetadataError(

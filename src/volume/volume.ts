@@ -134,6 +134,13 @@ export class Volume {
     try {
       checkLayout(layout);
       refuseIncomplete(layout);
+      if (!checkMeta(layout.kml)) {
+        throw new MetadataError(
+          layout.kml,
+          `${layout.kml} is missing; run 'replicator fsck --repair' to start a new, empty log ` +
+            `(peers then send what they hold again)`,
+        );
+      }
       if (!checkMeta(layout.state)) {
         throw new MetadataError(
           layout.state,
