@@ -301,6 +301,22 @@ Deno.test("an interrupted init is refused with the command to re-run, which then
   assertClear(await cli(["init", a]), /already a replica/);
 });
 
+Deno.test("two inits racing on one directory leave one sound replica", async () => {
+  const { a } = await pair();
+  for (let i = 0; i < 20; i++) put(`${a}/f${i}`, `${i}`);
+  const runs = await Promise.all([cli(["init", a]), cli(["init", a]), cli(["init", a])]);
+  const codes = runs.map((r) => r.code).sort();
+  assertEquals(codes.filter((c) => c === 0).length, 1, runs.map((r) => r.stderr).join(""));
+  for (const r of runs.filter((r) => r.code !== 0)) {
+    assertMatch(r.stderr, /already a replica|busy/);
+  }
+  assertEquals((await cli(["fsck", "-C", a])).code, 0);
+  const st = json<{ permit: { held: boolean }; pending: unknown[] }>(
+    await cli(["status", "-C", a, "--json"]),
+  );
+  assertEquals([st.permit.held, st.pending], [true, []]);
+});
+
 Deno.test("a directory left by an interrupted clone can be cloned into again", async () => {
   const { dir, a, b } = await pair();
   put(`${a}/f`, "content");

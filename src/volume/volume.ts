@@ -43,7 +43,10 @@ function alreadyReplica(root: string): ReplicatorError {
   return new ReplicatorError(`${root} is already a replica (it has ${META_DIR}/)`);
 }
 
-/** Left by an interrupted init or clone: marked so, or nothing written into it yet. */
+/**
+ * New, or left by an interrupted init or clone: marked so, or nothing written
+ * into it yet (killed before the marker).
+ */
 function incomplete(l: Layout): boolean {
   if (checkMeta(l.creating)) return true;
   return [...Deno.readDirSync(l.meta)].every((e) => e.name === "lock");
@@ -172,26 +175,21 @@ export class Volume {
     const root = resolve(dir);
     Deno.mkdirSync(root, { recursive: true });
     const layout = layoutOf(root);
-    let fresh = true;
     try {
       Deno.mkdirSync(layout.meta);
     } catch (e) {
       if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
-      fresh = false;
     }
     checkMeta(layout.meta, "directory");
-    if (!fresh && !incomplete(layout)) throw alreadyReplica(root);
-    if (fresh) markCreating(layout, command);
+    if (!incomplete(layout)) throw alreadyReplica(root);
     const release = acquireLock(layout.lock, root);
     try {
+      // Under the lock, again: a concurrent run may have finished it meanwhile.
+      if (!incomplete(layout)) throw alreadyReplica(root);
       checkLayout(layout);
-      let hostId = randomId();
-      if (!fresh) {
-        if (!incomplete(layout)) throw alreadyReplica(root); // another run finished it meanwhile
-        hostId = previousHostId(layout) ?? hostId;
-        clearForRedo(layout);
-        markCreating(layout, command);
-      }
+      const hostId = previousHostId(layout) ?? randomId();
+      clearForRedo(layout);
+      markCreating(layout, command);
       const config: VolumeConfig = { format: 1, volumeId, hostId, hostName, peers: {} };
       writeConfig(layout.config, config);
       writeFileAtomic(layout.expect, encodeExpect([]));
