@@ -360,10 +360,20 @@ Deno.test("a file that vanished between the walk and its hashing is not seen, no
     mtimeNsec: 0,
     target: "",
   } as Seen;
+  put(`${a}/was-a-dir`, "now a file"); // its child "was-a-dir/x" was walked before
   const found = diffTree(a, new Map(), {
-    seen: new Map([["ghost", ghost]]),
+    seen: new Map([["ghost", ghost], ["was-a-dir/x", { ...ghost }]]),
     unreadable: [],
     problems: [],
   });
   assertEquals([found.changes, found.problems, found.updates.size], [[], [], 0]);
+  // Other read errors stay problems.
+  Deno.mkdirSync(`${a}/dir-now`);
+  const odd = diffTree(a, new Map(), {
+    seen: new Map([["dir-now", { ...ghost }]]),
+    unreadable: [],
+    problems: [],
+  });
+  assertEquals(odd.problems.length, 1);
+  assertMatch(odd.problems[0], /cannot read dir-now/);
 });
