@@ -50,24 +50,43 @@ function snapshot(dir: string): Record<string, string> {
   return out;
 }
 
-for (const name of ["expect.tmp", "txn.records", "kml", "lock", "state.db", "expect"]) {
+const METADATA = [
+  "expect.tmp",
+  "txn",
+  "txn.records",
+  "kml",
+  "lock",
+  "state.db",
+  "state.db-wal",
+  "expect",
+  "volume.json",
+  "lento.pid",
+  "staging",
+];
+
+for (const name of METADATA) {
   Deno.test(`a peer whose .replicator/${name} is a symlink is refused; nothing outside changes`, async () => {
     const { dir, a, b } = await replicas();
     const outside = `${dir}/outside`;
     const meta = `${b}/.replicator`;
     Deno.mkdirSync(outside);
     // The sentinel is a working copy where there is one, so following the link would "work".
-    try {
-      Deno.copyFileSync(`${meta}/${name}`, `${outside}/${name}`);
-      Deno.removeSync(`${meta}/${name}`);
-    } catch {
-      put(`${outside}/${name}`, "sentinel");
+    if (name === "staging") put(`${outside}/${name}/00/file`, "sentinel");
+    else {
+      try {
+        Deno.copyFileSync(`${meta}/${name}`, `${outside}/${name}`);
+        Deno.removeSync(`${meta}/${name}`);
+      } catch {
+        put(`${outside}/${name}`, "sentinel");
+      }
     }
     Deno.symlinkSync(`${outside}/${name}`, `${meta}/${name}`);
     const before = snapshot(outside);
+    const refused = new RegExp(`${meta}/${name.replaceAll(".", "\\.")} is a symbolic link`);
     const r = await cli(["sync", "-C", a, b]);
-    assertClear(r, new RegExp(`${meta}/${name.replace(".", "\\.")} is a symbolic link`));
+    assertClear(r, refused);
     assertMatch(r.stderr, /remove it/);
+    assertClear(await cli(["fsck", "-C", b, "--repair"]), refused);
     assertEquals(snapshot(outside), before, "nothing outside the volume changed");
   });
 }
