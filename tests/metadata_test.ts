@@ -154,6 +154,7 @@ Deno.test("a corrupt state.db: one line naming it; fsck reports it; fsck --repai
   const { a, b } = await replicas();
   assertEquals((await cli(["sync", "-C", b, a])).code, 0);
   put(`${b}/mine`, "a local file on the non-holder");
+  put(`${b}/g`, "NEW"); // same size as the record's "new", but written here: a local change
   const db = `${b}/.replicator/state.db`;
   for (const s of ["-wal", "-shm"]) removeIfThere(db + s);
   Deno.writeTextFileSync(db, "this is not a database, but it is long enough to look like a header");
@@ -171,12 +172,17 @@ Deno.test("a corrupt state.db: one line naming it; fsck reports it; fsck --repai
   const st = json<{ pending: { op: string; path: string }[] }>(
     await cli(["status", "-C", b, "--json"]),
   );
-  assertEquals(st.pending, [{ op: "store", path: "mine" }], "only the local change is pending");
+  assertEquals(
+    st.pending,
+    [{ op: "store", path: "g" }, { op: "store", path: "mine" }],
+    "the local changes, and only they, are pending",
+  );
   assertEquals((await cli(["fsck", "-C", b])).code, 0);
   put(`${a}/later`, "after the repair");
   assertEquals((await cli(["sync", "-C", b, a])).code, 0);
   assertEquals(Deno.readTextFileSync(`${b}/later`), "after the repair");
   assertEquals(Deno.readTextFileSync(`${b}/mine`), "a local file on the non-holder");
+  assertEquals(Deno.readTextFileSync(`${b}/g`), "NEW");
 });
 
 Deno.test("a corrupt state.db on the holder: fsck --repair rebuilds it and nothing is recorded twice", async () => {
