@@ -99,3 +99,16 @@ export class FsError extends ReplicatorError {
 
 /** A path crosses a symlink or a non-directory where a real directory is needed. */
 export class NotConfinedError extends FsError {}
+
+/**
+ * A file in `.replicator/` is unsafe (a symlink, or not the kind of file it
+ * must be) or damaged. The message names the file and the command to run.
+ */
+export class MetadataError extends ReplicatorError {
+  /** The metadata file concerned. */
+  readonly file: string;
+  constructor(file: string, message: string) {
+    super(message);
+    this.file = file;
+  }
+}

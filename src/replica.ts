@@ -35,23 +35,33 @@ export interface HostOptions {
 
 /** Makes `dir` a new volume whose replica holds the permit (epoch 1), recording what is already there. */
 export function init(dir: string, opts: HostOptions = {}): void {
-  const vol = Volume.create(dir, randomId(), opts.host ?? hostname());
+  const command = commandLine(["init", resolve(dir)], opts);
+  const vol = Volume.create(dir, randomId(), opts.host ?? hostname(), command);
   try {
+    exitHereForTests("created");
     const [permit] = vol.ownRecords([{ ...noChange(), op: Op.Permit, target: vol.hostId }], 1);
     vol.commitRecords([permit], [encodeRecord(permit)]);
     capture(vol);
+    vol.finishCreating();
   } finally {
     vol.close();
   }
 }
 
-/** Makes `dir` a new replica of the volume at `source` (without the permit) and fills it. */
+/**
+ * Makes `dir` a new replica of the volume at `source` (without the permit) and
+ * fills it. A directory left by an interrupted clone is cloned into again.
+ */
 export function clone(source: string, dir: string, opts: HostOptions = {}): SyncReport {
   const src = openReplica(localPath(source));
   let vol: Volume | undefined;
   try {
-    vol = Volume.create(dir, src.config.volumeId, opts.host ?? hostname());
-    return syncVolumes(vol, src, { progress: opts.progress });
+    const command = commandLine(["clone", src.root, resolve(dir)], opts);
+    vol = Volume.create(dir, src.config.volumeId, opts.host ?? hostname(), command);
+    exitHereForTests("created");
+    const report = syncVolumes(vol, src, { progress: opts.progress });
+    vol.finishCreating();
+    return report;
   } finally {
     vol?.close();
     src.close();
@@ -102,6 +112,7 @@ function syncOne(root: string, peerRoot: string, progress?: Progress): SyncRepor
       `${peerRoot} is not a replica (it has no .replicator/); check the peer's path`,
     );
   }
+  refuseSelf(root, peerRoot);
   // A side whose lento runs has its changes recorded already: no scan there.
   const journaled = new Set([root, peerRoot].filter(flushLento));
   // Lock in path order, so two runs syncing the same pair in opposite directions cannot deadlock.
@@ -118,6 +129,38 @@ function syncOne(root: string, peerRoot: string, progress?: Progress): SyncRepor
   } finally {
     a.close();
   }
+}
+
+/**
+ * A peer that is this replica under another name (a symlinked path, a copy
+ * with the same host id) is refused before locking: locking it twice would
+ * only say "busy".
+ */
+function refuseSelf(root: string, peerRoot: string): void {
+  const same = () => new PeerMismatchError(`${peerRoot} is this same replica (${root})`);
+  if (Deno.realPathSync(root) === Deno.realPathSync(peerRoot)) throw same();
+  let ids: string[];
+  try {
+    ids = [root, peerRoot].map((r) => readConfig(layoutOf(r).config).hostId);
+  } catch {
+    return; // unreadable config: the open says what is wrong
+  }
+  if (ids[0] === ids[1]) throw same();
+}
+
+/** The command line that makes a replica, as a user would type it again. */
+function commandLine(args: string[], opts: HostOptions): string {
+  const words = ["replicator", ...args, ...(opts.host ? ["--host", opts.host] : [])];
+  return words.map((w) => /^[\w@%+=:,./-]+$/.test(w) ? w : `'${w.replaceAll("'", `'\\''`)}'`)
+    .join(" ");
+}
+
+/**
+ * Test hook: REPLICATOR_EXIT_AT=created makes init and clone exit right after
+ * creating `.replicator/`, as if killed there.
+ */
+function exitHereForTests(point: string): void {
+  if (Deno.env.get("REPLICATOR_EXIT_AT") === point) Deno.exit(99);
 }
 
 /** A peer as a local path: a path or a file:// URL. */

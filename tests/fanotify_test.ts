@@ -7,7 +7,7 @@
 
 import { openReplica } from "../src/apply/open.ts";
 import { assert, assertEquals, assertMatch } from "./assert.ts";
-import { put, tempDir } from "./helpers.ts";
+import { put, readableCopy, tempDir } from "./helpers.ts";
 import {
   FanotifyUnavailableError,
   openFanotify,
@@ -266,7 +266,8 @@ Deno.test({
     // process and its /proc/self/fd.
     const root = await tempDir();
     put(`${root}/a/b/c`, "x");
-    const mod = new URL("../src/capture/fanotify.ts", import.meta.url).href;
+    // From a copy every user can read: the checkout may sit where only root can enter.
+    const mod = `file://${readableCopy("src/capture/fanotify.ts")}`;
     const code = `import { openFanotify } from ${JSON.stringify(mod)};
       const root = ${JSON.stringify(root)};
       // the runtime opens sockets of its own at some point: count the kinds of fds the
@@ -509,7 +510,8 @@ Deno.test({
   fn: async () => {
     const dir = await tempDir();
     await Deno.chmod(dir, 0o777);
-    const mod = new URL("../src/capture/fanotify.ts", import.meta.url).href;
+    // From a copy every user can read: the checkout may sit where only root can enter.
+    const mod = `file://${readableCopy("src/capture/fanotify.ts")}`;
     const code = `import { openFanotify } from ${JSON.stringify(mod)};
       try { openFanotify(${JSON.stringify(dir)}); console.log("opened"); }
       catch (e) { console.log(e.name + ": " + e.message); }`;

@@ -109,10 +109,13 @@ export async function pair(): Promise<{ dir: string; a: string; b: string }> {
 /**
  * Hands `dir` to user nobody and returns a runner of `replicator ARGS...` as
  * nobody (root ignores permissions, so tests of permission errors need one).
+ * The program runs from a world-readable copy of mod.ts, deno.json and src/:
+ * the checkout itself may sit in a directory only root can enter (CI).
  */
 export async function asNobody(dir: string): Promise<(args: string[]) => Promise<Run>> {
   await new Deno.Command("chown", { args: ["-R", "65534:65534", dir] }).output();
   Deno.chmodSync(dir, 0o755);
+  const mod = readableCopy("mod.ts");
   return async (args) => {
     const out = await new Deno.Command("setpriv", {
       args: [
@@ -123,7 +126,7 @@ export async function asNobody(dir: string): Promise<(args: string[]) => Promise
         "run",
         "-A",
         "--quiet",
-        MOD,
+        mod,
         ...args,
       ],
       env: { DENO_DIR: `${dir}/deno-cache`, HOME: dir },
@@ -205,4 +208,35 @@ export async function scratchDir(): Promise<string> {
     } catch { /* no tmpfs there: the default temporary directory */ }
   }
   return await Deno.makeTempDir({ prefix: "replicator-test-", dir });
+}
+
+let copied: string | undefined;
+
+/**
+ * The path of `rel` (e.g. "mod.ts") in a copy of the program (mod.ts,
+ * deno.json, src/) that every user can read, made once per test process.
+ */
+export function readableCopy(rel: string): string {
+  copied ??= copyProgram();
+  return `${copied}/${rel}`;
+}
+
+function copyProgram(): string {
+  const root = new URL("..", import.meta.url).pathname;
+  const to = Deno.makeTempDirSync({ prefix: "replicator-program-" });
+  globalThis.addEventListener("unload", () => Deno.removeSync(to, { recursive: true }));
+  const copy = (rel: string) => {
+    const st = Deno.statSync(root + rel);
+    if (st.isDirectory) {
+      Deno.mkdirSync(`${to}/${rel}`);
+      Deno.chmodSync(`${to}/${rel}`, 0o755);
+      for (const e of Deno.readDirSync(root + rel)) copy(`${rel}/${e.name}`);
+    } else {
+      Deno.copyFileSync(root + rel, `${to}/${rel}`);
+      Deno.chmodSync(`${to}/${rel}`, 0o644);
+    }
+  };
+  ["mod.ts", "deno.json", "src"].forEach(copy);
+  Deno.chmodSync(to, 0o755);
+  return to;
 }

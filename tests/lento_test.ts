@@ -5,9 +5,10 @@
  */
 
 import { openReplica } from "../src/apply/open.ts";
-import { assert, assertEquals, assertMatch } from "./assert.ts";
+import { assert, assertEquals, assertMatch, assertThrows } from "./assert.ts";
 import { asNobody, cli, json, listing, pair, put } from "./helpers.ts";
 import { capture } from "../src/capture/capture.ts";
+import { flushLento } from "../src/capture/lento_client.ts";
 
 const MOD = new URL("../mod.ts", import.meta.url).pathname;
 
@@ -89,7 +90,9 @@ Deno.test({
     await cli(["init", twin, "--host", "twin"]);
     const initCount = json<Rec[]>(await cli(["log", "-C", a, "--json"])).length;
 
+    const sock = `${a}/.replicator/lento.sock`;
     const lento = await startLento(a);
+    assert(Deno.lstatSync(sock).isSocket, "lento listens on .replicator/lento.sock");
     edit(a);
     const [r] = json<{ capture: string; peerCapture: string; received: number }[]>(
       await cli(["sync", "-C", b, a, "--json"]),
@@ -97,6 +100,7 @@ Deno.test({
     assertEquals(r.peerCapture, "lento", "the writer was not scanned");
     assertEquals(listing(b), listing(a));
     assertEquals(await lento.stop(), 0);
+    assertThrows(() => Deno.lstatSync(sock), Deno.errors.NotFound);
 
     edit(twin);
     const vol = openReplica(twin);
@@ -123,6 +127,17 @@ Deno.test({
     put(`${a}/f`, "1");
     await cli(["init", a, "--host", "alpha"]);
     put(`${a}/while-down`, "2");
+    // A socket left by a lento that was killed: unanswered (syncs scan), replaced by the next.
+    const sock = `${a}/.replicator/lento.sock`;
+    await new Deno.Command(Deno.execPath(), {
+      args: [
+        "eval",
+        `Deno.listen({ transport: "unix", path: ${JSON.stringify(sock)} });
+        Deno.kill(Deno.pid, "SIGKILL");`,
+      ],
+    }).output();
+    assert(Deno.lstatSync(sock).isSocket);
+    assertEquals(flushLento(a), false);
     const lento = await startLento(a);
     const log = json<Rec[]>(await cli(["log", "-C", a, "--json"]));
     assert(log.some((e) => e.op === "store" && e.path === "while-down"));

@@ -5,10 +5,10 @@
  * a scoped scan, exactly as scan capture would record them. An overflow
  * means a full rescan.
  *
- * While it runs it holds `.replicator/lento.pid` (flock) with its pid in it;
- * `sync` sends it SIGUSR2 (not SIGUSR1: that one opens V8's inspector) and waits for `.replicator/lento.ack` to change,
- * after which everything written before the signal is in the KML and sync
- * need not scan (see lento_client.ts).
+ * While it runs it holds `.replicator/lento.pid` (flock, with its pid in it
+ * for people) and listens on `.replicator/lento.sock`: a sync sends "flush" and
+ * waits for "flushed", after which everything written before the request is
+ * in the KML and sync need not scan (see lento_client.ts).
  *
  * @module
  */
@@ -18,8 +18,9 @@ import { capture } from "./capture.ts";
 import { findRoot } from "../volume/volume.ts";
 import { openReplica } from "../apply/open.ts";
 import { layoutOf } from "../volume/layout.ts";
-import { tryLock } from "../fs/libc.ts";
+import { checkMeta, tryLockNoFollow } from "../fs/nofollow.ts";
 import { BusyError, ReplicatorError } from "../errors.ts";
+import { FLUSH_DONE, FLUSH_REQUEST } from "./lento_client.ts";
 
 /** No event source could be armed. */
 export class NoCaptureSourceError extends ReplicatorError {}
@@ -38,26 +39,61 @@ export interface LentoOptions {
 
 /** Collects more events for this long after the first of a batch. */
 const BATCH_MS = 20;
-/** A drain after SIGUSR2 ends when the source has been quiet this long. */
+/** A drain for a flush request ends when the source has been quiet this long. */
 const QUIET_MS = 5;
 
 /** Runs lento for the volume containing `dir` until `opts.signal` aborts. */
 export async function runLento(dir: string, opts: LentoOptions = {}): Promise<void> {
   const root = findRoot(dir);
   const layout = layoutOf(root);
-  const release = tryLock(layout.lentoPid);
+  const release = tryLockNoFollow(layout.lentoPid, `${Deno.pid}\n`);
   if (!release) throw new BusyError(`${root} (lento already runs for it)`);
   try {
-    Deno.writeTextFileSync(layout.lentoPid, `${Deno.pid}\n`);
     const source = opts.source ?? await openSource(root);
     try {
-      await serve(root, source, opts);
+      await serve(root, source, listenForFlushes(layout.lentoSock, opts.log), opts);
     } finally {
       source.close();
     }
   } finally {
     release();
   }
+}
+
+/**
+ * Listens on `path` (a stale socket of a dead lento is replaced; anything
+ * else there is refused). The lento.pid lock is held, so no other lento uses it.
+ */
+function listenForFlushes(path: string, log?: (l: string) => void): Deno.UnixListener | null {
+  if (checkMeta(path, "socket")) Deno.removeSync(path);
+  try {
+    return Deno.listen({ transport: "unix", path });
+  } catch (e) {
+    // E.g. a path longer than a socket address holds (108 bytes): syncs then scan.
+    log?.(`cannot listen on ${path} (${(e as Error).message}); syncs will scan this volume`);
+    return null;
+  }
+}
+
+/** Reads one request line from `conn`; a "flush" is queued on `flush`, anything else closed. */
+async function takeRequest(conn: Deno.UnixConn, flush: Flush): Promise<void> {
+  const buf = new Uint8Array(64);
+  let got = 0;
+  try {
+    while (got < buf.length) {
+      const n = await conn.read(buf.subarray(got));
+      if (n === null) break;
+      got += n;
+      const nl = buf.subarray(0, got).indexOf(10);
+      if (nl < 0) continue;
+      if (new TextDecoder().decode(buf.subarray(0, nl)) === FLUSH_REQUEST) {
+        flush.request(conn);
+        return;
+      }
+      break;
+    }
+  } catch { /* the client went away */ }
+  conn.close();
 }
 
 /** The Presto device if it is there and usable, else fanotify. */
@@ -81,11 +117,19 @@ async function openSource(root: string): Promise<EventSource> {
   }
 }
 
-async function serve(root: string, source: EventSource, opts: LentoOptions): Promise<void> {
+async function serve(
+  root: string,
+  source: EventSource,
+  listener: Deno.UnixListener | null,
+  opts: LentoOptions,
+): Promise<void> {
   const log = opts.log ?? (() => {});
-  const flush = new Signal();
-  const onFlush = () => flush.fire();
-  Deno.addSignalListener("SIGUSR2", onFlush);
+  const flush = new Flush();
+  const accepting = (async () => {
+    try {
+      for await (const conn of listener ?? []) void takeRequest(conn, flush);
+    } catch { /* closed */ }
+  })();
   const stopped = new Promise<"stop">((ok) => {
     if (opts.signal?.aborted) ok("stop");
     opts.signal?.addEventListener("abort", () => ok("stop"));
@@ -110,35 +154,45 @@ async function serve(root: string, source: EventSource, opts: LentoOptions): Pro
         hints.push(...more);
         pending = source.next();
       }
-      const flushing = flush.take();
+      const waiting = flush.take();
       if (hints.length > 0) await recordRetrying(root, hints, log, source.name, stopped);
-      if (flushing) acknowledge(root);
+      await acknowledge(waiting);
     }
   } finally {
-    Deno.removeSignalListener("SIGUSR2", onFlush);
+    listener?.close();
+    await accepting;
+    for (const conn of flush.take()) conn.close(); // unanswered: those syncs scan
+    try {
+      if (listener && checkMeta(listener.addr.path, "socket")) {
+        Deno.removeSync(listener.addr.path);
+      }
+    } catch { /* a foreign file there now: leave it */ }
   }
 }
 
-/** A SIGUSR2 seen and not yet answered; `fired` resolves when one arrives. */
-class Signal {
-  wanted = false;
+/** Flush requests not yet answered; `fired` resolves when one arrives. */
+class Flush {
+  private waiting: Deno.UnixConn[] = [];
   fired!: Promise<"flush">;
   private resolve!: () => void;
   constructor() {
     this.reset();
   }
-  fire(): void {
-    this.wanted = true;
+  get wanted(): boolean {
+    return this.waiting.length > 0;
+  }
+  request(conn: Deno.UnixConn): void {
+    this.waiting.push(conn);
     this.resolve();
   }
-  /** Returns whether a flush was wanted, and re-arms. */
-  take(): boolean {
-    const was = this.wanted;
-    if (was) this.reset();
+  /** The requests to answer after this round's recording, and re-arms. */
+  take(): Deno.UnixConn[] {
+    const was = this.waiting;
+    if (was.length > 0) this.reset();
     return was;
   }
   private reset(): void {
-    this.wanted = false;
+    this.waiting = [];
     this.fired = new Promise((ok) => (this.resolve = () => ok("flush")));
   }
 }
@@ -179,20 +233,14 @@ function record(root: string, hints: Hint[] | null, log: (l: string) => void, vi
   }
 }
 
-/** Tells a waiting sync that everything signalled for is recorded. */
-function acknowledge(root: string): void {
-  const ack = layoutOf(root).lentoAck;
-  const n = readCounter(ack) + 1;
-  Deno.writeTextFileSync(`${ack}.tmp`, `${n}\n`);
-  Deno.renameSync(`${ack}.tmp`, ack);
-}
-
-/** The acknowledgement counter in `path` (0 if absent). */
-export function readCounter(path: string): number {
-  try {
-    return Number(Deno.readTextFileSync(path).trim()) || 0;
-  } catch {
-    return 0;
+/** Tells the waiting syncs that everything they asked for is recorded. */
+async function acknowledge(waiting: Deno.UnixConn[]): Promise<void> {
+  const done = new TextEncoder().encode(`${FLUSH_DONE}\n`);
+  for (const conn of waiting) {
+    try {
+      await conn.write(done);
+    } catch { /* the sync gave up waiting; it scans */ }
+    conn.close();
   }
 }
 

@@ -1,18 +1,24 @@
 /**
- * How a sync uses a running lento instead of scanning: signal it, wait until
- * it has recorded everything queued so far, and skip the scan. Must run
- * before the sync takes the volume lock (lento needs it to append).
+ * How a sync uses a running lento instead of scanning: ask it over its Unix
+ * socket (`.replicator/lento.sock`) to record everything queued so far, wait
+ * for its answer, and skip the scan. Must run before the sync takes the volume
+ * lock (lento needs it to append).
+ *
+ * No signal is sent and no pid is trusted: only a process listening on the
+ * socket in this very `.replicator/` can answer (see lento.ts).
  *
  * @module
  */
 
-import { tryLock } from "../fs/libc.ts";
 import { layoutOf } from "../volume/layout.ts";
-import { readCounter } from "./lento.ts";
-import { sleepSync } from "../volume/lock.ts";
+import { askUnixSocket } from "../fs/unix_socket.ts";
 
 /** How long a sync waits for lento's acknowledgement before scanning itself. */
 const WAIT_MS = 5000;
+
+/** The request and its answer on lento's socket, one line each. */
+export const FLUSH_REQUEST = "flush";
+export const FLUSH_DONE = "flushed";
 
 /**
  * True if a lento runs for the volume at `root` and has recorded every change
@@ -20,24 +26,5 @@ const WAIT_MS = 5000;
  * in which case the caller scans.
  */
 export function flushLento(root: string): boolean {
-  const layout = layoutOf(root);
-  const release = tryLock(layout.lentoPid);
-  if (release) {
-    release(); // nobody holds it: no lento
-    return false;
-  }
-  const pid = Number(Deno.readTextFileSync(layout.lentoPid).trim());
-  if (!Number.isInteger(pid) || pid <= 0) return false;
-  const before = readCounter(layout.lentoAck);
-  try {
-    Deno.kill(pid, "SIGUSR2");
-  } catch {
-    return false;
-  }
-  const deadline = Date.now() + WAIT_MS;
-  while (Date.now() < deadline) {
-    if (readCounter(layout.lentoAck) !== before) return true;
-    sleepSync(1);
-  }
-  return false;
+  return askUnixSocket(layoutOf(root).lentoSock, `${FLUSH_REQUEST}\n`, WAIT_MS) === FLUSH_DONE;
 }

@@ -72,6 +72,10 @@ export function diffTree(root: string, old: Map<string, Entry>, tree: WalkResult
       try {
         entry.digest = hashFile(`${root}/${p}`, s.size);
       } catch (e) {
+        // Gone between the walk and the read (editors' and build tools' temporary files),
+        // or a parent replaced by a file: as if never seen. The next scan records what is
+        // there then.
+        if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory) return;
         problems.push(`cannot read ${p}: ${(e as Error).message}; it was not recorded`);
         return;
       }

@@ -67,6 +67,14 @@ export async function main(args: string[]): Promise<number> {
       );
       return Exit.failed;
     }
+    if ((e as { code?: string }).code === "ERR_SQLITE_ERROR") {
+      // Damage SQLite finds after the open (the open itself names the file).
+      console.error(
+        `replicator: the state database (.replicator/state.db) failed: ${(e as Error).message}; ` +
+          `run 'replicator fsck --repair'`,
+      );
+      return Exit.failed;
+    }
     console.error(`replicator: unexpected error: ${(e as Error).stack ?? e}`);
     return Exit.failed;
   }
@@ -123,7 +131,12 @@ function runFsck(dir: string, rest: string[], f: Flags): number {
   else {
     for (const p of problems) {
       const where = p.offset === undefined ? p.file : `${p.file} at offset ${p.offset}`;
-      console.error(`${where}: ${p.message}${p.repaired ? " (repaired)" : ""}`);
+      const then = p.repaired
+        ? ` (repaired: ${p.fix ?? "done"})`
+        : p.fix
+        ? "; run 'replicator fsck --repair' to repair it"
+        : "";
+      console.error(`${where}: ${p.message}${then}`);
     }
   }
   return problems.every((p) => p.repaired) ? Exit.ok : Exit.failed;

@@ -6,6 +6,7 @@
  */
 
 import { syncfs } from "./libc.ts";
+import { createFresh } from "./nofollow.ts";
 
 /** fsync a directory so that renames and creations inside it are durable. */
 export function fsyncDir(dir: string): void {
@@ -24,11 +25,13 @@ export function fsyncFile(path: string): void {
 
 /**
  * Replaces `path` with `data` atomically: write a sibling temporary file,
- * fsync it, rename it over `path`, fsync the directory.
+ * fsync it, rename it over `path`, fsync the directory. A stale temporary
+ * file (or a symlink planted in its place) is unlinked and the temporary file
+ * created exclusively, so nothing is ever written through a link.
  */
 export function writeFileAtomic(path: string, data: Uint8Array): void {
   const tmp = `${path}.tmp`;
-  const f = Deno.openSync(tmp, { write: true, create: true, truncate: true });
+  const f = createFresh(tmp);
   try {
     let n = 0;
     while (n < data.length) n += f.writeSync(data.subarray(n));

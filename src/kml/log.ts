@@ -11,6 +11,7 @@ import { crc32c } from "./crc32c.ts";
 import { bytesHex, checkFrame, frameLength, hexBytes, RECORD_MIN } from "./record.ts";
 import { CorruptLogError, FormatError } from "../errors.ts";
 import { fsyncDir } from "../fs/durable.ts";
+import { openRegular } from "../fs/nofollow.ts";
 
 /** KML header format version. */
 export const KML_VERSION = 1;
@@ -91,7 +92,7 @@ export class KmlLog {
 
   /** Opens a log, cutting a torn tail back to the last whole record. */
   static open(path: string): KmlLog {
-    const file = Deno.openSync(path, { read: true, write: true });
+    const file = openRegular(path, { write: true }); // never through a symlink
     try {
       const head = new Uint8Array(KML_HEADER_BYTES);
       readFully(file, 0, head);

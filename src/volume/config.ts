@@ -6,7 +6,8 @@
  */
 
 import { writeFileAtomic } from "../fs/durable.ts";
-import { FormatError } from "../errors.ts";
+import { MetadataError } from "../errors.ts";
+import { readRegularText } from "../fs/nofollow.ts";
 
 /** Version of the volume.json layout. */
 export const CONFIG_VERSION = 1;
@@ -26,17 +27,30 @@ export interface VolumeConfig {
   keepSetid?: boolean;
 }
 
-/** Reads and validates volume.json. */
+/** Reads and validates volume.json (never through a symlink). */
 export function readConfig(path: string): VolumeConfig {
   let c: VolumeConfig;
   try {
-    c = JSON.parse(Deno.readTextFileSync(path));
+    c = JSON.parse(readRegularText(path));
   } catch (e) {
-    throw new FormatError(`${path} is unreadable or not JSON: ${(e as Error).message}`);
+    if (e instanceof MetadataError) throw e;
+    if (e instanceof Deno.errors.NotFound) {
+      throw new MetadataError(
+        path,
+        `${path} is missing, and it holds this replica's identity: restore it from a backup, ` +
+          `or move ${path.slice(0, path.lastIndexOf("/"))} away and make the replica again ` +
+          `with 'replicator clone'`,
+      );
+    }
+    throw new MetadataError(
+      path,
+      `${path} is unreadable or not JSON (${(e as Error).message}); restore it from a backup ` +
+        `or make the replica again with 'replicator clone'`,
+    );
   }
   const hex = /^[0-9a-f]{32}$/;
-  if (c.format !== CONFIG_VERSION || !hex.test(c.volumeId) || !hex.test(c.hostId)) {
-    throw new FormatError(`${path} is not a version ${CONFIG_VERSION} volume config`);
+  if (c?.format !== CONFIG_VERSION || !hex.test(c.volumeId) || !hex.test(c.hostId)) {
+    throw new MetadataError(path, `${path} is not a version ${CONFIG_VERSION} volume config`);
   }
   c.peers ??= {};
   return c;

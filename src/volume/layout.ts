@@ -6,6 +6,8 @@
  */
 
 import { META_DIR } from "../fs/paths.ts";
+import { checkMeta, type MetaKind } from "../fs/nofollow.ts";
+import { MetadataError } from "../errors.ts";
 
 export { META_DIR };
 
@@ -20,11 +22,13 @@ export interface Layout {
   lock: string;
   txn: string;
   txnRecords: string;
-  /** Held (flock) by a running lento, with its pid inside. */
+  /** Held (flock) by a running lento, with its pid inside (for people; nothing signals it). */
   lentoPid: string;
-  /** Counter lento bumps after each flush a sync asked for. */
-  lentoAck: string;
+  /** Unix socket a running lento answers flush requests on. */
+  lentoSock: string;
   staging: string;
+  /** Present while `init` or `clone` has not finished creating the replica. */
+  creating: string;
 }
 
 /** The layout of the volume rooted at absolute path `root`. */
@@ -41,7 +45,34 @@ export function layoutOf(root: string): Layout {
     txn: `${meta}/txn`,
     txnRecords: `${meta}/txn.records`,
     lentoPid: `${meta}/lento.pid`,
-    lentoAck: `${meta}/lento.ack`,
+    lentoSock: `${meta}/lento.sock`,
     staging: `${meta}/staging`,
+    creating: `${meta}/creating`,
   };
+}
+
+/** Every name in `.replicator/` that is opened, and the kind it must be. */
+function expectedKinds(l: Layout): [string, MetaKind][] {
+  const files = [l.config, l.kml, l.expect, l.state, l.lock, l.txn, l.txnRecords, l.lentoPid];
+  const derived = [
+    ...[l.config, l.expect, l.txn, l.kml].map((p) => `${p}.tmp`),
+    ...["-wal", "-shm", "-journal"].map((s) => l.state + s),
+    ...["", "-wal", "-shm", "-journal"].map((s) => `${l.state}.new${s}`),
+  ];
+  return [
+    ...[...files, ...derived, l.creating].map((p): [string, MetaKind] => [p, "file"]),
+    [l.staging, "directory"],
+    [l.lentoSock, "socket"],
+  ];
+}
+
+/**
+ * The confinement gate every open passes first: `.replicator` must be a real
+ * directory, and each metadata name that exists must be what it should be
+ * (never a symlink). Throws MetadataError naming the offending file.
+ */
+export function checkLayout(l: Layout): void {
+  const meta = checkMeta(l.meta, "directory");
+  if (!meta) throw new MetadataError(l.meta, `${l.meta} does not exist`);
+  for (const [path, kind] of expectedKinds(l)) checkMeta(path, kind);
 }

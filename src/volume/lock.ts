@@ -5,7 +5,7 @@
  * @module
  */
 
-import { tryLock } from "../fs/libc.ts";
+import { tryLockNoFollow } from "../fs/nofollow.ts";
 import { BusyError } from "../errors.ts";
 
 /** How long a run waits for the lock, from REPLICATOR_LOCK_WAIT (seconds), default 5. */
@@ -18,7 +18,7 @@ export function lockWaitMs(): number {
 export function acquireLock(path: string, label: string, waitMs = lockWaitMs()): () => void {
   const deadline = Date.now() + waitMs;
   for (;;) {
-    const release = tryLock(path);
+    const release = tryLockNoFollow(path);
     if (release) return release;
     if (Date.now() >= deadline) throw new BusyError(label);
     sleepSync(100);

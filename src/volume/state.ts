@@ -9,6 +9,7 @@
 
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import type { Stat } from "../fs/stat.ts";
+import { MetadataError } from "../errors.ts";
 
 /** Kind of a tree entry. */
 export type EntryType = "f" | "d" | "l";
@@ -63,14 +64,31 @@ export class State {
   private readonly db: DatabaseSync;
   private readonly statements = new Map<string, StatementSync>();
 
-  constructor(path: string) {
-    this.db = new DatabaseSync(path);
-    this.db.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;");
-    this.db.exec(SCHEMA);
+  /** Opens (or creates) the database; the caller has checked that `path` is no symlink. */
+  constructor(readonly path: string) {
+    let db: DatabaseSync | undefined;
+    try {
+      db = new DatabaseSync(path);
+      db.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;");
+      db.exec(SCHEMA);
+    } catch (e) {
+      try {
+        db?.close();
+      } catch { /* already unusable */ }
+      throw damagedState(path, e as Error);
+    }
+    this.db = db;
   }
 
   close(): void {
     this.db.close();
+  }
+
+  /** SQLite's quick_check: [] if the database is sound, else what is wrong. */
+  damage(): string[] {
+    const rows = this.db.prepare("PRAGMA quick_check").all() as Record<string, unknown>[];
+    const found = rows.map((r) => String(Object.values(r)[0]));
+    return found.length === 1 && found[0] === "ok" ? [] : found;
   }
 
   /** A prepared statement, prepared once per connection. */
@@ -227,6 +245,15 @@ export class State {
   setMeta(key: string, value: string | number): void {
     this.sql("INSERT OR REPLACE INTO meta VALUES (?, ?)").run(key, String(value));
   }
+}
+
+/** The error for a state database SQLite cannot use. */
+export function damagedState(path: string, cause: Error): MetadataError {
+  return new MetadataError(
+    path,
+    `${path} is damaged (${cause.message}); run 'replicator fsck --repair' to rebuild it ` +
+      `from the KML and the tree`,
+  );
 }
 
 /** Content a record named for `path` that is not installed yet. */

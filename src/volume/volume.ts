@@ -10,9 +10,10 @@ import { resolve } from "node:path";
 import { KML_HEADER_BYTES, KmlLog } from "../kml/log.ts";
 import { type Change, decodeRecord, encodeRecord, type KmlRecord, Op } from "../kml/record.ts";
 import { decodeExpect, encodeExpect, type ExpectEntry } from "../expect/expect.ts";
-import { writeFileAtomic } from "../fs/durable.ts";
-import { FormatError, ReplicatorError, VolumeNotFoundError } from "../errors.ts";
-import { type Layout, layoutOf, META_DIR } from "./layout.ts";
+import { fsyncDir, writeFileAtomic } from "../fs/durable.ts";
+import { FormatError, MetadataError, ReplicatorError, VolumeNotFoundError } from "../errors.ts";
+import { checkMeta, createFresh, readRegular, readRegularText } from "../fs/nofollow.ts";
+import { checkLayout, type Layout, layoutOf, META_DIR } from "./layout.ts";
 import { randomId, readConfig, type VolumeConfig, writeConfig } from "./config.ts";
 import { acquireLock } from "./lock.ts";
 import { type Entry, State } from "./state.ts";
@@ -24,13 +25,75 @@ export interface Permit {
   holder: string;
 }
 
-/** True if `dir` is a replica's root (it holds `.replicator/`). */
+/**
+ * True if `dir` is a replica's root (it holds `.replicator`). Anything by that
+ * name counts, so that a planted symlink is refused by the open, not walked past
+ * to a volume further up.
+ */
 export function isReplica(dir: string): boolean {
   try {
-    return Deno.statSync(`${dir}/${META_DIR}`).isDirectory;
+    Deno.lstatSync(`${dir}/${META_DIR}`);
+    return true;
   } catch {
     return false;
   }
+}
+
+function alreadyReplica(root: string): ReplicatorError {
+  return new ReplicatorError(`${root} is already a replica (it has ${META_DIR}/)`);
+}
+
+/**
+ * New, or left by an interrupted init or clone: marked so, or nothing written
+ * into it yet (killed before the marker).
+ */
+function incomplete(l: Layout): boolean {
+  if (checkMeta(l.creating)) return true;
+  return [...Deno.readDirSync(l.meta)].every((e) => e.name === "lock");
+}
+
+/** Refuses a replica whose creation did not finish, naming the command to run again. */
+export function refuseIncomplete(l: Layout): void {
+  if (!incomplete(l)) return;
+  let command = "replicator init' or 'replicator clone";
+  try {
+    command = readRegularText(l.creating).trim() || command;
+  } catch { /* an empty directory: no marker yet */ }
+  throw new MetadataError(
+    l.creating,
+    `${l.root} was left half-made by an interrupted '${command}'; run it again ` +
+      `(it makes the replica again, keeping the files already there)`,
+  );
+}
+
+/** Writes the creating marker, holding the command line to run again. */
+function markCreating(l: Layout, command: string): void {
+  const f = createFresh(l.creating);
+  try {
+    f.writeSync(new TextEncoder().encode(command + "\n"));
+    f.syncSync();
+  } finally {
+    f.close();
+  }
+  fsyncDir(l.meta);
+}
+
+/** The host id an interrupted creation had already chosen, if it got that far. */
+function previousHostId(l: Layout): string | undefined {
+  try {
+    return readConfig(l.config).hostId;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Removes what an interrupted creation left in `.replicator/` (the lock stays: it is held). */
+function clearForRedo(l: Layout): void {
+  for (const e of Deno.readDirSync(l.meta)) {
+    if (e.name === "lock") continue;
+    Deno.removeSync(`${l.meta}/${e.name}`, { recursive: true }); // never follows links
+  }
+  fsyncDir(l.meta);
 }
 
 /** Finds the volume root at or above `dir` (like git's -C). */
@@ -69,8 +132,25 @@ export class Volume {
   static open(dir: string): Volume {
     const root = findRoot(dir);
     const layout = layoutOf(root);
+    checkMeta(layout.meta, "directory");
     const release = acquireLock(layout.lock, root);
     try {
+      checkLayout(layout);
+      refuseIncomplete(layout);
+      if (!checkMeta(layout.kml)) {
+        throw new MetadataError(
+          layout.kml,
+          `${layout.kml} is missing; run 'replicator fsck --repair' to start a new, empty log ` +
+            `(peers then send what they hold again)`,
+        );
+      }
+      if (!checkMeta(layout.state)) {
+        throw new MetadataError(
+          layout.state,
+          `${layout.state} is missing; run 'replicator fsck --repair' to rebuild it from the KML ` +
+            `and the tree`,
+        );
+      }
       const config = readConfig(layout.config);
       const kml = KmlLog.open(layout.kml);
       const vol = new Volume(layout, config, kml, new State(layout.state), release);
@@ -86,28 +166,47 @@ export class Volume {
 
   /**
    * Creates the metadata of a new replica in `dir` (which may hold files).
-   * `volumeId` is new for `init`, the source's for `clone`.
+   * `volumeId` is new for `init`, the source's for `clone`; `command` is the
+   * command line that creates it, named if it is interrupted. A replica left
+   * half-made by an interrupted run is made again (its host id kept).
+   * Call finishCreating() once its first commit is done.
    */
-  static create(dir: string, volumeId: string, hostName: string): Volume {
+  static create(dir: string, volumeId: string, hostName: string, command: string): Volume {
     const root = resolve(dir);
     Deno.mkdirSync(root, { recursive: true });
     const layout = layoutOf(root);
     try {
       Deno.mkdirSync(layout.meta);
     } catch (e) {
-      if (e instanceof Deno.errors.AlreadyExists) {
-        throw new ReplicatorError(`${root} is already a replica (it has ${META_DIR}/)`);
-      }
+      if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
+    }
+    checkMeta(layout.meta, "directory");
+    if (!incomplete(layout)) throw alreadyReplica(root);
+    const release = acquireLock(layout.lock, root);
+    try {
+      // Under the lock, again: a concurrent run may have finished it meanwhile.
+      if (!incomplete(layout)) throw alreadyReplica(root);
+      checkLayout(layout);
+      const hostId = previousHostId(layout) ?? randomId();
+      clearForRedo(layout);
+      markCreating(layout, command);
+      const config: VolumeConfig = { format: 1, volumeId, hostId, hostName, peers: {} };
+      writeConfig(layout.config, config);
+      writeFileAtomic(layout.expect, encodeExpect([]));
+      const kml = KmlLog.create(layout.kml, { volumeId, incarnation: randomId() });
+      const vol = new Volume(layout, config, kml, new State(layout.state), release);
+      vol.reconcile(() => {});
+      return vol;
+    } catch (e) {
+      release();
       throw e;
     }
-    const release = acquireLock(layout.lock, root);
-    const config: VolumeConfig = { format: 1, volumeId, hostId: randomId(), hostName, peers: {} };
-    writeConfig(layout.config, config);
-    writeFileAtomic(layout.expect, encodeExpect([]));
-    const kml = KmlLog.create(layout.kml, { volumeId, incarnation: randomId() });
-    const vol = new Volume(layout, config, kml, new State(layout.state), release);
-    vol.reconcile(() => {});
-    return vol;
+  }
+
+  /** Marks the replica complete: the last step of `init` and `clone`. */
+  finishCreating(): void {
+    Deno.removeSync(this.layout.creating);
+    fsyncDir(this.layout.meta);
   }
 
   get root(): string {
@@ -142,7 +241,17 @@ export class Volume {
   }
 
   readExpect(): ExpectEntry[] {
-    return decodeExpect(Deno.readFileSync(this.layout.expect));
+    const path = this.layout.expect;
+    try {
+      return decodeExpect(readRegular(path));
+    } catch (e) {
+      if (!(e instanceof FormatError || e instanceof Deno.errors.NotFound)) throw e;
+      throw new MetadataError(
+        path,
+        `${path} is damaged (${(e as Error).message}); run 'replicator fsck --repair' to reset ` +
+          `it (peers' logs are then read again from the start; nothing is applied twice)`,
+      );
+    }
   }
 
   writeExpect(entries: ExpectEntry[]): void {

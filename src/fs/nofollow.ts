@@ -1,0 +1,162 @@
+/**
+ * Metadata confinement: files in `.replicator/` are opened without following
+ * symlinks, and a symlink or a file of the wrong kind there is refused with
+ * a MetadataError that names it. (A peer's metadata is as untrusted as its
+ * records: a planted `kml -> /etc/passwd` must never be written through.)
+ *
+ * Reads and opens check lstat before and the open file's identity (device
+ * and inode) after, so a link swapped in between is caught; creation is
+ * exclusive (O_EXCL does not follow a final symlink); locks are opened with
+ * O_NOFOLLOW through FFI.
+ *
+ * @module
+ */
+
+import { MetadataError } from "../errors.ts";
+
+/** What a metadata path must be. */
+export type MetaKind = "file" | "directory" | "socket";
+
+/**
+ * lstat of a metadata path, refusing anything but `kind` (a symlink never
+ * passes). Null if it does not exist.
+ */
+export function checkMeta(path: string, kind: MetaKind = "file"): Deno.FileInfo | null {
+  let st: Deno.FileInfo;
+  try {
+    st = Deno.lstatSync(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return null;
+    throw e;
+  }
+  const is = kindOf(st);
+  if (is !== kind) throw unsafe(path, is, kind);
+  return st;
+}
+
+/** The error for `path` being an `is` where a `kind` belongs. */
+export function unsafe(path: string, is: string, kind: MetaKind): MetadataError {
+  const what = is === "symlink" ? "a symbolic link" : `a ${is}`;
+  return new MetadataError(
+    path,
+    `${path} is ${what}, not a ${kind}: replicator never follows links or opens foreign files ` +
+      `in its metadata; remove it ('rm ${path}') and run the command again`,
+  );
+}
+
+function kindOf(st: Deno.FileInfo): string {
+  if (st.isSymlink) return "symlink";
+  if (st.isFile) return "file";
+  if (st.isDirectory) return "directory";
+  if (st.isSocket) return "socket";
+  if (st.isFifo) return "fifo";
+  return "special file";
+}
+
+/**
+ * Opens the existing regular file `path` (never creating it) without going
+ * through a symlink: lstat, open, then the open file must be that same inode.
+ */
+export function openRegular(path: string, opts: { write?: boolean } = {}): Deno.FsFile {
+  const before = checkMeta(path);
+  if (!before) throw new Deno.errors.NotFound(`${path} does not exist`);
+  const f = Deno.openSync(path, { read: true, write: opts.write ?? false });
+  try {
+    const now = f.statSync();
+    if (now.dev !== before.dev || now.ino !== before.ino || !now.isFile) {
+      throw unsafe(path, "file replaced while being opened", "file");
+    }
+    return f;
+  } catch (e) {
+    f.close();
+    throw e;
+  }
+}
+
+/** The bytes of the regular file `path`, read without following a symlink. */
+export function readRegular(path: string): Uint8Array {
+  const f = openRegular(path);
+  try {
+    const size = f.statSync().size;
+    const out = new Uint8Array(size);
+    let got = 0;
+    while (got < size) {
+      const n = f.readSync(out.subarray(got));
+      if (n === null || n === 0) break;
+      got += n;
+    }
+    return out.subarray(0, got);
+  } finally {
+    f.close();
+  }
+}
+
+/** readRegular as text. */
+export function readRegularText(path: string): string {
+  return new TextDecoder().decode(readRegular(path));
+}
+
+/**
+ * Creates `path` anew for writing: a stale file (or planted link) there is
+ * unlinked first, then the file is created exclusively, which never follows
+ * a symlink. Returns the open file.
+ */
+export function createFresh(path: string, mode = 0o644): Deno.FsFile {
+  try {
+    Deno.removeSync(path); // unlinks a symlink itself, never its target
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  return Deno.openSync(path, { write: true, createNew: true, mode });
+}
+
+const O_RDWR = 2;
+const O_CREAT = 0o100;
+const O_NOFOLLOW = 0o400000;
+const O_CLOEXEC = 0o2000000;
+const LOCK_EX = 2;
+const LOCK_NB = 4;
+const ELOOP = 40;
+
+const SYMBOLS = {
+  open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
+  flock: { parameters: ["i32", "i32"], result: "i32" },
+  close: { parameters: ["i32"], result: "i32" },
+  ftruncate: { parameters: ["i32", "i64"], result: "i32" },
+  pwrite: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
+  __errno_location: { parameters: [], result: "pointer" },
+} as const;
+
+let lib: Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] | undefined;
+function libc() {
+  lib ??= Deno.dlopen("libc.so.6", SYMBOLS).symbols;
+  return lib;
+}
+
+/**
+ * Takes an exclusive flock(2) on the lock file `path` (created if missing,
+ * never through a symlink) without waiting, then replaces its content with
+ * `content` if given. Returns a release function, or null if another process
+ * holds the lock.
+ */
+export function tryLockNoFollow(path: string, content?: string): (() => void) | null {
+  checkMeta(path);
+  const c = new TextEncoder().encode(path + "\0");
+  const fd = libc().open(c, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o644);
+  if (fd < 0) {
+    const e = new Deno.UnsafePointerView(libc().__errno_location()!).getInt32();
+    if (e === ELOOP) throw unsafe(path, "symlink", "file");
+    checkMeta(path); // names a foreign file put there meanwhile
+    throw new MetadataError(path, `cannot open lock file ${path} (errno ${e})`);
+  }
+  if (libc().flock(fd, LOCK_EX | LOCK_NB) !== 0) {
+    libc().close(fd);
+    return null;
+  }
+  if (content !== undefined) {
+    const b = new TextEncoder().encode(content);
+    libc().ftruncate(fd, 0n);
+    libc().pwrite(fd, b, BigInt(b.length), 0n);
+  }
+  return () => void libc().close(fd);
+}
