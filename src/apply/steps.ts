@@ -82,10 +82,8 @@ export interface Outcome {
   kept: string[];
   /** Content that could not be put in place; fetched again later. */
   wants: Wanted[];
-  /** Moves that took place (or had, before a crash), in order. */
-  moved: [string, string][];
-  /** Moves whose source was not what this replica had: their index rows go. */
-  notMoved: string[];
+  /** Move steps (by number) that took place, or had before a crash. */
+  moved: Set<number>;
   problems: string[];
 }
 
@@ -204,22 +202,21 @@ function move(ctx: StepContext, k: number, s: MoveStep): void {
   const from = t.stat(s.path);
   const to = t.stat(s.to);
   if (s.pre && same(to, s.pre) && !same(from, s.pre)) {
-    return void ctx.out.moved.push([s.path, s.to]);
+    return void ctx.out.moved.add(k);
   }
   if (s.pre && same(from, s.pre)) {
     if (to) clearFor(ctx, s.to, s.preTo, to, from!.type === "d");
     makeParents(ctx, s.to);
     t.rename(s.path, s.to);
-    ctx.out.moved.push([s.path, s.to]);
+    ctx.out.moved.add(k);
     return;
   }
   // The source is not what this replica last had there.
   if (s.pre && from?.ino !== s.pre.ino && consumedLater(ctx, k, s.pre)) {
-    ctx.out.moved.push([s.path, s.to]); // moved before a crash, and a later step took it on
+    ctx.out.moved.add(k); // moved before a crash, and a later step took it on
     return;
   }
   if (from && !supersededAt(ctx, k, s.path, from)) keepAside(ctx, s.path);
-  ctx.out.notMoved.push(s.path);
   if (s.staged && t.stat(`${STAGING}/${s.staged}`)) {
     const now = t.stat(s.to);
     if (now && (same(now, s.post!) || supersededAt(ctx, k, s.to, now))) return;

@@ -120,7 +120,7 @@ function applyTxn(vol: Volume, txn: Txn): TxnResult {
   const { records, frames } = readRecords(vol, txn);
   const t = Beneath.open(vol.root);
   try {
-    const out: Outcome = { kept: [], wants: [], moved: [], notMoved: [], problems: [] };
+    const out: Outcome = { kept: [], wants: [], moved: new Set(), problems: [] };
     const ctx: StepContext = {
       t,
       host: vol.config.hostName,
@@ -145,9 +145,14 @@ function applyTxn(vol: Volume, txn: Txn): TxnResult {
     });
     setDirAttrs(t, txn.dirs, out);
     crashPoint("steps");
-    if (vol.kml.size !== txn.kmlSize) vol.kml.truncate(txn.kmlSize);
-    failPoint("append", vol.layout.kml);
-    vol.commitRecords(records, frames, () => finalize(vol, t, txn, out));
+    // A re-run after the records and index were committed (their one SQLite
+    // transaction notes the KML's new end) does not do them twice.
+    const end = txn.kmlSize + txn.recordBytes;
+    if (vol.kml.size !== end || vol.state.getMeta("kml_end") !== String(end)) {
+      if (vol.kml.size !== txn.kmlSize) vol.kml.truncate(txn.kmlSize);
+      failPoint("append", vol.layout.kml);
+      vol.commitRecords(records, frames, () => finalize(vol, t, txn, out));
+    }
     crashPoint("append");
     vol.writeExpect(txn.expect);
     crashPoint("expect");
@@ -211,11 +216,16 @@ function readRecords(vol: Volume, txn: Txn): { records: KmlRecord[]; frames: Uin
  */
 function finalize(vol: Volume, t: Beneath, txn: Txn, out: Outcome): void {
   const { state } = vol;
-  for (const [from, to] of out.moved) {
-    state.renameEntries(from, to);
-    state.renameWanted(from, to);
-  }
-  for (const p of out.notMoved) state.deleteTree(p);
+  // The index below each path as the plan's View saw it: what a step made or
+  // removed replaces the old subtree, a move takes it along.
+  txn.steps.forEach((s, k) => {
+    if (s.kind === "attrs") return;
+    if (s.kind !== "move") return state.deleteBelow(s.path); // the path itself: see rows
+    if (!out.moved.has(k)) return state.deleteTree(s.path);
+    state.deleteTree(s.to);
+    state.renameEntries(s.path, s.to);
+    state.renameWanted(s.path, s.to);
+  });
   for (const [p, e] of txn.rows) {
     const st = t.stat(p);
     if (e && st && (same(st, e) || (st.type === "d" && e.type === "d"))) {

@@ -67,6 +67,13 @@ export async function main(args: string[]): Promise<number> {
       );
       return Exit.failed;
     }
+    const os = /\(os error (\d+)\)/.exec((e as Error).message ?? "");
+    if (os || e instanceof Deno.errors.NotFound) {
+      // The system refused (disk full, I/O error, a file that vanished): nothing
+      // committed is lost, and an interrupted batch is finished by the next run.
+      console.error(`replicator: ${(e as Error).message}; ${osHint(Number(os?.[1]))}`);
+      return Exit.failed;
+    }
     if ((e as { code?: string }).code === "ERR_SQLITE_ERROR") {
       // Damage SQLite finds after the open (the open itself names the file).
       console.error(
@@ -78,6 +85,13 @@ export async function main(args: string[]): Promise<number> {
     console.error(`replicator: unexpected error: ${(e as Error).stack ?? e}`);
     return Exit.failed;
   }
+}
+
+/** What to do after the system refused an operation with errno `n`. */
+function osHint(n: number): string {
+  if (n === 28 || n === 122) return "free some space, then run the same command again";
+  if (n === 5) return "an I/O error: check the disk (dmesg), then run the same command again";
+  return "run the same command again; the work it did is kept or finished then";
 }
 
 function parse(args: string[]) {

@@ -163,6 +163,11 @@ export class State {
     this.sql("DELETE FROM entries WHERE path = ?").run(path);
   }
 
+  /** Deletes the rows of everything strictly below `path`. */
+  deleteBelow(path: string): void {
+    this.sql("DELETE FROM entries WHERE path >= ? AND path < ?").run(path + "/", path + "0");
+  }
+
   /** Deletes the rows of `path` and of everything below it. */
   deleteTree(path: string): void {
     this.sql("DELETE FROM entries WHERE path = ? OR (path >= ? AND path < ?)")
