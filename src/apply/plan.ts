@@ -170,12 +170,12 @@ export function planBatch(
  */
 function dirAttrs(view: View, steps: Step[]): DirAttrs[] {
   const dirs = new Set<string>();
-  for (const s of steps) {
-    for (const p of s.kind === "move" ? [s.path, s.to] : [s.path]) {
-      dirs.add(p);
-      if (parentOf(p) !== "") dirs.add(parentOf(p));
-    }
-  }
+  const add = (p: string) => {
+    dirs.add(p);
+    if (parentOf(p) !== "") dirs.add(parentOf(p));
+  };
+  for (const s of steps) for (const p of s.kind === "move" ? [s.path, s.to] : [s.path]) add(p);
+  for (const p of view.touched().keys()) add(p); // where moved subtrees ended up
   const out: DirAttrs[] = [];
   for (const d of dirs) {
     const e = view.get(d);
