@@ -9,18 +9,18 @@
 
 import { findRoot, refuseIncomplete } from "./volume/volume.ts";
 import { openReplica } from "./apply/open.ts";
-import { TXN_VERSION } from "./apply/txn.ts";
+import { loadTxn } from "./apply/txn.ts";
 import { checkLayout, type Layout, layoutOf } from "./volume/layout.ts";
 import { acquireLock } from "./volume/lock.ts";
 import { randomId, readConfig } from "./volume/config.ts";
 import { State } from "./volume/state.ts";
 import { rebuildIndex } from "./volume/rebuild.ts";
 import { encodeHeader, KML_HEADER_BYTES, KmlLog } from "./kml/log.ts";
-import { checkFrame, decodeRecord, frameLength, RECORD_MIN } from "./kml/record.ts";
+import { decodeRecord } from "./kml/record.ts";
 import { decodeExpect, encodeExpect, newExpect } from "./expect/expect.ts";
 import { fsyncDir, writeFileAtomic } from "./fs/durable.ts";
-import { checkMeta, readRegular, readRegularText } from "./fs/nofollow.ts";
-import { CorruptLogError, FormatError } from "./errors.ts";
+import { checkMeta, readRegular } from "./fs/nofollow.ts";
+import { CorruptLogError, FormatError, MetadataError } from "./errors.ts";
 
 /** One problem fsck found. */
 export interface FsckProblem {
@@ -159,53 +159,13 @@ function checkTxn(l: Layout, repair: boolean, problems: FsckProblem[]): void {
 
 /** Why `txn`/`txn.records` cannot be recovered, or null if there is none or it is sound. */
 function txnDamage(l: Layout): { file: string; message: string } | null {
-  let text: string;
   try {
-    text = readRegularText(l.txn);
+    loadTxn(l);
+    return null;
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return null;
-    throw e;
+    if (!(e instanceof MetadataError)) throw e;
+    return { file: e.file, message: e.message };
   }
-  const bad = (file: string, message: string) => ({ file, message });
-  let txn: { version?: unknown; recordBytes?: unknown; steps?: unknown; expect?: unknown };
-  try {
-    txn = JSON.parse(text);
-  } catch {
-    return bad(l.txn, "the interrupted batch is damaged (not JSON)");
-  }
-  if (txn?.version !== TXN_VERSION) {
-    return bad(l.txn, `the interrupted batch has unknown version ${String(txn?.version)}`);
-  }
-  if (
-    typeof txn.recordBytes !== "number" || !Array.isArray(txn.steps) ||
-    !Array.isArray(txn.expect)
-  ) return bad(l.txn, "the interrupted batch is damaged (fields missing)");
-  let all: Uint8Array;
-  try {
-    all = readRegular(l.txnRecords);
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
-    return bad(l.txnRecords, "the records of the interrupted batch are missing");
-  }
-  if (all.length !== txn.recordBytes) {
-    return bad(
-      l.txnRecords,
-      `the records of the interrupted batch are damaged (${all.length} bytes, ` +
-        `${txn.recordBytes} expected)`,
-    );
-  }
-  for (let at = 0; at < all.length;) {
-    const rest = all.subarray(at);
-    const problem = rest.length < RECORD_MIN ? "truncated" : checkFrame(rest);
-    if (problem) return bad(l.txnRecords, `a record at byte ${at} is damaged (${problem})`);
-    try {
-      decodeRecord(rest.subarray(0, frameLength(rest)));
-    } catch (e) {
-      return bad(l.txnRecords, `a record at byte ${at} is damaged (${(e as Error).message})`);
-    }
-    at += frameLength(rest);
-  }
-  return null;
 }
 
 function checkExpect(path: string, repair: boolean, problems: FsckProblem[]): boolean {

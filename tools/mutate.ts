@@ -64,8 +64,8 @@ export const MUTANTS: Mutant[] = [
     name: "scan-renames-off",
     why: "scan capture never pairs a vanished path with a new one of the same inode",
     file: "src/capture/scan.ts",
-    find: "if (gone.size === 0) return renamed;",
-    replace: "if (gone.size >= 0) return renamed;",
+    find: "if (gone.size === 0) return renames;",
+    replace: "if (gone.size >= 0) return renames;",
     run: tests("tests/lento_overflow_test.ts"), // also cli_test.ts (a directory rename)
   },
   {
@@ -148,10 +148,87 @@ export const MUTANTS: Mutant[] = [
     timeoutS: 1200,
   },
   // ---- the apply engine and pull (src/apply/*, src/sync/pull.ts) -------------
-  // Being rewritten (issue 7); their owner adds mutants here once the code
-  // settles, e.g. pull accepting content whatever its digest, plan skipping
-  // the conflict check for unlink, recovery re-running a step whose
-  // postcondition already holds.
+  {
+    name: "stage-digest-unchecked",
+    why: "content is staged whatever its SHA-256 (rule 3)",
+    file: "src/apply/stage.ts",
+    find: "if (digest !== r.digest) {",
+    replace: 'if (digest === "") {',
+    run: tests("tests/adversarial_test.ts"),
+  },
+  {
+    name: "remove-without-cas",
+    why: "a remote unlink removes whatever is at the path, a local edit included",
+    file: "src/apply/steps.ts",
+    find: "if (same(cur, s.pre)) return t.unlink(s.path);",
+    replace: "if (cur) return t.unlink(s.path);",
+    run: tests("tests/integrity_test.ts"),
+  },
+  {
+    name: "place-without-cas",
+    why: "installing the holder's version replaces a local change instead of keeping it",
+    file: "src/apply/steps.ts",
+    find: 'if (!same(cur, pre) && !(cur.type === "d" && pre?.type === "d")) {',
+    replace: 'if (cur.type === "l" && pre === undefined) {',
+    run: tests("tests/integrity_test.ts"),
+  },
+  {
+    name: "move-without-cas",
+    why: "a remote rename moves the local version of its source along",
+    file: "src/apply/steps.ts",
+    find: "if (s.pre && same(from, s.pre)) {",
+    replace: "if (s.pre && from) {",
+    run: tests("tests/integrity_test.ts"),
+  },
+  {
+    name: "recovery-replaces-later-step",
+    why: "a re-run step does not see that a later step of the batch already replaced its entry",
+    file: "src/apply/steps.ts",
+    find:
+      "  if (same(cur, s.pre)) return t.unlink(s.path);\n  if (supersededAt(ctx, k, s.path, cur)) return;",
+    replace: "  if (same(cur, s.pre)) return t.unlink(s.path);",
+    run: tests("tests/crash_steps_test.ts"),
+  },
+  {
+    name: "recovery-commits-twice",
+    why: "a batch re-run after its records were committed appends and indexes them again",
+    file: "src/apply/txn.ts",
+    find: 'if (vol.kml.size !== end || vol.state.getMeta("kml_end") !== String(end)) {',
+    replace: "if (end >= 0) {",
+    run: tests("tests/crash_steps_test.ts"),
+  },
+  {
+    name: "beneath-follows-symlinks",
+    why: "paths inside the volume are resolved through symlinks (rule 6)",
+    file: "src/fs/beneath.ts",
+    find: "RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,",
+    replace: "RESOLVE_NO_MAGICLINKS,",
+    run: tests("tests/beneath_test.ts", "tests/adversarial_test.ts"),
+  },
+  {
+    name: "pull-sequence-gaps-accepted",
+    why: "a relayed record far ahead in its origin's sequence is applied, skipping the rest",
+    file: "src/sync/pull.ts",
+    find: "if (r.originSeq !== last + 1 && r.originHost !== peer.hostId) {",
+    replace: "if (r.originSeq < 0) {",
+    run: tests("tests/integrity_test.ts"),
+  },
+  {
+    name: "setuid-kept",
+    why: "setuid and setgid bits replicate onto received files",
+    file: "src/apply/plan.ts",
+    find: "return mode & (vol.config.keepSetid ? 0o7777 : 0o1777);",
+    replace: "return mode & 0o7777;",
+    run: tests("tests/integrity_test.ts"),
+  },
+  {
+    name: "wanted-forgotten",
+    why: "content that could not be fetched is not remembered as wanted",
+    file: "src/apply/txn.ts",
+    find: "    state.want({ ...w, ...attrs });",
+    replace: "    void attrs;",
+    run: tests("tests/adversarial_test.ts", "tests/diskfull_test.ts"),
+  },
 ];
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");

@@ -61,29 +61,23 @@ export function applyBatch(
   } finally {
     t.close();
   }
-  const frames = concat(batch.frames);
-  const result = runTxn(vol, {
-    version: TXN_VERSION,
-    kmlSize: vol.kml.size,
-    recordBytes: frames.length,
-    steps: plan.steps,
-    rows: [...plan.rows],
-    wants: staged.deferred,
-    expect: batch.expect,
-    stamp: utcStamp(),
-    dirs: plan.dirs,
-  }, frames);
+  const result = runTxn(
+    vol,
+    {
+      version: TXN_VERSION,
+      kmlSize: vol.kml.size,
+      recordBytes: batch.frames.reduce((n, f) => n + f.length, 0),
+      steps: plan.steps,
+      rows: [...plan.rows],
+      wants: staged.deferred,
+      expect: batch.expect,
+      stamp: utcStamp(),
+      dirs: plan.dirs,
+    },
+    records,
+    batch.frames,
+  );
   return { ...result, deferred: staged.deferred.map((w) => w.path) };
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const all = new Uint8Array(parts.reduce((n, b) => n + b.length, 0));
-  let at = 0;
-  for (const b of parts) {
-    all.set(b, at);
-    at += b.length;
-  }
-  return all;
 }
 
 /** The current UTC time as conflict copies name it: YYYYMMDDTHHMMSSZ. */

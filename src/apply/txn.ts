@@ -24,7 +24,9 @@ import { parentOf } from "../fs/paths.ts";
 import { Beneath } from "../fs/beneath.ts";
 import type { Volume } from "../volume/volume.ts";
 import { type Entry, entryOf, type Wanted } from "../volume/state.ts";
-import { FormatError, FsError } from "../errors.ts";
+import { FsError, MetadataError } from "../errors.ts";
+import { readRegular, readRegularText } from "../fs/nofollow.ts";
+import type { Layout } from "../volume/layout.ts";
 import { type Outcome, runStep, same, STAGING, type Step, type StepContext } from "./steps.ts";
 import { checkRecord, checkSteps } from "./validate.ts";
 import { crashPoint, failPoint } from "./crash.ts";
@@ -63,9 +65,14 @@ export interface TxnResult {
   problems: string[];
 }
 
-/** Commits and applies a planned batch whose records are `frames` (concatenated). */
-export function runTxn(vol: Volume, txn: Txn, frames: Uint8Array): TxnResult {
-  writeNew(vol.layout.txnRecords, frames);
+/** Commits and applies a planned batch of `records`, whose KML frames are `frames`. */
+export function runTxn(
+  vol: Volume,
+  txn: Txn,
+  records: KmlRecord[],
+  frames: Uint8Array[],
+): TxnResult {
+  writeNew(vol.layout.txnRecords, concat(frames));
   // Staged content and records durable before the commit point.
   // (Staged symlinks and directories have no data: their bucket's fsync covers them.)
   const files = txn.steps.flatMap((s) =>
@@ -79,30 +86,74 @@ export function runTxn(vol: Volume, txn: Txn, frames: Uint8Array): TxnResult {
   ]);
   writeFileAtomic(vol.layout.txn, new TextEncoder().encode(JSON.stringify(txn)));
   crashPoint("commit");
-  return applyTxn(vol, txn);
+  return applyTxn(vol, { txn, records, frames });
 }
 
 /** Finishes a committed transaction, or drops staging left by an uncommitted one. */
 export function recoverTxn(vol: Volume): void {
-  let text: string | undefined;
+  const loaded = loadTxn(vol.layout);
+  if (!loaded) return clearStaging(vol); // nothing was committed
+  applyTxn(vol, loaded);
+}
+
+/** A committed transaction as read back from disk, validated. */
+export interface LoadedTxn {
+  txn: Txn;
+  records: KmlRecord[];
+  frames: Uint8Array[];
+}
+
+/**
+ * Reads `txn` and `txn.records` (never through a symlink) and checks them
+ * like a peer's records: null if there is no transaction. Throws
+ * MetadataError naming the damaged file and saying to run fsck --repair.
+ */
+export function loadTxn(layout: Layout): LoadedTxn | null {
+  let text: string;
   try {
-    text = Deno.readTextFileSync(vol.layout.txn);
+    text = readRegularText(layout.txn);
   } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
+    if (e instanceof Deno.errors.NotFound) return null;
+    throw e;
   }
-  if (text === undefined) return clearStaging(vol); // nothing was committed
+  const damaged = (file: string, why: string) =>
+    new MetadataError(
+      file,
+      `${file}: the interrupted batch is damaged (${why}); run 'replicator fsck --repair'`,
+    );
   let txn: Txn;
   try {
     txn = JSON.parse(text);
   } catch {
-    throw new FormatError(`${vol.layout.txn} is damaged; run 'replicator fsck --repair'`);
+    throw damaged(layout.txn, "not JSON");
   }
   if (txn?.version !== TXN_VERSION) {
-    throw new FormatError(
-      `${vol.layout.txn}: unknown version ${txn?.version}; finish it with the replicator that wrote it, or run 'replicator fsck --repair'`,
-    );
+    throw damaged(layout.txn, `unknown version ${String(txn?.version)}`);
   }
-  applyTxn(vol, txn);
+  let all: Uint8Array;
+  try {
+    all = readRegular(layout.txnRecords);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw damaged(layout.txnRecords, "missing");
+    throw e;
+  }
+  if (all.length !== txn.recordBytes) throw damaged(layout.txnRecords, "wrong length");
+  let frames: Uint8Array[];
+  let records: KmlRecord[];
+  try {
+    frames = splitFrames(all);
+    records = frames.map(decodeRecord);
+    for (const r of records) checkRecord(r, layout.txnRecords);
+    if (!Array.isArray(txn.wants) || !Array.isArray(txn.expect) || !Array.isArray(txn.dirs)) {
+      throw new Error("fields missing");
+    }
+    checkSteps(layout.txn, txn.steps, txn.rows, records.length);
+    checkSteps(layout.txn, [], txn.dirs.map(([d]) => [d, null]), records.length);
+    for (const w of txn.wants) checkSteps(layout.txn, [], [[w.path, null]], records.length);
+  } catch (e) {
+    throw damaged(layout.txn, (e as Error).message);
+  }
+  return { txn, records, frames };
 }
 
 /** Splits concatenated frames. */
@@ -116,8 +167,7 @@ export function splitFrames(all: Uint8Array): Uint8Array[] {
   return out;
 }
 
-function applyTxn(vol: Volume, txn: Txn): TxnResult {
-  const { records, frames } = readRecords(vol, txn);
+function applyTxn(vol: Volume, { txn, records, frames }: LoadedTxn): TxnResult {
   const t = Beneath.open(vol.root);
   try {
     const out: Outcome = { kept: [], wants: [], moved: new Set(), problems: [] };
@@ -184,26 +234,6 @@ function setDirAttrs(t: Beneath, dirs: DirAttrs[], out: Outcome): void {
       out.problems.push(`${d}: ${e.message}`);
     }
   }
-}
-
-/** The batch's records, checked like a peer's before anything runs. */
-function readRecords(vol: Volume, txn: Txn): { records: KmlRecord[]; frames: Uint8Array[] } {
-  const damaged = (why: string) =>
-    new FormatError(`${vol.layout.txnRecords} is damaged (${why}); run 'replicator fsck --repair'`);
-  const all = Deno.readFileSync(vol.layout.txnRecords);
-  if (all.length !== txn.recordBytes) throw damaged("wrong length");
-  let frames: Uint8Array[];
-  let records: KmlRecord[];
-  try {
-    frames = splitFrames(all);
-    records = frames.map(decodeRecord);
-  } catch (e) {
-    throw damaged((e as Error).message);
-  }
-  for (const r of records) checkRecord(r, vol.layout.txnRecords);
-  checkSteps(vol.layout.txn, txn.steps, txn.rows, records.length);
-  checkSteps(vol.layout.txn, [], (txn.dirs ?? []).map(([d]) => [d, null]), records.length);
-  return { records, frames };
 }
 
 /**
@@ -309,6 +339,16 @@ function touchedDirs(vol: Volume, t: Beneath, steps: Step[], kept: string[]): st
   }
   const dirs = [...rel].filter((d) => d === "" || t.stat(d)?.type === "d");
   return [vol.layout.meta, ...dirs.map((d) => d ? `${vol.root}/${d}` : vol.root)];
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const all = new Uint8Array(parts.reduce((n, b) => n + b.length, 0));
+  let at = 0;
+  for (const b of parts) {
+    all.set(b, at);
+    at += b.length;
+  }
+  return all;
 }
 
 /** Creates `path` afresh with `data`, never through a symlink left there. */
