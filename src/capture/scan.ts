@@ -50,9 +50,13 @@ export function diffTree(root: string, old: Map<string, Entry>, tree: WalkResult
   }));
   const order = new Emitter(seen, renames, changes);
 
-  /** Removes what is recorded at or below `p` (everything: "") and is gone, deepest first. */
+  /**
+   * Removes what is recorded at or below `p` (everything: "") and is gone,
+   * deepest first; what a rename brought there goes only once it has moved.
+   */
   const remove = (p: string) => {
-    const below = [...gone].filter((q) => p === "" || isWithin(q, p)).sort().reverse();
+    const below = [...gone].filter((q) => p === "" || (isWithin(q, p) && !renamed.has(q)))
+      .sort().reverse();
     for (const q of below) {
       order.beforeChangeAt(q);
       changes.push(change(old.get(q)!.type === "d" ? Op.Rmdir : Op.Unlink, q));
