@@ -185,3 +185,21 @@ Deno.test("a remote attribute change on a locally edited file leaves the edit al
   const st = json<{ pending: { path: string }[] }>(await cli(["status", "-C", b, "--json"]));
   assert(st.pending.some((p) => p.path === "f"), "still listed as an unpublished change");
 });
+
+Deno.test("directory mtimes replicate, and a 200-file directory rename is one record plus a few attribute records", async () => {
+  const files: Record<string, string> = {};
+  for (let i = 0; i < 200; i++) files[`big/sub/f${i}`] = `file ${i}`;
+  const { a, b } = await holderAndReplica(files);
+  const before = json<unknown[]>(await cli(["log", "-C", a, "--json"])).length;
+  Deno.mkdirSync(`${a}/moved`);
+  Deno.renameSync(`${a}/big/sub`, `${a}/moved/sub`);
+  const r = await cli(["sync", "-C", b, a]);
+  assertEquals([r.code, r.stderr], [0, ""]);
+  const log = json<{ op: string; path: string }[]>(await cli(["log", "-C", a, "--json"]));
+  const ops = log.slice(before).map((e) => `${e.op} ${e.path}`);
+  assertEquals(ops.filter((o) => o.startsWith("rename")), ["rename big/sub"]);
+  assert(ops.length <= 5, `one rename, one mkdir and a few setattr: ${ops.join(", ")}`);
+  const lb = listing(b);
+  assertEquals(lb, listing(a), "directory mtimes included");
+  assertEquals(Object.keys(lb).filter((p) => p.startsWith("moved/sub/")).length, 200);
+});
