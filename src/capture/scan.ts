@@ -40,8 +40,8 @@ export function diffTree(root: string, old: Map<string, Entry>, tree: WalkResult
   const changes: Change[] = [];
   const updates = new Map<string, Entry | null>();
   const renames = detectRenames(old, seen, updates);
-  const renamed = new Set<string>();
-  for (const r of renames) for (const q of r.moved) renamed.add(q);
+  const movedBy = new Map<string, number>(); // index path -> the rename that brought it there
+  renames.forEach((r, k) => r.moved.forEach((q) => movedBy.set(q, k)));
   const hidden = (p: string) =>
     unreadable.some((d) => d !== "" && isWithin(p, d)) || unreadable.includes("");
   const gone = new Set([...old.keys()].filter((p) => {
@@ -52,10 +52,11 @@ export function diffTree(root: string, old: Map<string, Entry>, tree: WalkResult
 
   /**
    * Removes what is recorded at or below `p` (everything: "") and is gone,
-   * deepest first; what a rename brought there goes only once it has moved.
+   * deepest first; what a rename brings there goes only once that rename is emitted.
    */
   const remove = (p: string) => {
-    const below = [...gone].filter((q) => p === "" || (isWithin(q, p) && !renamed.has(q)))
+    const here = (q: string) => !movedBy.has(q) || order.emitted(movedBy.get(q)!);
+    const below = [...gone].filter((q) => p === "" || (isWithin(q, p) && here(q)))
       .sort().reverse();
     for (const q of below) {
       order.beforeChangeAt(q);
@@ -72,7 +73,7 @@ export function diffTree(root: string, old: Map<string, Entry>, tree: WalkResult
     const before = old.get(p);
     if (before && unchanged(before, s)) return; // the common case: nothing to hash or write
     const entry = toEntry(s, before);
-    if (s.type === "f" && needsHash(s, before, renamed.has(p))) {
+    if (s.type === "f" && needsHash(s, before, movedBy.has(p))) {
       try {
         entry.digest = hashFile(`${root}/${p}`, s.size);
       } catch (e) {
@@ -152,6 +153,11 @@ class Emitter {
       for (const d of parents) if (this.seen.has(d)) this.handle(d);
       this.changes.push(r.change);
     }
+  }
+
+  /** True if rename number `k` has been emitted. */
+  emitted(k: number): boolean {
+    return k < this.next;
   }
 
   /** Emits what is still pending. */
