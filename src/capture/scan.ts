@@ -59,7 +59,7 @@ export function diffTree(root: string, old: Map<string, Entry>, tree: WalkResult
     const below = [...gone].filter((q) => p === "" || (isWithin(q, p) && here(q)))
       .sort().reverse();
     for (const q of below) {
-      order.beforeChangeAt(q);
+      order.beforeChangeAt(q, old.get(q)!.type === "d");
       changes.push(change(old.get(q)!.type === "d" ? Op.Rmdir : Op.Unlink, q));
       updates.set(q, null);
       old.delete(q);
@@ -67,6 +67,7 @@ export function diffTree(root: string, old: Map<string, Entry>, tree: WalkResult
     }
   };
 
+  order.replaced = (p: string) => gone.has(p);
   order.visit = (p: string) => {
     const s = seen.get(p)!;
     if (gone.has(p)) remove(p); // replaced by an entry of another type
@@ -113,16 +114,23 @@ interface Rename {
 class Emitter {
   private readonly done = new Set<string>();
   private readonly targets = new Map<string, number>();
+  /** Source path -> the last rename from it (a path can be a source again after a rename to it). */
+  private readonly sources = new Map<string, number>();
   private next = 0;
   /** Records the entry at `p` (set by diffTree). */
   visit: (p: string) => void = () => {};
+  /** True if what is recorded at `p` is replaced by an entry of another type (set by diffTree). */
+  replaced: (p: string) => boolean = () => false;
 
   constructor(
     private readonly seen: Map<string, Seen>,
     private readonly renames: Rename[],
     private readonly changes: Change[],
   ) {
-    renames.forEach((r, k) => this.targets.set(r.to, k));
+    renames.forEach((r, k) => {
+      this.targets.set(r.to, k);
+      this.sources.set(r.from, k);
+    });
   }
 
   /** Handles `p` (after its parents), once. */
@@ -131,14 +139,19 @@ class Emitter {
     this.done.add(p);
     const up = parentOf(p);
     if (up !== "" && this.seen.has(up)) this.handle(up);
-    this.beforeChangeAt(p);
+    this.beforeChangeAt(p, this.replaced(p));
     const k = this.targets.get(p);
     if (k !== undefined) this.emitThrough(k);
     this.visit(p); // a moved entry too: it may differ in attributes
   }
 
   /** Emits pending renames whose source is at or below `p` (something is made or removed there). */
-  beforeChangeAt(p: string): void {
+  beforeChangeAt(p: string, subtree = false): void {
+    if (!subtree) {
+      const k = this.sources.get(p);
+      if (k !== undefined && k >= this.next) this.emitThrough(k);
+      return;
+    }
     for (let k = this.renames.length - 1; k >= this.next; k--) {
       if (isWithin(this.renames[k].from, p)) return this.emitThrough(k);
     }
