@@ -157,6 +157,10 @@ function encodeAll(
     mtimeNs: 0n,
     digest: NO_DIGEST,
     target: "",
+    uid: -1,
+    gid: -1,
+    owner: "",
+    group: "",
     ...r,
   }));
   return { records, frames: records.map(encodeRecord) };

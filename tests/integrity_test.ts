@@ -125,6 +125,10 @@ Deno.test("defect 7: a relayed record with a far sequence number does not block 
     digest: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
     path: "forged",
     target: "",
+    uid: -1,
+    gid: -1,
+    owner: "",
+    group: "",
   })]);
   log.close();
   const relayed = await cli(["sync", "-C", b, c]);

@@ -17,6 +17,7 @@ import {
   RECORD_FIXED,
   RECORD_MIN,
   RECORD_VERSION,
+  RECORD_VERSION_OWNED,
 } from "../src/kml/record.ts";
 import { decodeHeader, encodeHeader, KML_HEADER_BYTES, KML_VERSION } from "../src/kml/log.ts";
 import { FormatError } from "../src/errors.ts";
@@ -311,9 +312,16 @@ Deno.test("record versioning: an unknown record version or op is refused even wi
   const v2 = unhex(GOLDEN.mkdir);
   v2[8] = 2;
   reCrc(v2);
-  assert.equal(checkFrame(v2), "unknown record version 2");
-  assert.throws(() => decodeRecord(v2), FormatError);
-  for (const op of [0, 9, 255]) {
+  assert.throws(() => decodeRecord(v2), /path sizes/, "version 2 without its owner fields");
+  const v3 = unhex(GOLDEN.mkdir);
+  v3[8] = 3;
+  reCrc(v3);
+  assert.equal(checkFrame(v3), "unknown record version 3");
+  const linkV1 = unhex(GOLDEN.mkdir);
+  linkV1[9] = Op.Link;
+  reCrc(linkV1);
+  assert.throws(() => decodeRecord(linkV1), /a link in version 1/);
+  for (const op of [0, 10, 255]) {
     const b = unhex(GOLDEN.mkdir);
     b[9] = op;
     reCrc(b);
@@ -351,4 +359,83 @@ Deno.test("record framing: length bounds, trailing garbage and size limits", () 
   assert.throws(() => encodeRecord({ ...big, target: "é".repeat(2049) }), FormatError);
   assert.throws(() => encodeRecord({ ...BASE, originHost: "XYZ" }), FormatError);
   assert.throws(() => encodeRecord({ ...BASE, digest: "ab" }), FormatError);
+});
+
+/** Version 2 records: owner fields after the target; Link exists only in version 2. */
+const GOLDEN_V2: [KmlRecord, string][] = [
+  [
+    {
+      ...BASE,
+      op: Op.Setattr,
+      mode: 0o100640,
+      mtimeNs: 1n,
+      path: "f",
+      uid: 1000,
+      gid: 33,
+      owner: "ann",
+      group: "www-data",
+    },
+    [
+      "88000000 76d389ec 02 07 0000 a0810000 2a00000000000000",
+      "00112233445566778899aabbccddeeff 0300000000000000 15cd853dfe9c9717",
+      "0000000000000000 0100000000000000",
+      "0000000000000000000000000000000000000000000000000000000000000000",
+      "0100 0000 66",
+      "e8030000 21000000 0300 0800 616e6e 7777772d64617461",
+      "88000000",
+    ].join(""),
+  ],
+  [
+    {
+      ...BASE,
+      op: Op.Link,
+      mode: 0o100644,
+      size: 5,
+      mtimeNs: 7n,
+      digest: "b6".repeat(32),
+      path: "l",
+      target: "f",
+      uid: 0,
+      gid: -1,
+      owner: "root",
+    },
+    [
+      "82000000 de57b362 02 09 0000 a4810000 2a00000000000000",
+      "00112233445566778899aabbccddeeff 0300000000000000 15cd853dfe9c9717",
+      "0500000000000000 0700000000000000",
+      "b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6",
+      "0100 0100 6c 66",
+      "00000000 ffffffff 0400 0000 726f6f74",
+      "82000000",
+    ].join(""),
+  ],
+];
+
+Deno.test("golden bytes: version 2 records (owner fields, Link) encode to the frozen hex and decode back", () => {
+  assert.equal(RECORD_VERSION_OWNED, 2);
+  assert.equal(Op.Link, 9);
+  for (const [rec, hex] of GOLDEN_V2) {
+    const golden = unhex(hex);
+    assert.equal(toHex(encodeRecord(rec)), toHex(golden));
+    assert.deepEqual(decodeRecord(golden), rec);
+    const v = new DataView(golden.buffer, golden.byteOffset, golden.byteLength);
+    const len = golden.length;
+    assert.equal(v.getUint32(0, true), len);
+    assert.equal(v.getUint32(len - 4, true), len);
+    assert.equal(v.getUint32(4, true), crc32cSlow(golden.subarray(8, len - 4)));
+    assert.equal(golden[8], 2);
+    const at = 108 + v.getUint16(104, true) + v.getUint16(106, true);
+    assert.equal(v.getUint32(at, true), rec.uid < 0 ? 0xffffffff : rec.uid);
+    assert.equal(v.getUint32(at + 4, true), rec.gid < 0 ? 0xffffffff : rec.gid);
+    const [n3, n4] = [v.getUint16(at + 8, true), v.getUint16(at + 10, true)];
+    assert.equal(new TextDecoder().decode(golden.subarray(at + 12, at + 12 + n3)), rec.owner);
+    assert.equal(at + 12 + n3 + n4 + 4, len);
+  }
+  const plain = decodeRecord(unhex(GOLDEN.store));
+  assert.deepEqual([plain.uid, plain.gid, plain.owner, plain.group], [-1, -1, "", ""]);
+  assert.equal(
+    encodeRecord(plain)[8],
+    1,
+    "a record without owner fields is still written as version 1",
+  );
 });

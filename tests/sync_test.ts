@@ -43,6 +43,10 @@ function forge(a: string, op: Op, path: string, target = ""): void {
       size: 1,
       mtimeNs: 0n,
       digest: "0".repeat(64),
+      uid: -1,
+      gid: -1,
+      owner: "",
+      group: "",
     }]);
     vol.commitRecords([r], [encodeRecord(r)]);
   } finally {

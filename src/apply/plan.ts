@@ -231,7 +231,17 @@ function mtimeOf(r: KmlRecord): { mtimeSec: number; mtimeNsec: number } {
   return { mtimeSec: Number(sec), mtimeNsec: Number(r.mtimeNs - sec * 1_000_000_000n) };
 }
 
-const NO_STAT: Stat = { type: "f", perm: 0, ino: 0, size: 0, mtimeSec: 0, mtimeNsec: 0 };
+const NO_STAT: Stat = {
+  type: "f",
+  perm: 0,
+  ino: 0,
+  size: 0,
+  mtimeSec: 0,
+  mtimeNsec: 0,
+  uid: -1,
+  gid: -1,
+  nlink: 1,
+};
 
 /**
  * The file at `p` as found, if it already has the content `r` names: its

@@ -289,5 +289,17 @@ function sameEntry(a: Entry, b: Entry): boolean {
 }
 
 function change(op: Op, path: string): Change {
-  return { op, path, target: "", mode: 0, size: 0, mtimeNs: 0n, digest: NO_DIGEST };
+  return {
+    op,
+    path,
+    target: "",
+    mode: 0,
+    size: 0,
+    mtimeNs: 0n,
+    digest: NO_DIGEST,
+    uid: -1,
+    gid: -1,
+    owner: "",
+    group: "",
+  };
 }

@@ -28,6 +28,10 @@ export interface Stat {
   /** Modification time: whole seconds and nanoseconds (kept apart: cheaper than a bigint). */
   mtimeSec: number;
   mtimeNsec: number;
+  /** Owner and group ids, and the number of hard links. */
+  uid: number;
+  gid: number;
+  nlink: number;
 }
 
 const buf = new Uint8Array(256);
@@ -63,6 +67,9 @@ export function statAt(dirfd: number, name: string, label: string, emptyPath = f
     size: u64(40),
     mtimeSec: view.getInt32(116, true) * 2 ** 32 + view.getUint32(112, true),
     mtimeNsec: view.getUint32(120, true),
+    uid: view.getUint32(20, true),
+    gid: view.getUint32(24, true),
+    nlink: view.getUint32(16, true),
   };
 }
 

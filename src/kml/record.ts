@@ -13,8 +13,19 @@
 import { crc32c } from "./crc32c.ts";
 import { FormatError } from "../errors.ts";
 
-/** Record format version written in every record. */
+/**
+ * Record format version: 1, or 2 for records that carry an owner or are a
+ * Link (a v2 record is a v1 record plus the owner fields after the target).
+ */
 export const RECORD_VERSION = 1;
+/** The version of records with owner fields or a Link. */
+export const RECORD_VERSION_OWNED = 2;
+/** Bytes of the owner fields' fixed part in a version 2 record (uid, gid, two lengths). */
+export const OWNER_FIXED = 12;
+/** Longest user or group name a record may carry, in bytes. */
+export const MAX_NAME_BYTES = 255;
+/** "No id" in a record's uid or gid field. */
+export const NO_ID = 0xffffffff;
 /** Bytes before the paths (including the leading length). */
 export const RECORD_FIXED = 108;
 /** Smallest possible record: fixed part, no paths, trailing length. */
@@ -37,6 +48,8 @@ export enum Op {
   Setattr = 7,
   /** The write permit moved to host `target` at `epoch`. */
   Permit = 8,
+  /** `path` is a new hard link to the file at `target` (whose content, mode, mtime it names). */
+  Link = 9,
 }
 
 /** A decoded record. Host ids and the digest are lowercase hex. */
@@ -60,14 +73,30 @@ export interface KmlRecord {
   digest: string;
   /** Path relative to the volume root, "/"-separated. */
   path: string;
-  /** Rename: new path; Symlink: link target; Permit: holder host id; else "". */
+  /** Rename: new path; Symlink: link target; Link: the existing name; Permit: holder host id; else "". */
   target: string;
+  /** Owner and group ids at the origin, -1 if the record carries none. */
+  uid: number;
+  gid: number;
+  /** Owner and group names at the origin ("" if unknown there). */
+  owner: string;
+  group: string;
 }
 
 /** A change as capture describes it; the volume adds origin, sequence, epoch and time. */
 export type Change = Pick<
   KmlRecord,
-  "op" | "path" | "target" | "mode" | "size" | "mtimeNs" | "digest"
+  | "op"
+  | "path"
+  | "target"
+  | "mode"
+  | "size"
+  | "mtimeNs"
+  | "digest"
+  | "uid"
+  | "gid"
+  | "owner"
+  | "group"
 >;
 
 /** The digest field of records that name no content. */
@@ -89,7 +118,16 @@ export function emptyRecord(): KmlRecord {
     digest: NO_DIGEST,
     path: "",
     target: "",
+    uid: -1,
+    gid: -1,
+    owner: "",
+    group: "",
   };
+}
+
+/** True if `r` must be written as version 2: it carries an owner, or is a Link. */
+function owned(r: KmlRecord): boolean {
+  return r.uid >= 0 || r.gid >= 0 || r.owner !== "" || r.group !== "" || r.op === Op.Link;
 }
 
 /** Serialises a record. Throws FormatError for fields that cannot be encoded. */
@@ -99,11 +137,18 @@ export function encodeRecord(r: KmlRecord): Uint8Array {
   if (p1.length > MAX_PATH_BYTES || p2.length > MAX_PATH_BYTES) {
     throw new FormatError(`path longer than ${MAX_PATH_BYTES} bytes: ${r.path}`);
   }
-  const len = RECORD_FIXED + p1.length + p2.length + 4;
+  const v2 = owned(r);
+  const n3 = enc.encode(v2 ? r.owner : "");
+  const n4 = enc.encode(v2 ? r.group : "");
+  if (n3.length > MAX_NAME_BYTES || n4.length > MAX_NAME_BYTES) {
+    throw new FormatError(`owner or group name longer than ${MAX_NAME_BYTES} bytes`);
+  }
+  const ext = v2 ? OWNER_FIXED + n3.length + n4.length : 0;
+  const len = RECORD_FIXED + p1.length + p2.length + ext + 4;
   const buf = new Uint8Array(len);
   const v = new DataView(buf.buffer);
   v.setUint32(0, len, true);
-  buf[8] = RECORD_VERSION;
+  buf[8] = v2 ? RECORD_VERSION_OWNED : RECORD_VERSION;
   buf[9] = r.op;
   v.setUint16(10, 0, true);
   v.setUint32(12, r.mode >>> 0, true);
@@ -118,10 +163,22 @@ export function encodeRecord(r: KmlRecord): Uint8Array {
   v.setUint16(106, p2.length, true);
   buf.set(p1, RECORD_FIXED);
   buf.set(p2, RECORD_FIXED + p1.length);
+  if (v2) {
+    const at = RECORD_FIXED + p1.length + p2.length;
+    v.setUint32(at, r.uid < 0 ? NO_ID : r.uid, true);
+    v.setUint32(at + 4, r.gid < 0 ? NO_ID : r.gid, true);
+    v.setUint16(at + 8, n3.length, true);
+    v.setUint16(at + 10, n4.length, true);
+    buf.set(n3, at + OWNER_FIXED);
+    buf.set(n4, at + OWNER_FIXED + n3.length);
+  }
   v.setUint32(len - 4, len, true);
   v.setUint32(4, crc32c(buf.subarray(8, len - 4)), true);
   return buf;
 }
+
+/** Largest record: both paths and both names at their longest. */
+export const RECORD_MAX = RECORD_MIN + 2 * MAX_PATH_BYTES + OWNER_FIXED + 2 * MAX_NAME_BYTES;
 
 /**
  * Why `bytes` (starting at a record boundary) does not hold a valid record, or
@@ -131,11 +188,13 @@ export function checkFrame(bytes: Uint8Array): string | null {
   if (bytes.length < 4) return "truncated length";
   const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const len = v.getUint32(0, true);
-  if (len < RECORD_MIN || len > RECORD_MIN + 2 * MAX_PATH_BYTES) return `bad length ${len}`;
+  if (len < RECORD_MIN || len > RECORD_MAX) return `bad length ${len}`;
   if (len > bytes.length) return "truncated record";
   if (v.getUint32(len - 4, true) !== len) return "leading and trailing lengths differ";
   if (crc32c(bytes.subarray(8, len - 4)) !== v.getUint32(4, true)) return "checksum mismatch";
-  if (bytes[8] !== RECORD_VERSION) return `unknown record version ${bytes[8]}`;
+  if (bytes[8] !== RECORD_VERSION && bytes[8] !== RECORD_VERSION_OWNED) {
+    return `unknown record version ${bytes[8]}`;
+  }
   return null;
 }
 
@@ -151,7 +210,17 @@ export function decodeRecord(bytes: Uint8Array): KmlRecord {
   }
   const n1 = v.getUint16(104, true);
   const n2 = v.getUint16(106, true);
-  if (RECORD_FIXED + n1 + n2 + 4 !== len) throw new FormatError("invalid KML record: path sizes");
+  const at = RECORD_FIXED + n1 + n2;
+  const v2 = bytes[8] === RECORD_VERSION_OWNED;
+  const n3 = v2 && at + OWNER_FIXED + 4 <= len ? v.getUint16(at + 8, true) : 0;
+  const n4 = v2 && at + OWNER_FIXED + 4 <= len ? v.getUint16(at + 10, true) : 0;
+  const ext = v2 ? OWNER_FIXED + n3 + n4 : 0;
+  if (at + ext + 4 !== len) throw new FormatError("invalid KML record: path sizes");
+  if (op === Op.Link && !v2) throw new FormatError("invalid KML record: a link in version 1");
+  if (n3 > MAX_NAME_BYTES || n4 > MAX_NAME_BYTES) {
+    throw new FormatError("invalid KML record: name sizes");
+  }
+  const id = (x: number) => (x === NO_ID ? -1 : x);
   try {
     return {
       op,
@@ -164,7 +233,11 @@ export function decodeRecord(bytes: Uint8Array): KmlRecord {
       mtimeNs: v.getBigInt64(64, true),
       digest: bytesHex(bytes.subarray(72, 104)),
       path: dec.decode(bytes.subarray(RECORD_FIXED, RECORD_FIXED + n1)),
-      target: dec.decode(bytes.subarray(RECORD_FIXED + n1, RECORD_FIXED + n1 + n2)),
+      target: dec.decode(bytes.subarray(RECORD_FIXED + n1, at)),
+      uid: v2 ? id(v.getUint32(at, true)) : -1,
+      gid: v2 ? id(v.getUint32(at + 4, true)) : -1,
+      owner: v2 ? dec.decode(bytes.subarray(at + OWNER_FIXED, at + OWNER_FIXED + n3)) : "",
+      group: v2 ? dec.decode(bytes.subarray(at + OWNER_FIXED + n3, at + ext)) : "",
     };
   } catch (e) {
     if (e instanceof TypeError) throw new FormatError("invalid KML record: path is not UTF-8");
