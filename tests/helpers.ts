@@ -57,7 +57,7 @@ export function put(path: string, content: string | Uint8Array): void {
 
 /**
  * Every entry under `root` (except .replicator/) with type, permission bits,
- * content hash or link target, and mtime in ns for files and symlinks.
+ * content hash or link target, mtime in ns, and owner:group.
  */
 export function listing(root: string): Record<string, string> {
   const out: Record<string, string> = {};
@@ -68,13 +68,13 @@ export function listing(root: string): Record<string, string> {
       const p = rel ? `${rel}/${name}` : name;
       const st = lstatNs(`${root}/${p}`)!;
       if (st.type === "d") {
-        out[p] = `dir ${st.perm.toString(8)} ${mtimeNsOf(st)}`;
+        out[p] = `dir ${st.perm.toString(8)} ${mtimeNsOf(st)} ${st.uid}:${st.gid}`;
         visit(p);
       } else if (st.type === "l") {
-        out[p] = `link ${Deno.readLinkSync(`${root}/${p}`)} ${mtimeNsOf(st)}`;
+        out[p] = `link ${Deno.readLinkSync(`${root}/${p}`)} ${mtimeNsOf(st)} ${st.uid}:${st.gid}`;
       } else {
         const h = createHash("sha256").update(Deno.readFileSync(`${root}/${p}`)).digest("hex");
-        out[p] = `file ${st.perm.toString(8)} ${st.size} ${mtimeNsOf(st)} ${h}`;
+        out[p] = `file ${st.perm.toString(8)} ${st.size} ${mtimeNsOf(st)} ${h} ${st.uid}:${st.gid}`;
       }
     }
   };

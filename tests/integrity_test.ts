@@ -207,3 +207,30 @@ Deno.test("directory mtimes replicate, and a 200-file directory rename is one re
   assertEquals(lb, listing(a), "directory mtimes included");
   assertEquals(Object.keys(lb).filter((p) => p.startsWith("moved/sub/")).length, 200);
 });
+
+Deno.test({
+  name: "owners and groups replicate when the receiver runs as root, and a chown is a record",
+  ignore: Deno.uid() !== 0,
+  fn: async () => {
+    const { a, b } = await holderAndReplica({ "shared/f": "x", g: "y" });
+    const nobody = 65534;
+    Deno.chownSync(`${a}/shared/f`, nobody, nobody);
+    Deno.chownSync(`${a}/shared`, 1, 1);
+    Deno.symlinkSync("f", `${a}/shared/ln`);
+    new Deno.Command("chown", { args: ["-h", `${nobody}:${nobody}`, `${a}/shared/ln`] })
+      .outputSync();
+    const r = await cli(["sync", "-C", b, a]);
+    assertEquals([r.code, r.stderr], [0, ""]);
+    assertEquals(listing(b), listing(a));
+    const st = Deno.lstatSync(`${b}/shared/f`);
+    assertEquals([st.uid, st.gid], [nobody, nobody]);
+    assertEquals(Deno.lstatSync(`${b}/shared/ln`).uid, nobody, "a symlink's own owner");
+    Deno.chownSync(`${a}/g`, 1, nobody);
+    const again = await cli(["sync", "-C", b, a]);
+    assertEquals([again.code, again.stderr], [0, ""]);
+    const g = Deno.lstatSync(`${b}/g`);
+    assertEquals([g.uid, g.gid], [1, nobody]);
+    const log = json<{ op: string; path: string }[]>(await cli(["log", "-C", a, "--json"]));
+    assertEquals(log.at(-1)?.op, "setattr");
+  },
+});

@@ -19,6 +19,7 @@ import { type Entry, entryOf, type Wanted } from "../volume/state.ts";
 import type { Volume } from "../volume/volume.ts";
 import { same, type Step } from "./steps.ts";
 import { View } from "./view.ts";
+import { localGid, localUid } from "../fs/owners.ts";
 
 /** What staging must provide for a record: a file fetched from `from`, a symlink, a directory. */
 export type Need = { kind: "fetch"; from: string } | { kind: "symlink" } | { kind: "dir" };
@@ -47,6 +48,16 @@ export function stagedName(i: number): string {
 /** Permission bits to apply: setuid and setgid are dropped unless the volume keeps them (rule 11). */
 export function permOf(vol: Volume, mode: number): number {
   return mode & (vol.config.keepSetid ? 0o7777 : 0o1777);
+}
+
+/**
+ * The owner and group this replica gives what record `r` describes: by name
+ * where known here, else the number (rsync's rule); none unless running as
+ * root (a replica runs as whatever user it runs as) or if `r` carries none.
+ */
+export function ownerFor(r: KmlRecord): { uid: number; gid: number } | null {
+  if (r.uid < 0 || Deno.uid() !== 0) return null;
+  return { uid: localUid(r.owner, r.uid), gid: r.gid < 0 ? -1 : localGid(r.group, r.gid) };
 }
 
 /** What a record asks for at its final path, should it not arrive in this batch. */
@@ -105,7 +116,7 @@ export function planBatch(
         }
         if (plan.adopted.has(i)) {
           const found = plan.adopted.get(i)!;
-          const post = { ...found, perm: permOf(vol, r.mode), ...mtimeOf(r) };
+          const post = { ...found, perm: permOf(vol, r.mode), ...mtimeOf(r), ...ownerFor(r) };
           const want = wantedOf(vol, finals.get(i)!, r);
           plan.steps.push({ kind: "attrs", i, path: p, pre: found, post, want });
           view.update(p, post);
@@ -124,7 +135,7 @@ export function planBatch(
       case Op.Mkdir: {
         const pre = view.get(p);
         if (pre?.type === "d") {
-          const post = { ...pre, perm: permOf(vol, r.mode), ...mtimeOf(r) };
+          const post = { ...pre, perm: permOf(vol, r.mode), ...mtimeOf(r), ...ownerFor(r) };
           plan.steps.push({ kind: "attrs", i, path: p, pre, post });
           view.update(p, post);
         } else {
@@ -144,7 +155,7 @@ export function planBatch(
       case Op.Setattr: {
         const pre = view.get(p);
         if (!pre) break; // nothing of the holder's is here to change
-        const post = { ...pre, perm: permOf(vol, r.mode), ...mtimeOf(r) };
+        const post = { ...pre, perm: permOf(vol, r.mode), ...mtimeOf(r), ...ownerFor(r) };
         plan.steps.push({ kind: "attrs", i, path: p, pre, post });
         view.update(p, post);
         break;

@@ -19,7 +19,7 @@ import type { Beneath } from "../fs/beneath.ts";
 import { type Entry, entryOf, type Wanted } from "../volume/state.ts";
 import type { Volume } from "../volume/volume.ts";
 import { FsError, HostilePeerError, ReplicatorError } from "../errors.ts";
-import { type Need, permOf, wantedOf } from "./plan.ts";
+import { type Need, ownerFor, permOf, wantedOf } from "./plan.ts";
 import { STAGING } from "./steps.ts";
 
 /** Where content comes from: the peer of a pull. */
@@ -73,9 +73,11 @@ export function stage(
     makeDir(t, name.slice(0, name.lastIndexOf("/")));
     if (need.kind === "dir") {
       t.mkdir(name, 0o700);
+      own(t, name, r);
       t.chmod(name, permOf(vol, r.mode));
     } else if (need.kind === "symlink") {
       t.symlink(r.target, name);
+      own(t, name, r);
       t.setMtime(name, r.mtimeNs);
     } else {
       if (!fetch(vol, t, source, r, need.from, name)) {
@@ -119,9 +121,16 @@ function fetch(
     drop(t, name); // changed again on the source: never mixed (rule 3)
     return false;
   }
+  own(t, name, r);
   t.chmod(name, perm);
   t.setMtime(name, r.mtimeNs);
   return true;
+}
+
+/** Gives a staged entry the record's owner, where this replica can (see ownerFor). */
+function own(t: Beneath, name: string, r: KmlRecord): void {
+  const o = ownerFor(r);
+  if (o) t.chown(name, o.uid, o.gid);
 }
 
 /** True if `e` says the source has no such file (any more). */

@@ -242,6 +242,10 @@ function attrs(ctx: StepContext, s: AttrsStep): void {
     }
     return; // a local change: its own attributes stay
   }
+  const { uid, gid } = s.post;
+  if (uid >= 0 && Deno.uid() === 0 && (cur.uid !== uid || (gid >= 0 && cur.gid !== gid))) {
+    t.chown(s.path, uid, gid); // before chmod: a chown clears setuid bits
+  }
   if (cur.type !== "l") t.chmod(s.path, s.post.perm);
   if (cur.type !== "d") {
     t.setMtime(s.path, BigInt(s.post.mtimeSec) * 1_000_000_000n + BigInt(s.post.mtimeNsec));

@@ -25,6 +25,8 @@ const IMPLICIT_DIR: Entry = {
   mtimeNsec: 0,
   digest: "",
   target: "",
+  uid: -1,
+  gid: -1,
 };
 
 /** One entry of the batch's history, newest last. */

@@ -13,6 +13,7 @@ import { type Entry, entryOf } from "../volume/state.ts";
 import { hashFile } from "../fs/hash.ts";
 import { mtimeNsOf, sameMtime, typeBits } from "../fs/stat.ts";
 import { isWithin, parentOf } from "../fs/paths.ts";
+import { groupName, userName } from "../fs/owners.ts";
 import { type Seen, walk, type WalkResult } from "./walk.ts";
 
 export type { Change } from "../kml/record.ts";
@@ -223,18 +224,21 @@ function detectRenames(
 function renameChange(from: string, to: string, e: Entry): Change {
   const c = { ...change(Op.Rename, from), target: to };
   if (e.type !== "f" || !e.digest) return c;
+  const owner = e.uid >= 0 ? ownerOf(e) : {};
   return {
     ...c,
     mode: typeBits("f") | e.perm,
     size: e.size,
     mtimeNs: mtimeNsOf(e),
     digest: e.digest,
+    ...owner,
   };
 }
 
 /** True if the index row still describes the entry exactly. */
 function unchanged(e: Entry, s: Seen): boolean {
   if (e.type !== s.type || e.ino !== s.ino || e.perm !== s.perm || !sameMtime(e, s)) return false;
+  if (e.uid !== s.uid || e.gid !== s.gid) return false;
   if (s.type === "d") return true;
   return e.size === (s.type === "f" ? s.size : 0) && e.target === s.target;
 }
@@ -250,8 +254,28 @@ function toEntry(s: Seen, before: Entry | undefined): Entry {
   return entryOf(s, keep ? before.digest : "", s.target);
 }
 
-/** The change that turns `before` into what is on disk now, if any. */
+/** The change that turns `before` into what is on disk now, if any, with the entry's owner. */
 function diffEntry(p: string, s: Seen, now: Entry, before: Entry | undefined): Change | null {
+  const c = diffContent(p, s, now, before) ??
+    (ownerMoved(s, before)
+      ? { ...change(Op.Setattr, p), mode: typeBits(s.type) | s.perm, mtimeNs: mtimeNsOf(s) }
+      : null);
+  return c && { ...c, ...ownerOf(s) };
+}
+
+/** True if a known owner or group of `before` is not the one on disk (older rows know none). */
+function ownerMoved(s: Seen, before: Entry | undefined): boolean {
+  return !!before && before.type === s.type && before.uid >= 0 &&
+    (before.uid !== s.uid || before.gid !== s.gid);
+}
+
+/** The owner fields of a record about `s`. */
+function ownerOf(s: { uid: number; gid: number }): Pick<Change, "uid" | "gid" | "owner" | "group"> {
+  return { uid: s.uid, gid: s.gid, owner: userName(s.uid), group: groupName(s.gid) };
+}
+
+/** The change of type, content or attributes (owner aside), if any. */
+function diffContent(p: string, s: Seen, now: Entry, before: Entry | undefined): Change | null {
   const mode = typeBits(s.type) | s.perm;
   const fresh = !before || before.type !== s.type;
   if (s.type === "d") {
@@ -285,6 +309,7 @@ function diffEntry(p: string, s: Seen, now: Entry, before: Entry | undefined): C
 
 function sameEntry(a: Entry, b: Entry): boolean {
   return a.type === b.type && a.ino === b.ino && a.perm === b.perm && a.size === b.size &&
+    a.uid === b.uid && a.gid === b.gid &&
     sameMtime(a, b) && a.digest === b.digest && a.target === b.target;
 }
 

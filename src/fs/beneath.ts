@@ -216,6 +216,15 @@ export class Beneath {
     }
   }
 
+  /** Owner and group of `rel` (a symlink's own, never its target's). */
+  chown(rel: string, uid: number, gid: number): void {
+    this.inParent(
+      rel,
+      "chown",
+      (fd, name) => libc().fchownat(fd, cstr(name), uid >>> 0, gid >>> 0, AT_SYMLINK_NOFOLLOW),
+    );
+  }
+
   /** Sets atime and mtime of `rel` (not following a final symlink) to `mtimeNs`. */
   setMtime(rel: string, mtimeNs: bigint): void {
     const ts = new BigInt64Array(4);

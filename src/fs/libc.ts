@@ -58,6 +58,7 @@ const SYMBOLS = {
   symlinkat: { parameters: ["buffer", "i32", "buffer"], result: "i32" },
   linkat: { parameters: ["i32", "buffer", "i32", "buffer", "i32"], result: "i32" },
   readlinkat: { parameters: ["i32", "buffer", "buffer", "usize"], result: "isize" },
+  fchownat: { parameters: ["i32", "buffer", "u32", "u32", "i32"], result: "i32" },
 } as const;
 
 /** The loaded symbols' type. */

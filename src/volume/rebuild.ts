@@ -123,6 +123,8 @@ function adoptable(abs: string, r: Recorded): Entry | null {
       mtimeNsec: Number(mtimeNs - sec * 1_000_000_000n),
       digest: r.digest,
       target: r.target,
+      uid: st.uid,
+      gid: st.gid,
     };
   };
   if (r.type === "d") return row(0, 0n);

@@ -28,6 +28,9 @@ export interface Entry {
   digest: string;
   /** Link target for symlinks, "" otherwise. */
   target: string;
+  /** Owner and group ids (-1: not known, in rows older than owners). */
+  uid: number;
+  gid: number;
 }
 
 /** The index row for an entry as stat sees it. */
@@ -41,6 +44,8 @@ export function entryOf(st: Stat, digest: string, target: string): Entry {
     mtimeNsec: st.mtimeNsec,
     digest,
     target,
+    uid: st.uid,
+    gid: st.gid,
   };
 }
 
@@ -48,7 +53,8 @@ const SCHEMA = `
 CREATE TABLE IF NOT EXISTS entries (
   path TEXT PRIMARY KEY, type TEXT NOT NULL, ino INTEGER NOT NULL, perm INTEGER NOT NULL,
   size INTEGER NOT NULL, mtime_s INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
-  digest TEXT NOT NULL, target TEXT NOT NULL) WITHOUT ROWID;
+  digest TEXT NOT NULL, target TEXT NOT NULL,
+  uid INTEGER NOT NULL DEFAULT -1, gid INTEGER NOT NULL DEFAULT -1) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS origins (host TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS wanted (
@@ -57,7 +63,13 @@ CREATE TABLE IF NOT EXISTS wanted (
 `;
 
 /** The columns of an index row, in the order RowArray gives them. */
-const COLUMNS = "path, type, ino, perm, size, mtime_s, mtime_ns, digest, target";
+const COLUMNS = "path, type, ino, perm, size, mtime_s, mtime_ns, digest, target, uid, gid";
+
+/** Columns added since the first schema, with their definitions (for older databases). */
+const ADDED = [
+  ["uid", "INTEGER NOT NULL DEFAULT -1"],
+  ["gid", "INTEGER NOT NULL DEFAULT -1"],
+];
 
 /** Typed access to the state database. */
 export class State {
@@ -71,6 +83,12 @@ export class State {
       db = new DatabaseSync(path);
       db.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;");
       db.exec(SCHEMA);
+      const have = new Set(
+        (db.prepare("PRAGMA table_info(entries)").all() as { name: string }[]).map((c) => c.name),
+      );
+      for (const [name, def] of ADDED) {
+        if (!have.has(name)) db.exec(`ALTER TABLE entries ADD COLUMN ${name} ${def}`);
+      }
     } catch (e) {
       try {
         db?.close();
@@ -146,17 +164,20 @@ export class State {
   }
 
   putEntry(path: string, e: Entry): void {
-    this.sql("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)").run(
-      path,
-      e.type,
-      e.ino,
-      e.perm,
-      e.size,
-      e.mtimeSec,
-      e.mtimeNsec,
-      e.digest,
-      e.target,
-    );
+    this.sql(`INSERT OR REPLACE INTO entries (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+      .run(
+        path,
+        e.type,
+        e.ino,
+        e.perm,
+        e.size,
+        e.mtimeSec,
+        e.mtimeNsec,
+        e.digest,
+        e.target,
+        e.uid,
+        e.gid,
+      );
   }
 
   deleteEntry(path: string): void {
@@ -272,7 +293,19 @@ export interface Wanted {
 }
 
 /** A row as SELECTed with setReturnArrays, in COLUMNS order. */
-type RowArray = [string, EntryType, number, number, number, number, number, string, string];
+type RowArray = [
+  string,
+  EntryType,
+  number,
+  number,
+  number,
+  number,
+  number,
+  string,
+  string,
+  number,
+  number,
+];
 
 function entryOfRow(r: RowArray): Entry {
   return {
@@ -284,5 +317,7 @@ function entryOfRow(r: RowArray): Entry {
     mtimeNsec: r[6],
     digest: r[7],
     target: r[8],
+    uid: r[9],
+    gid: r[10],
   };
 }
