@@ -5,7 +5,11 @@
  */
 
 import { assert, assertEquals } from "./assert.ts";
-import { cli, listing, pair, put, spawnCli } from "./helpers.ts";
+import { cli, listing, pair, put } from "./helpers.ts";
+import { openReplica } from "../src/apply/open.ts";
+import { capture } from "../src/capture/capture.ts";
+import { pull } from "../src/sync/pull.ts";
+import { localPeer } from "../src/sync/peer.ts";
 
 /** Names of conflict copies of `name` in directory `dir`. */
 function conflicts(dir: string, name: string): string[] {
@@ -157,4 +161,36 @@ Deno.test("review 6: scan emits a directory rename before a rename into it", asy
   assert(at("rename\tm -> p/t") < at("rename\ty -> p/t/u"), `unappliable order:\n${kml}`);
   assertEquals(r.code, 0, r.stderr);
   assertEquals(shape(b), shape(a));
+});
+
+// BUG 7 (src/apply/txn.ts finalize, `if (e.digest) state.unwant(p)`, rule 10):
+// content deferred at p stays wanted while the old version stays on disk with
+// its row. A later batch with only a Setattr of p (the holder's file went back
+// to the recorded content, or was just chmodded) plans an attrs step whose row
+// carries the OLD version's digest; finalize sees a row with a digest at p and
+// unwants p. The holder's content never arrives: B keeps the old bytes for good,
+// now with the holder's mode and mtime, and its index vouches for them.
+Deno.test("review 7: a chmod after a deferred store reaches the file when it arrives", async () => {
+  const { a, b } = await holderAndReplica((a) => put(`${a}/p`, "X1\n"));
+  const va = openReplica(a);
+  try {
+    put(`${a}/p`, "X2\n");
+    capture(va); // store p (X2)
+    put(`${a}/p`, "Y!\n"); // changed again before beta fetched it
+    const vb = openReplica(b);
+    try {
+      assertEquals(pull(vb, localPeer(va)).deferred, ["p"]);
+    } finally {
+      vb.close();
+    }
+    put(`${a}/p`, "X2\n"); // back to the recorded content
+    Deno.chmodSync(`${a}/p`, 0o600);
+    capture(va); // setattr p (0600)
+  } finally {
+    va.close();
+  }
+  await cli(["sync", "-C", b, a]);
+  await cli(["sync", "-C", b, a]);
+  assertEquals(Deno.readTextFileSync(`${b}/p`), "X2\n", "the deferred content was forgotten");
+  assertEquals(listing(b)["p"], listing(a)["p"]);
 });
