@@ -194,3 +194,23 @@ Deno.test("review 7: a chmod after a deferred store reaches the file when it arr
   assertEquals(Deno.readTextFileSync(`${b}/p`), "X2\n", "the deferred content was forgotten");
   assertEquals(listing(b)["p"], listing(a)["p"]);
 });
+
+// BUG 7b: the same loss without any race. B pulls the holder's "store p" through
+// replica C, whose user has edited p since: B defers it (wanted). The holder then
+// only chmods p; that Setattr reaches B and unwants p. Syncing B with the holder
+// itself afterwards brings nothing: B keeps the old bytes for good.
+Deno.test("review 7b: a relay's local edit plus a holder chmod make a replica forget content", async () => {
+  const { dir, a, b } = await holderAndReplica((a) => put(`${a}/p`, "X1\n"));
+  const c = `${dir}/c`;
+  assertEquals((await cli(["clone", a, c, "--host", "gamma"])).code, 0);
+  put(`${a}/p`, "X2 from the holder\n");
+  assertEquals((await cli(["sync", "-C", c, a])).code, 0);
+  put(`${c}/p`, "gamma's own edit\n");
+  await cli(["sync", "-C", b, c]); // B gets "store p" from C, C has other bytes: deferred
+  Deno.chmodSync(`${a}/p`, 0o600);
+  await cli(["sync", "-C", c, a]);
+  await cli(["sync", "-C", b, c]); // the Setattr arrives
+  await cli(["sync", "-C", b, a]);
+  await cli(["sync", "-C", b, a]);
+  assertEquals(Deno.readTextFileSync(`${b}/p`), "X2 from the holder\n", "B forgot the content");
+});
