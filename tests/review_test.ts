@@ -217,3 +217,21 @@ Deno.test("review 7b: a relay's local edit plus a holder chmod make a replica fo
   await cli(["sync", "-C", b, a]);
   assertEquals(Deno.readTextFileSync(`${b}/p`), "X2 from the holder\n", "B forgot the content");
 });
+
+// BUG 8 (src/apply/plan.ts Setattr case `if (!pre) break`, src/apply/txn.ts
+// finalize, rule 11): a want keeps the mode of the record that made it. B edited
+// b; the holder renamed b to log and chmodded it. B keeps its edit aside and
+// wants log (mode 0644 from the rename). With the records in separate
+// transactions (REPLICATOR_BATCH_RECORDS, or any pull where the want is still
+// pending), the Setattr finds no row at log and is dropped; the content then
+// arrives with 0644 and the index agrees: B's log keeps a different mode for good.
+Deno.test("review 8: a Setattr of a wanted path in a later transaction is not lost", async () => {
+  const { a, b } = await holderAndReplica((a) => put(`${a}/b`, "b\n"));
+  put(`${b}/b`, "beta's edit\n");
+  Deno.renameSync(`${a}/b`, `${a}/log`);
+  Deno.chmodSync(`${a}/log`, 0o755);
+  await cli(["sync", "-C", b, a], { env: { REPLICATOR_BATCH_RECORDS: "1" } });
+  await cli(["sync", "-C", b, a]);
+  assertEquals(Deno.readTextFileSync(`${b}/log`), "b\n");
+  assertEquals(listing(b)["log"], listing(a)["log"]);
+});
