@@ -235,3 +235,20 @@ Deno.test("review 8: a Setattr of a wanted path in a later transaction is not lo
   assertEquals(Deno.readTextFileSync(`${b}/log`), "b\n");
   assertEquals(listing(b)["log"], listing(a)["log"]);
 });
+
+// BUG 2b (same place: keepAside builds a path from the host name; `clone --host`
+// accepts "be/ta"): the conflict copy's name has a slash in it, the rename fails
+// with ENOENT and every sync exits 1; the holder's version never arrives. (Were
+// there a directory "f.conflict-be", the local file would go into it.)
+Deno.test("review 2b: a host name with a slash does not break every conflict", async () => {
+  const { dir, a } = await holderAndReplica((a) => put(`${a}/f`, "v1\n"));
+  const b = `${dir}/b2`;
+  const made = await cli(["clone", a, b, "--host", "be/ta"]);
+  if (made.code !== 0) return; // refusing such a name is a fix too
+  put(`${b}/f`, "local\n");
+  put(`${a}/f`, "v2\n");
+  await cli(["sync", "-C", b, a]);
+  const r = await cli(["sync", "-C", b, a]);
+  assertEquals(r.code, 0, r.stderr);
+  assertEquals(Deno.readTextFileSync(`${b}/f`), "v2\n");
+});
