@@ -252,3 +252,32 @@ Deno.test("review 2b: a host name with a slash does not break every conflict", a
   assertEquals(r.code, 0, r.stderr);
   assertEquals(Deno.readTextFileSync(`${b}/f`), "v2\n");
 });
+
+// BUG 9 (src/capture/scan.ts detectRenames + needsHash): renames are detected by
+// inode number alone, and a "renamed" file whose size and mtime match the old row
+// is not hashed. On ext4 a deleted file's inode is reused at once; a new file at
+// another path with the same size and mtime (cp -p, tar, rsync -t) is recorded as
+// "rename x -> keep" with x's old digest, and every replica keeps x's old bytes
+// at keep, silently. (Needs a filesystem that reuses inode numbers: /tmp here.)
+Deno.test("review 9: a new file that reuses a deleted file's inode is not taken for a rename", async () => {
+  const { a, b } = await holderAndReplica((a) => {
+    put(`${a}/x`, "AAAA");
+    Deno.utimeSync(`${a}/x`, 1_700_000_000, 1_700_000_000);
+  });
+  const ino = Deno.lstatSync(`${a}/x`).ino;
+  Deno.removeSync(`${a}/x`);
+  await new Deno.Command("sync").output();
+  let reused = false;
+  for (let k = 0; k < 500 && !reused; k++) {
+    put(`${a}/t${k}`, "BBBB");
+    if (Deno.lstatSync(`${a}/t${k}`).ino === ino) {
+      Deno.renameSync(`${a}/t${k}`, `${a}/keep`);
+      reused = true;
+    }
+  }
+  for (const e of [...Deno.readDirSync(a)]) if (/^t\d+$/.test(e.name)) Deno.removeSync(`${a}/${e.name}`);
+  if (!reused) return console.log("review 9: this filesystem did not reuse the inode; not shown");
+  Deno.utimeSync(`${a}/keep`, 1_700_000_000, 1_700_000_000); // same size, same mtime (cp -p)
+  assertEquals((await cli(["sync", "-C", b, a])).code, 0);
+  assertEquals(Deno.readTextFileSync(`${b}/keep`), "BBBB");
+});
