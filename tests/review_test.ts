@@ -281,3 +281,27 @@ Deno.test("review 9: a new file that reuses a deleted file's inode is not taken 
   assertEquals((await cli(["sync", "-C", b, a])).code, 0);
   assertEquals(Deno.readTextFileSync(`${b}/keep`), "BBBB");
 });
+
+// BUG 10 (src/apply/steps.ts move(), the consumedLater() shortcut, rule 10): the
+// holder renames a to b and chmods b (records "rename a -> b", "setattr b"). B's
+// user has saved a the way editors do (a new inode). The move finds a source that
+// is not its `pre`, sees that a later step (the Setattr of b) expects `pre`'s
+// inode, and concludes "moved before a crash": it neither keeps a aside nor wants
+// b. The Setattr finds nothing at b. Result: exit 0, no conflict reported, and
+// the holder's b never arrives (later syncs bring nothing). Without the chmod,
+// b is wanted and fetched.
+Deno.test("review 10: a rename plus chmod of a file the replica re-saved still delivers the file", async () => {
+  const { a, b } = await holderAndReplica((a) => put(`${a}/a`, "holder's a\n"));
+  Deno.removeSync(`${b}/a`);
+  put(`${b}/a`, "beta saved a (new inode)\n");
+  Deno.renameSync(`${a}/a`, `${a}/b`);
+  Deno.chmodSync(`${a}/b`, 0o600);
+  await cli(["sync", "-C", b, a]);
+  await cli(["sync", "-C", b, a]);
+  const kept = Object.keys(listing(b));
+  assert(
+    kept.some((p) => Deno.readTextFileSync(`${b}/${p}`) === "beta saved a (new inode)\n"),
+    "local edit lost",
+  );
+  assertEquals(listing(b)["b"], listing(a)["b"], `the holder's b never arrived: ${kept}`);
+});
