@@ -305,3 +305,20 @@ Deno.test("review 10: a rename plus chmod of a file the replica re-saved still d
   );
   assertEquals(listing(b)["b"], listing(a)["b"], `the holder's b never arrived: ${kept}`);
 });
+
+// BUG 4b (src/apply/steps.ts place(), "a directory is already there: merge into
+// it" does t.chmod(path, post.perm); setDirAttrs does the same): B's user keeps a
+// private directory (0700, a secret inside); the holder creates a directory of
+// the same name (0755). The sync merges and widens B's private directory to 0755,
+// exit 0, no conflict: a local change overwritten (and the secret exposed).
+Deno.test("review 4b: merging the holder's new directory into a local one keeps its mode", async () => {
+  const { a, b } = await holderAndReplica((a) => put(`${a}/x`, "x\n"));
+  Deno.mkdirSync(`${b}/priv`, { mode: 0o700 });
+  Deno.chmodSync(`${b}/priv`, 0o700);
+  put(`${b}/priv/secret`, "secret\n");
+  put(`${a}/priv/pub`, "pub\n");
+  Deno.chmodSync(`${a}/priv`, 0o755);
+  await cli(["sync", "-C", b, a]);
+  assertEquals(Deno.readTextFileSync(`${b}/priv/pub`), "pub\n");
+  assertEquals(Deno.statSync(`${b}/priv`).mode! & 0o7777, 0o700, "B's private directory widened");
+});
