@@ -37,8 +37,11 @@ export interface Plan {
   dirs: DirAttrs[];
 }
 
-/** A directory's attributes as the holder last recorded them: [path, perm, mtimeSec, mtimeNsec]. */
-export type DirAttrs = [string, number, number, number];
+/**
+ * A directory's attributes as the holder last recorded them, and the inode the
+ * batch expects there: [path, perm, mtimeSec, mtimeNsec, ino].
+ */
+export type DirAttrs = [string, number, number, number, number];
 
 /** Where record `i`'s entry is staged, below STAGING (64 buckets: big directories are slow). */
 export function stagedName(i: number): string {
@@ -154,9 +157,13 @@ export function planBatch(
         break;
       case Op.Setattr: {
         const pre = view.get(p);
-        if (!pre) break; // nothing of the holder's is here to change
+        const wantAttrs = { perm: permOf(vol, r.mode), ...mtimeOf(r) };
+        if (!pre) { // nothing of the holder's is here to change, but its content may be wanted
+          plan.steps.push({ kind: "attrs", i, path: p, pre, post: null, wantAttrs });
+          break;
+        }
         const post = { ...pre, perm: permOf(vol, r.mode), ...mtimeOf(r), ...ownerFor(r) };
-        plan.steps.push({ kind: "attrs", i, path: p, pre, post });
+        plan.steps.push({ kind: "attrs", i, path: p, pre, post, wantAttrs });
         view.update(p, post);
         break;
       }
@@ -191,7 +198,7 @@ function dirAttrs(view: View, steps: Step[]): DirAttrs[] {
   for (const d of dirs) {
     const e = view.get(d);
     if (e?.type !== "d" || (e.mtimeSec === 0 && e.mtimeNsec === 0)) continue;
-    out.push([d, e.perm, e.mtimeSec, e.mtimeNsec]);
+    out.push([d, e.perm, e.mtimeSec, e.mtimeNsec, e.ino]);
   }
   const depth = (p: string) => p.split("/").length;
   return out.sort((a, b) => depth(b[0]) - depth(a[0]));

@@ -72,6 +72,8 @@ export interface AttrsStep {
   post: Entry | null;
   /** Content to ask for if the file changed since it was found to hold it (adopted Store). */
   want?: Wanted;
+  /** A Setattr: also the attributes of content still wanted at `path`. */
+  wantAttrs?: { perm: number; mtimeSec: number; mtimeNsec: number };
 }
 
 export type Step = PlaceStep | RemoveStep | MoveStep | AttrsStep;
@@ -131,7 +133,9 @@ function place(ctx: StepContext, k: number, s: PlaceStep): void {
   if (same(cur, s.post)) return; // done before a crash
   if (!t.stat(`${STAGING}/${s.staged}`)) return; // placed before a crash, since moved or replaced
   if (s.post.type === "d" && cur?.type === "d") {
-    t.chmod(s.path, s.post.perm); // a directory is already there: merge into it
+    // A directory is already there: merge into it. Its mode is the holder's only if the
+    // batch made it on its way (a local one keeps its own).
+    if (s.pre?.type === "d" && s.pre.ino < 0) t.chmod(s.path, s.post.perm);
     return;
   }
   if (cur && supersededAt(ctx, k, s.path, cur)) return;
@@ -222,7 +226,8 @@ function move(ctx: StepContext, k: number, s: MoveStep): void {
     if (now && (same(now, s.post!) || supersededAt(ctx, k, s.to, now))) return;
     putStaged(ctx, s.staged, s.to, s.preTo, now);
   } else if (s.want) {
-    if (!s.post || !same(t.stat(s.to), s.post)) ctx.out.wants.push(s.want);
+    const placed = s.post && same(t.stat(s.to), s.post);
+    if (!placed && !replacedLater(ctx, k, s.to)) ctx.out.wants.push(s.want);
   } else if (s.pre?.type === "d") {
     ctx.out.problems.push(`${s.path}: not here to move to ${s.to}; its files will be fetched`);
   }
@@ -235,7 +240,8 @@ function attrs(ctx: StepContext, s: AttrsStep): void {
     if (s.want) ctx.out.wants.push(s.want);
     return;
   }
-  if (!same(cur, s.pre) && !same(cur, s.post)) {
+  const localMode = cur.type === "d" && cur.perm !== s.pre?.perm && cur.perm !== s.post.perm;
+  if ((!same(cur, s.pre) && !same(cur, s.post)) || localMode) {
     if (s.want) {
       keepAside(ctx, s.path); // changed since it was found to hold the content
       ctx.out.wants.push(s.want);
@@ -254,22 +260,37 @@ function attrs(ctx: StepContext, s: AttrsStep): void {
 
 /** True if `cur` at `path` is what a later step of the batch puts there (a recovery's re-run). */
 function supersededAt(ctx: StepContext, k: number, path: string, cur: Stat): boolean {
+  // A later step's entry, even if edited here since (same inode): the later step handles it.
+  const its = (e: Entry | null | undefined) => !!e && e.type === cur.type && e.ino === cur.ino;
   for (let j = k + 1; j < ctx.steps.length; j++) {
     const s = ctx.steps[j];
-    if (s.kind === "place" && s.path === path && same(cur, s.post)) return true;
+    if (s.kind === "place" && s.path === path && its(s.post)) return true;
     if (s.kind === "attrs" && s.path === path && same(cur, s.post)) return true;
-    if (s.kind === "move" && s.to === path && (same(cur, s.pre) || same(cur, s.post ?? null))) {
-      return true;
-    }
+    if (s.kind === "move" && s.to === path && (its(s.pre) || its(s.post))) return true;
   }
   return false;
 }
 
-/** True if a later step expects entry `e` (by inode): this step's effect was there before a crash. */
+/** True if a later step of the batch puts something at `path` or removes it. */
+function replacedLater(ctx: StepContext, k: number, path: string): boolean {
+  for (let j = k + 1; j < ctx.steps.length; j++) {
+    const s = ctx.steps[j];
+    if (s.kind === "place" || s.kind === "remove") {
+      if (s.path === path) return true;
+    } else if (s.kind === "move" && (s.to === path || s.path === path)) return true;
+  }
+  return false;
+}
+
+/**
+ * True if a later step expects entry `e` (by inode) and finds it where it
+ * expects it: this step's effect was there before a crash.
+ */
 function consumedLater(ctx: StepContext, k: number, e: Entry): boolean {
   for (let j = k + 1; j < ctx.steps.length; j++) {
-    const pre = ctx.steps[j].pre;
-    if (pre && pre.type === e.type && pre.ino === e.ino) return true;
+    const s = ctx.steps[j];
+    if (!s.pre || s.pre.type !== e.type || s.pre.ino !== e.ino) continue;
+    if (ctx.t.stat(s.path)?.ino === e.ino) return true;
   }
   return false;
 }
@@ -290,11 +311,27 @@ function makeParents(ctx: StepContext, path: string): void {
   }
 }
 
+const utf8 = new TextEncoder();
+
+/**
+ * `NAME.conflict-<host>-<UTC>[-n]` beside `path`: the host part made safe for
+ * a file name, and NAME shortened (on a character boundary) so that the whole
+ * name fits in the 255 bytes a directory entry allows.
+ */
+export function conflictName(path: string, host: string, stamp: string, n: number): string {
+  const slash = path.lastIndexOf("/");
+  const dir = path.slice(0, slash + 1);
+  const safeHost = host.replace(/[\/\0-\x1f]/g, "_").slice(0, 64) || "host";
+  const tail = `.conflict-${safeHost}-${stamp}${n === 1 ? "" : `-${n}`}`;
+  let name = path.slice(slash + 1);
+  while (name && utf8.encode(name + tail).length > 255) name = [...name].slice(0, -1).join("");
+  return `${dir}${name}${tail}`;
+}
+
 /** Moves the local entry at `path` to a conflict copy beside it (rule 4). */
 function keepAside(ctx: StepContext, path: string): void {
-  const base = `${path}.conflict-${ctx.host}-${ctx.stamp}`;
   for (let n = 1;; n++) {
-    const name = n === 1 ? base : `${base}-${n}`;
+    const name = conflictName(path, ctx.host, ctx.stamp, n);
     try {
       ctx.t.rename(path, name, true);
       ctx.out.kept.push(name);

@@ -193,7 +193,7 @@ function applyTxn(vol: Volume, { txn, records, frames }: LoadedTxn): TxnResult {
       }
       crashPoint(`step:${k + 1}`);
     });
-    setDirAttrs(t, txn.dirs, out);
+    setDirAttrs(vol, t, txn.dirs, out);
     crashPoint("steps");
     // A re-run after the records and index were committed (their one SQLite
     // transaction notes the KML's new end) does not do them twice.
@@ -222,12 +222,16 @@ function applyTxn(vol: Volume, { txn, records, frames }: LoadedTxn): TxnResult {
  * changed, deepest first (rsync -a does the same). Only metadata, only on
  * real directories: safe to repeat.
  */
-function setDirAttrs(t: Beneath, dirs: DirAttrs[], out: Outcome): void {
-  for (const [d, perm, sec, nsec] of dirs) {
+function setDirAttrs(vol: Volume, t: Beneath, dirs: DirAttrs[], out: Outcome): void {
+  for (const [d, perm, sec, nsec, ino] of dirs) {
     try {
       const st = t.stat(d);
       if (st?.type !== "d") continue;
-      if (st.perm !== perm) t.chmod(d, perm);
+      // Permissions only where they are this replica's record (a local chmod, a local
+      // directory merged into, keep theirs); the mtime is the holder's in any case.
+      const row = vol.state.getEntry(d);
+      const ours = row?.type === "d" ? st.perm === row.perm : st.ino === ino || ino < 0;
+      if (ours && st.perm !== perm) t.chmod(d, perm);
       t.setMtime(d, BigInt(sec) * 1_000_000_000n + BigInt(nsec));
     } catch (e) {
       if (!(e instanceof FsError)) throw e;
@@ -259,8 +263,10 @@ function finalize(vol: Volume, t: Beneath, txn: Txn, out: Outcome): void {
   for (const [p, e] of txn.rows) {
     const st = t.stat(p);
     if (e && st && (same(st, e) || (st.type === "d" && e.type === "d"))) {
-      state.putEntry(p, entryOf(st, e.digest, e.target));
-      if (e.digest) state.unwant(p);
+      // A directory's row keeps the holder's mode: a different one here is a local change.
+      const perm = st.type === "d" ? e.perm : st.perm;
+      state.putEntry(p, { ...entryOf(st, e.digest, e.target), perm });
+      if (e.digest && state.wantedAt(p)?.digest === e.digest) state.unwant(p);
     } else if (!e) {
       state.deleteEntry(p);
       state.unwant(p);
@@ -277,6 +283,10 @@ function finalize(vol: Volume, t: Beneath, txn: Txn, out: Outcome): void {
       ? { perm: e.perm, mtimeSec: e.mtimeSec, mtimeNsec: e.mtimeNsec }
       : {};
     state.want({ ...w, ...attrs });
+  }
+  for (const s of txn.steps) {
+    const w = s.kind === "attrs" && s.wantAttrs ? state.wantedAt(s.path) : undefined;
+    if (w && s.kind === "attrs") state.want({ ...w, ...s.wantAttrs });
   }
 }
 

@@ -218,6 +218,13 @@ export class State {
     ).all() as unknown as Wanted[];
   }
 
+  /** The content wanted at `path`, if any. */
+  wantedAt(path: string): Wanted | undefined {
+    return this.sql(
+      "SELECT path, digest, size, perm, mtime_s AS mtimeSec, mtime_ns AS mtimeNsec FROM wanted WHERE path = ?",
+    ).get(path) as unknown as Wanted | undefined;
+  }
+
   want(w: Wanted): void {
     this.sql("INSERT OR REPLACE INTO wanted VALUES (?, ?, ?, ?, ?, ?)")
       .run(w.path, w.digest, w.size, w.perm, w.mtimeSec, w.mtimeNsec);
