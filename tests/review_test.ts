@@ -1,7 +1,7 @@
 /**
- * Review of the apply engine (issue 7): each test reproduces a defect found by
- * attacking the engine or racing it as a user would. Tests here FAIL on the
- * code they were written against; the comment above each names the bug.
+ * Regressions from a review of the apply engine (issue 7): each test
+ * reproduces a defect found by attacking the engine or racing it as a user
+ * would (all fixed); the comment above each says what was wrong and where.
  */
 
 import { assert, assertEquals } from "./assert.ts";
@@ -40,7 +40,7 @@ function shape(root: string): Record<string, string> {
   return out;
 }
 
-// BUG 1 (scan order, src/capture/scan.ts diffTree `remove`): an entry that a
+// Was bug 1 (scan order, src/capture/scan.ts diffTree `remove`): an entry that a
 // directory rename brought to a path, then replaced there by another type, is
 // unlinked only by the final remove(""), i.e. AFTER the record that creates the
 // new entry. The holder's KML says "rename c -> log; symlink log/b; unlink log/b":
@@ -63,7 +63,7 @@ Deno.test("review 1: scan orders the unlink of a renamed-in entry after its repl
   assertEquals(shape(b), shape(a));
 });
 
-// BUG 2 (src/apply/steps.ts keepAside): the conflict copy's name is
+// Was bug 2 (src/apply/steps.ts keepAside): the conflict copy's name is
 // `${name}.conflict-<host>-<stamp>` without regard to NAME_MAX. For a legal
 // 240-byte name the rename fails with ENAMETOOLONG, the step fails, and so does
 // every later sync (exit 1 forever): the holder's version never arrives.
@@ -80,7 +80,7 @@ Deno.test("review 2: a conflict on a long file name is kept and the holder's ver
   assertEquals(kept.length, 1, "one conflict copy");
 });
 
-// BUG 3 (src/apply/steps.ts move(), the `s.pre?.type === "d"` branch, and
+// Was bug 3 (src/apply/steps.ts move(), the `s.pre?.type === "d"` branch, and
 // src/apply/plan.ts rename()): when the source directory of a holder's rename is
 // not on the replica (the user removed it), the step only reports "its files
 // will be fetched" — but nothing is made wanted: finalize() drops the rows and
@@ -102,7 +102,7 @@ Deno.test("review 3: a renamed directory the replica lacks arrives under its new
   assertEquals(listing(b)["e/f"]?.split(" ").at(-1), listing(a)["e/f"].split(" ").at(-1));
 });
 
-// BUG 4 (src/apply/txn.ts setDirAttrs, and same() in src/apply/steps.ts, which
+// Was bug 4 (src/apply/txn.ts setDirAttrs, and same() in src/apply/steps.ts, which
 // compares directories by inode only): a local permission change of a directory
 // (status lists it: "unpublished: setattr d") is reverted without a word when the
 // holder merely adds a file to that directory: the dir-attribute pass chmods
@@ -117,7 +117,7 @@ Deno.test("review 4: a local chmod of a directory survives the holder adding a f
   assertEquals(Deno.statSync(`${b}/d`).mode! & 0o7777, 0o700, "the local chmod was reverted");
 });
 
-// BUG 5 (src/apply/steps.ts remove(), rule 9): recovery re-runs a committed batch
+// Was bug 5 (src/apply/steps.ts remove(), rule 9): recovery re-runs a committed batch
 // from its first step. The holder replaced directory d by a file d: steps
 // "remove d/x, remove d (a directory), place d (file)". Killed after the steps;
 // the user then edits the new file d; the re-run's "remove d" finds a file that
@@ -134,10 +134,13 @@ Deno.test("review 5: an edit after a crash is not moved off a path the batch its
   Deno.writeTextFileSync(`${b}/d`, "beta edited d after the crash\n", { append: true });
   await cli(["sync", "-C", b, a]);
   await cli(["sync", "-C", b, a]);
-  assert(listing(b)["d"]?.startsWith("file "), `nothing at d: ${JSON.stringify(Object.keys(listing(b)))}`);
+  assert(
+    listing(b)["d"]?.startsWith("file "),
+    `nothing at d: ${JSON.stringify(Object.keys(listing(b)))}`,
+  );
 });
 
-// BUG 6 (scan order, src/capture/scan.ts Emitter.emitThrough): emitThrough takes
+// Was bug 6 (scan order, src/capture/scan.ts Emitter.emitThrough): emitThrough takes
 // rename k off the queue (next++) and only then handles the parents of its
 // target; handling a parent runs beforeChangeAt(parent), which re-enters
 // emitThrough and pushes LATER renames first. Here "rename m -> p/t" is emitted
@@ -166,7 +169,7 @@ Deno.test("review 6: scan emits a directory rename before a rename into it", asy
   assertEquals(shape(`${dir}/c`), shape(a), "a fresh clone differs from the holder");
 });
 
-// BUG 7 (src/apply/txn.ts finalize, `if (e.digest) state.unwant(p)`, rule 10):
+// Was bug 7 (src/apply/txn.ts finalize, `if (e.digest) state.unwant(p)`, rule 10):
 // content deferred at p stays wanted while the old version stays on disk with
 // its row. A later batch with only a Setattr of p (the holder's file went back
 // to the recorded content, or was just chmodded) plans an attrs step whose row
@@ -198,7 +201,7 @@ Deno.test("review 7: a chmod after a deferred store reaches the file when it arr
   assertEquals(listing(b)["p"], listing(a)["p"]);
 });
 
-// BUG 7b: the same loss without any race. B pulls the holder's "store p" through
+// Was a bug (7b: the same loss without any race. B pulls the holder's "store p" through
 // replica C, whose user has edited p since: B defers it (wanted). The holder then
 // only chmods p; that Setattr reaches B and unwants p. Syncing B with the holder
 // itself afterwards brings nothing: B keeps the old bytes for good.
@@ -218,7 +221,7 @@ Deno.test("review 7b: a relay's local edit plus a holder chmod make a replica fo
   assertEquals(Deno.readTextFileSync(`${b}/p`), "X2 from the holder\n", "B forgot the content");
 });
 
-// BUG 8 (src/apply/plan.ts Setattr case `if (!pre) break`, src/apply/txn.ts
+// Was bug 8 (src/apply/plan.ts Setattr case `if (!pre) break`, src/apply/txn.ts
 // finalize, rule 11): a want keeps the mode of the record that made it. B edited
 // b; the holder renamed b to log and chmodded it. B keeps its edit aside and
 // wants log (mode 0644 from the rename). With the records in separate
@@ -236,7 +239,7 @@ Deno.test("review 8: a Setattr of a wanted path in a later transaction is not lo
   assertEquals(listing(b)["log"], listing(a)["log"]);
 });
 
-// BUG 2b (same place: keepAside builds a path from the host name; `clone --host`
+// Was bug 2b (same place: keepAside builds a path from the host name; `clone --host`
 // accepts "be/ta"): the conflict copy's name has a slash in it, the rename fails
 // with ENOENT and every sync exits 1; the holder's version never arrives. (Were
 // there a directory "f.conflict-be", the local file would go into it.)
@@ -253,7 +256,7 @@ Deno.test("review 2b: a host name with a slash does not break every conflict", a
   assertEquals(Deno.readTextFileSync(`${b}/f`), "v2\n");
 });
 
-// BUG 9 (src/capture/scan.ts detectRenames + needsHash): renames are detected by
+// Was bug 9 (src/capture/scan.ts detectRenames + needsHash): renames are detected by
 // inode number alone, and a "renamed" file whose size and mtime match the old row
 // is not hashed. On ext4 a deleted file's inode is reused at once; a new file at
 // another path with the same size and mtime (cp -p, tar, rsync -t) is recorded as
@@ -275,14 +278,16 @@ Deno.test("review 9: a new file that reuses a deleted file's inode is not taken 
       reused = true;
     }
   }
-  for (const e of [...Deno.readDirSync(a)]) if (/^t\d+$/.test(e.name)) Deno.removeSync(`${a}/${e.name}`);
+  for (const e of [...Deno.readDirSync(a)]) {
+    if (/^t\d+$/.test(e.name)) Deno.removeSync(`${a}/${e.name}`);
+  }
   if (!reused) return console.log("review 9: this filesystem did not reuse the inode; not shown");
   Deno.utimeSync(`${a}/keep`, 1_700_000_000, 1_700_000_000); // same size, same mtime (cp -p)
   assertEquals((await cli(["sync", "-C", b, a])).code, 0);
   assertEquals(Deno.readTextFileSync(`${b}/keep`), "BBBB");
 });
 
-// BUG 10 (src/apply/steps.ts move(), the consumedLater() shortcut, rule 10): the
+// Was bug 10 (src/apply/steps.ts move(), the consumedLater() shortcut, rule 10): the
 // holder renames a to b and chmods b (records "rename a -> b", "setattr b"). B's
 // user has saved a the way editors do (a new inode). The move finds a source that
 // is not its `pre`, sees that a later step (the Setattr of b) expects `pre`'s
@@ -306,7 +311,7 @@ Deno.test("review 10: a rename plus chmod of a file the replica re-saved still d
   assertEquals(listing(b)["b"], listing(a)["b"], `the holder's b never arrived: ${kept}`);
 });
 
-// BUG 4b (src/apply/steps.ts place(), "a directory is already there: merge into
+// Was bug 4b (src/apply/steps.ts place(), "a directory is already there: merge into
 // it" does t.chmod(path, post.perm); setDirAttrs does the same): B's user keeps a
 // private directory (0700, a secret inside); the holder creates a directory of
 // the same name (0755). The sync merges and widens B's private directory to 0755,

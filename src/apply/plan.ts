@@ -89,7 +89,7 @@ export function planBatch(
   staged?: Map<number, Entry>,
   adopted?: Map<number, Entry | null>,
 ): Plan {
-  const view = new View((p) => vol.state.getEntry(p));
+  const view = new View((p) => vol.state.getEntry(p), (p) => vol.state.entriesUnder(p));
   const plan: Plan = {
     steps: [],
     needs: new Map(),
@@ -228,6 +228,12 @@ function rename(
   const fetch = want && !pre && (!staged || staged.has(i));
   if (fetch) plan.needs.set(i, { kind: "fetch", from: final! });
   const post = fetch ? { ...placeholder(i, "f"), digest: r.digest } : undefined;
+  // A directory's files, should the directory not be here to move: each is then wanted.
+  const wantsBelow = pre?.type === "d"
+    ? view.below(r.path).filter(([, e]) => e.type === "f" && e.digest).map(([q, e]) =>
+      wantedOfEntry(r.target + q.slice(r.path.length), e)
+    )
+    : [];
   plan.steps.push({
     kind: "move",
     i,
@@ -237,10 +243,23 @@ function rename(
     preTo,
     ...(fetch ? { staged: stagedName(i), post } : {}),
     ...(want ? { want } : {}),
+    ...(wantsBelow.length ? { wantsBelow } : {}),
   });
   view.makeParents(r.target);
   view.move(r.path, r.target);
   if (post) view.set(r.target, post);
+}
+
+/** What a file recorded as `e` asks for at `path`, should it not be here. */
+function wantedOfEntry(path: string, e: Entry): Wanted {
+  return {
+    path,
+    digest: e.digest,
+    size: e.size,
+    perm: e.perm,
+    mtimeSec: e.mtimeSec,
+    mtimeNsec: e.mtimeNsec,
+  };
 }
 
 /** The record's mtime as index fields. */

@@ -61,6 +61,8 @@ export interface MoveStep {
   post?: Entry;
   /** Content to ask for at `to` if neither the source nor staged content is here. */
   want?: Wanted;
+  /** A directory's files (at their new paths) to ask for if the directory is not here. */
+  wantsBelow?: Wanted[];
 }
 
 /** Sets permission bits and (files, symlinks) mtime: Setattr, a Mkdir on a directory, an adopted Store. */
@@ -228,8 +230,9 @@ function move(ctx: StepContext, k: number, s: MoveStep): void {
   } else if (s.want) {
     const placed = s.post && same(t.stat(s.to), s.post);
     if (!placed && !replacedLater(ctx, k, s.to)) ctx.out.wants.push(s.want);
-  } else if (s.pre?.type === "d") {
-    ctx.out.problems.push(`${s.path}: not here to move to ${s.to}; its files will be fetched`);
+  } else if (s.pre?.type === "d" && !replacedLater(ctx, k, s.to)) {
+    makeParents(ctx, `${s.to}/-`); // the directory itself; its files are wanted
+    ctx.out.wants.push(...(s.wantsBelow ?? []));
   }
 }
 

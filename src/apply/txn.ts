@@ -276,7 +276,7 @@ function finalize(vol: Volume, t: Beneath, txn: Txn, out: Outcome): void {
   }
   const rows = new Map(txn.rows);
   for (const w of [...txn.wants, ...out.wants]) {
-    if (state.getEntry(w.path)?.digest === w.digest) continue;
+    if (state.getEntry(w.path)?.digest === w.digest || rows.get(w.path) === null) continue;
     // Attributes set later in the batch belong to the wanted file too.
     const e = rows.get(w.path);
     const attrs = e?.type === "f" && e.digest === w.digest

@@ -58,7 +58,10 @@ export function checkSteps(
     if (!s || !KINDS.has(s.kind)) throw bad("unknown step");
     if (!Number.isInteger(s.i) || s.i < 0 || s.i >= records) throw bad("a step names no record");
     path(s.path);
-    if (s.kind === "move") path(s.to);
+    if (s.kind === "move") {
+      path(s.to);
+      for (const w of s.wantsBelow ?? []) path(w.path);
+    }
     const staged = "staged" in s ? s.staged : undefined;
     if (staged !== undefined && !STAGED_NAME.test(String(staged))) throw bad("bad staged name");
     for (const e of [s.pre, "post" in s ? s.post : null]) if (e) entry(e, bad);

@@ -40,8 +40,44 @@ export class View {
   private readonly cuts = new Set<string>();
   private renames = 0;
 
-  /** `indexed(p)` reads the index row of `p` as it was before the batch. */
-  constructor(private readonly indexed: (p: string) => Entry | undefined) {}
+  /**
+   * `indexed(p)` reads the index row of `p` as it was before the batch;
+   * `indexedBelow(p)` every row strictly below `p`.
+   */
+  constructor(
+    private readonly indexed: (p: string) => Entry | undefined,
+    private readonly indexedBelow: (p: string) => Iterable<[string, Entry]> = () => [],
+  ) {}
+
+  /** Every entry expected strictly below `p` now (from the index and the batch). */
+  below(p: string): [string, Entry][] {
+    const out = new Map<string, Entry>();
+    const from = this.origin(p);
+    if (from !== null) {
+      for (const [q, e] of this.indexedBelow(from)) {
+        const now = p + q.slice(from.length);
+        if (!this.overlay.has(now)) out.set(now, e);
+      }
+    }
+    for (const [q, e] of this.overlay) {
+      if (q !== p && isWithin(q, p)) e ? out.set(q, e) : out.delete(q);
+    }
+    return [...out];
+  }
+
+  /** Where `p` was before the batch, or null if the batch made or removed it (or an ancestor). */
+  private origin(p: string): string | null {
+    let q = p;
+    for (let k = this.history.length - 1; k >= 0; k--) {
+      const ev = this.history[k];
+      if ("cut" in ev) {
+        if (isWithin(q, ev.cut)) return null;
+      } else if (isWithin(q, ev.rename[1])) {
+        q = ev.rename[0] + q.slice(ev.rename[1].length);
+      }
+    }
+    return q;
+  }
 
   /** The entry expected at `p` now, or null if nothing is. */
   get(p: string): Entry | null {

@@ -40,7 +40,7 @@ export function diffTree(root: string, old: Map<string, Entry>, tree: WalkResult
   const { seen, unreadable, problems } = tree;
   const changes: Change[] = [];
   const updates = new Map<string, Entry | null>();
-  const renames = detectRenames(old, seen, updates);
+  const renames = detectRenames(root, old, seen, updates);
   const movedBy = new Map<string, number>(); // index path -> the rename that brought it there
   renames.forEach((r, k) => r.moved.forEach((q) => movedBy.set(q, k)));
   const hidden = (p: string) =>
@@ -181,11 +181,13 @@ class Emitter {
 }
 
 /**
- * Pairs paths that vanished with new paths of the same inode and type, in
- * path order so a directory is paired before anything inside it; rewrites
- * `old` as if each rename had already been applied.
+ * Pairs paths that vanished with new paths of the same inode and type (and,
+ * for a file, the same content: inodes are reused), in path order so a
+ * directory is paired before anything inside it; rewrites `old` as if each
+ * rename had already been applied.
  */
 function detectRenames(
+  root: string,
   old: Map<string, Entry>,
   seen: Map<string, Seen>,
   updates: Map<string, Entry | null>,
@@ -199,6 +201,7 @@ function detectRenames(
     const from = gone.get(s.ino);
     if (from === undefined || !old.has(from) || old.get(from)!.type !== s.type) continue;
     if (isWithin(p, from)) continue; // a directory cannot move inside itself
+    if (s.type === "f" && !sameContent(root, p, old.get(from)!)) continue; // a reused inode
     gone.delete(s.ino);
     const r: Rename = { from, to: p, change: renameChange(from, p, old.get(from)!), moved: [] };
     const moving = [...old.keys()].filter((q) => isWithin(q, from));
@@ -214,6 +217,15 @@ function detectRenames(
     renames.push(r);
   }
   return renames;
+}
+
+/** True if the file at `p` still has the content `e` recorded (a renamed file, not a new one). */
+function sameContent(root: string, p: string, e: Entry): boolean {
+  try {
+    return hashFile(`${root}/${p}`, e.size) === e.digest;
+  } catch {
+    return false;
+  }
 }
 
 /**
