@@ -261,6 +261,7 @@ function finalize(vol: Volume, t: Beneath, txn: Txn, out: Outcome): void {
     state.renameWanted(s.path, s.to);
   });
   for (const [p, e] of txn.rows) {
+    if (e && e.type !== "f") state.unwant(p); // the holder has no file there any more
     const st = t.stat(p);
     if (e && st && (same(st, e) || (st.type === "d" && e.type === "d"))) {
       // A directory's row keeps the holder's mode: a different one here is a local change.
