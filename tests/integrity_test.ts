@@ -234,3 +234,37 @@ Deno.test({
     assertEquals(log.at(-1)?.op, "setattr");
   },
 });
+
+Deno.test("hard links stay hard links: new names, content changed through one name, names removed", async () => {
+  const { dir, a, b } = await holderAndReplica({ "d/f": "one\n" });
+  Deno.linkSync(`${a}/d/f`, `${a}/d/g`);
+  Deno.mkdirSync(`${a}/e`);
+  Deno.linkSync(`${a}/d/f`, `${a}/e/h`);
+  let r = await cli(["sync", "-C", b, a, "--json"]);
+  assertEquals(r.code, 0, r.stderr);
+  const ino = (p: string) => Deno.lstatSync(p).ino;
+  assertEquals(ino(`${b}/d/g`), ino(`${b}/d/f`));
+  assertEquals(ino(`${b}/e/h`), ino(`${b}/d/f`));
+  assertEquals(json<{ fetched: number }[]>(r)[0].fetched, 0, "a link brings no content");
+  const log = json<{ op: string; path: string; target: string }[]>(
+    await cli(["log", "-C", a, "--json"]),
+  );
+  assert(log.some((e) => e.op === "link" && e.path === "e/h" && e.target === "d/f"));
+  // Content written through one name reaches every name, still one file.
+  Deno.writeTextFileSync(`${a}/e/h`, "two\n", { append: true });
+  r = await cli(["sync", "-C", b, a]);
+  assertEquals([r.code, r.stderr], [0, ""]);
+  assertEquals(Deno.readTextFileSync(`${b}/d/g`), "one\ntwo\n");
+  assertEquals(ino(`${b}/d/g`), ino(`${b}/d/f`));
+  assertEquals(ino(`${b}/e/h`), ino(`${b}/d/f`));
+  Deno.removeSync(`${a}/d/f`);
+  r = await cli(["sync", "-C", b, a]);
+  assertEquals([r.code, r.stderr], [0, ""]);
+  assertEquals(ino(`${b}/e/h`), ino(`${b}/d/g`));
+  assertEquals(listing(b), listing(a));
+  // A fresh clone links them too.
+  const c = `${dir}/c`;
+  assertEquals((await cli(["clone", a, c, "--host", "gamma"])).code, 0);
+  assertEquals(ino(`${c}/e/h`), ino(`${c}/d/g`));
+  assertEquals(listing(c), listing(a));
+});

@@ -130,6 +130,20 @@ export function planBatch(
         place(plan, view, i, p, pre, { ...placeholder(i, "f"), digest: r.digest });
         break;
       }
+      case Op.Link: {
+        if (!finals.has(i)) break;
+        const to = view.get(r.target);
+        if (to?.type === "f" && to.digest === r.digest && !(staged && staged.has(i))) {
+          plan.steps.push({ kind: "link", i, path: p, to: r.target, pre: view.get(p), post: to });
+          view.set(p, to);
+          break;
+        }
+        // The file it names is not here as recorded: its content travels instead.
+        if (staged && !staged.has(i)) break;
+        plan.needs.set(i, { kind: "fetch", from: finals.get(i)! });
+        place(plan, view, i, p, view.get(p), { ...placeholder(i, "f"), digest: r.digest });
+        break;
+      }
       case Op.Symlink:
         if (!finals.has(i)) break;
         plan.needs.set(i, { kind: "symlink" });
@@ -306,8 +320,13 @@ function holds(vol: Volume, t: Beneath, p: string, r: KmlRecord): Entry | null {
 /** Record index -> final path, for content records that survive the batch. */
 export function finalContent(records: KmlRecord[]): Map<number, string> {
   const current = new Map<string, number>();
+  const linkedTo = new Map<number, number>(); // a Link -> the content record it names
   records.forEach((r, i) => {
     switch (r.op) {
+      case Op.Link:
+        if (current.has(r.target)) linkedTo.set(i, current.get(r.target)!);
+        current.set(r.path, i);
+        break;
       case Op.Store:
       case Op.Symlink:
         current.set(r.path, i);
@@ -329,5 +348,11 @@ export function finalContent(records: KmlRecord[]): Map<number, string> {
         break;
     }
   });
-  return new Map([...current].map(([p, i]) => [i, p]));
+  const finals = new Map([...current].map(([p, i]) => [i, p]));
+  // The content a surviving Link names travels even if its first name did not survive:
+  // fetched where the link is, installed under the first name, linked, then moved or removed.
+  for (const [i, j] of linkedTo) {
+    if (finals.has(i) && !finals.has(j)) finals.set(j, finals.get(i)!);
+  }
+  return finals;
 }

@@ -78,7 +78,19 @@ export interface AttrsStep {
   wantAttrs?: { perm: number; mtimeSec: number; mtimeNsec: number };
 }
 
-export type Step = PlaceStep | RemoveStep | MoveStep | AttrsStep;
+/** Makes `path` another name of the file at `to` (Link). */
+export interface LinkStep {
+  kind: "link";
+  i: number;
+  path: string;
+  /** The existing name. */
+  to: string;
+  pre: Entry | null;
+  /** The file at `to` as planned (its inode is what `path` will be). */
+  post: Entry;
+}
+
+export type Step = PlaceStep | RemoveStep | MoveStep | AttrsStep | LinkStep;
 
 /** What running steps produced beyond the tree itself. */
 export interface Outcome {
@@ -99,6 +111,8 @@ export interface StepContext {
   stamp: string;
   steps: Step[];
   out: Outcome;
+  /** The content a link step asks for when it cannot link (from its record). */
+  wantOf?: (s: LinkStep) => Wanted;
 }
 
 /**
@@ -126,7 +140,28 @@ export function runStep(ctx: StepContext, k: number): void {
       return move(ctx, k, s);
     case "attrs":
       return attrs(ctx, s);
+    case "link":
+      return link(ctx, k, s);
   }
+}
+
+function link(ctx: StepContext, k: number, s: LinkStep): void {
+  const { t } = ctx;
+  const cur = t.stat(s.path);
+  if (cur?.type === "f" && cur.ino === s.post.ino) return; // linked before a crash
+  if (t.stat(s.to)?.ino !== s.post.ino) {
+    // The file is not there under its other name (changed here, or gone): ask for the content.
+    const r = ctx.wantOf?.(s);
+    if (r && !replacedLater(ctx, k, s.path)) ctx.out.wants.push(r);
+    return;
+  }
+  if (cur && supersededAt(ctx, k, s.path, cur)) return;
+  if (cur) clearFor(ctx, s.path, s.pre, cur, false);
+  makeParents(ctx, s.path);
+  const tmp = `${STAGING}/link-${k}`;
+  if (t.stat(tmp)) t.unlink(tmp);
+  t.link(s.to, tmp);
+  t.rename(tmp, s.path);
 }
 
 function place(ctx: StepContext, k: number, s: PlaceStep): void {
@@ -267,7 +302,7 @@ function supersededAt(ctx: StepContext, k: number, path: string, cur: Stat): boo
   const its = (e: Entry | null | undefined) => !!e && e.type === cur.type && e.ino === cur.ino;
   for (let j = k + 1; j < ctx.steps.length; j++) {
     const s = ctx.steps[j];
-    if (s.kind === "place" && s.path === path && its(s.post)) return true;
+    if ((s.kind === "place" || s.kind === "link") && s.path === path && its(s.post)) return true;
     if (s.kind === "attrs" && s.path === path && same(cur, s.post)) return true;
     if (s.kind === "move" && s.to === path && (its(s.pre) || its(s.post))) return true;
   }
@@ -278,7 +313,7 @@ function supersededAt(ctx: StepContext, k: number, path: string, cur: Stat): boo
 function replacedLater(ctx: StepContext, k: number, path: string): boolean {
   for (let j = k + 1; j < ctx.steps.length; j++) {
     const s = ctx.steps[j];
-    if (s.kind === "place" || s.kind === "remove") {
+    if (s.kind === "place" || s.kind === "remove" || s.kind === "link") {
       if (s.path === path) return true;
     } else if (s.kind === "move" && (s.to === path || s.path === path)) return true;
   }

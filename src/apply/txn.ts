@@ -177,6 +177,7 @@ function applyTxn(vol: Volume, { txn, records, frames }: LoadedTxn): TxnResult {
       stamp: txn.stamp,
       steps: txn.steps,
       out,
+      wantOf: (s) => wantedOf(vol, s.path, records[s.i]),
     };
     let applied = 0;
     txn.steps.forEach((s, k) => {

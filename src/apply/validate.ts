@@ -21,7 +21,7 @@ export function checkRecord(r: KmlRecord, from: string): void {
       return;
     }
     checkRelativePath(r.path);
-    if (r.op === Op.Rename) checkRelativePath(r.target);
+    if (r.op === Op.Rename || r.op === Op.Link) checkRelativePath(r.target);
     if (r.op === Op.Symlink && (r.target === "" || r.target.includes("\0"))) {
       throw new HostilePeerError("bad symlink target");
     }
@@ -31,7 +31,7 @@ export function checkRecord(r: KmlRecord, from: string): void {
 }
 
 const STAGED_NAME = /^[0-9]{1,2}\/[0-9]{1,9}$/;
-const KINDS = new Set(["place", "remove", "move", "attrs"]);
+const KINDS = new Set(["place", "remove", "move", "attrs", "link"]);
 
 /**
  * Throws FormatError (naming `file`) unless `steps` and `rows` are what the
@@ -58,6 +58,7 @@ export function checkSteps(
     if (!s || !KINDS.has(s.kind)) throw bad("unknown step");
     if (!Number.isInteger(s.i) || s.i < 0 || s.i >= records) throw bad("a step names no record");
     path(s.path);
+    if (s.kind === "link") path(s.to);
     if (s.kind === "move") {
       path(s.to);
       for (const w of s.wantsBelow ?? []) path(w.path);

@@ -28,6 +28,7 @@ export function capture(vol: Volume, scope?: Iterable<string>): CaptureResult {
     ? scanScope(vol.root, {
       get: (p) => vol.state.getEntry(p),
       under: (d) => vol.state.entriesUnder(d),
+      withInode: (ino) => vol.state.entriesWithInode(ino),
     }, scope)
     : scan(vol.root, vol.state.loadIndex());
   if (found.changes.length > 0 || found.updates.size > 0) {

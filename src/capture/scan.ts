@@ -11,7 +11,7 @@ import type { Change } from "../kml/record.ts";
 import { NO_DIGEST, Op } from "../kml/record.ts";
 import { type Entry, entryOf } from "../volume/state.ts";
 import { hashFile } from "../fs/hash.ts";
-import { mtimeNsOf, sameMtime, typeBits } from "../fs/stat.ts";
+import { lstatNs, mtimeNsOf, sameMtime, typeBits } from "../fs/stat.ts";
 import { isWithin, parentOf } from "../fs/paths.ts";
 import { groupName, userName } from "../fs/owners.ts";
 import { type Seen, walk, type WalkResult } from "./walk.ts";
@@ -36,8 +36,14 @@ export function scan(root: string, index: Map<string, Entry>): ScanResult {
  * same part of the volume (consumed). Full scans and the scoped scans of
  * lento share it, so both capture paths produce the same records.
  */
-export function diffTree(root: string, old: Map<string, Entry>, tree: WalkResult): ScanResult {
+export function diffTree(
+  root: string,
+  old: Map<string, Entry>,
+  tree: WalkResult,
+  sameInode: (ino: number) => Iterable<[string, Entry]> = indexByInode(old),
+): ScanResult {
   const { seen, unreadable, problems } = tree;
+  const links = new HardLinks(root, sameInode, seen);
   const changes: Change[] = [];
   const updates = new Map<string, Entry | null>();
   const renames = detectRenames(root, old, seen, updates);
@@ -73,7 +79,9 @@ export function diffTree(root: string, old: Map<string, Entry>, tree: WalkResult
     const s = seen.get(p)!;
     if (gone.has(p)) remove(p); // replaced by an entry of another type
     const before = old.get(p);
+    const first = s.type === "f" && s.nlink > 1 ? links.first(s.ino, p) : p;
     if (before && unchanged(before, s)) return; // the common case: nothing to hash or write
+    if (first !== p) return linkTo(p, s, before, first);
     const entry = toEntry(s, before);
     if (s.type === "f" && needsHash(s, before, movedBy.has(p))) {
       try {
@@ -89,12 +97,99 @@ export function diffTree(root: string, old: Map<string, Entry>, tree: WalkResult
     }
     const c = diffEntry(p, s, entry, before);
     if (c) changes.push(c);
+    if (c?.op === Op.Store) links.changed(p);
     if (c || !before || !sameEntry(before, entry)) updates.set(p, entry);
+  };
+
+  /**
+   * `p` is another name of the file first seen at `first`: a Link record if it
+   * is new here or the file's content changed (the receiver installs the new
+   * content under one name and links the others to it); attribute changes go
+   * with the first name's record.
+   */
+  const linkTo = (p: string, s: Seen, before: Entry | undefined, first: string) => {
+    const prim = updates.get(first) ?? old.get(first) ?? links.row(first);
+    if (!prim || prim.type !== "f" || !prim.digest) return; // not recorded (yet): nothing to link to
+    const entry = { ...toEntry(s, before), digest: prim.digest };
+    if (!before || before.ino !== s.ino || links.hasChanged(first)) {
+      changes.push({
+        ...change(Op.Link, p),
+        target: first,
+        mode: typeBits("f") | s.perm,
+        size: s.size,
+        mtimeNs: mtimeNsOf(s),
+        digest: prim.digest,
+        ...ownerOf(s),
+      });
+    }
+    updates.set(p, entry);
   };
   for (const p of seen.keys()) order.handle(p);
   order.flush();
   remove("");
   return { changes, updates, problems };
+}
+
+/** Index rows by inode, built once when a scan first meets a hard-linked file. */
+function indexByInode(old: Map<string, Entry>): (ino: number) => Iterable<[string, Entry]> {
+  let byIno: Map<number, [string, Entry][]> | undefined;
+  return (ino) => {
+    if (!byIno) {
+      byIno = new Map();
+      for (const [p, e] of old) {
+        if (e.type !== "f") continue;
+        if (!byIno.has(e.ino)) byIno.set(e.ino, []);
+        byIno.get(e.ino)!.push([p, e]);
+      }
+    }
+    return byIno.get(ino) ?? [];
+  };
+}
+
+/**
+ * The names of hard-linked files (more than one link) met by a scan: the
+ * first one met of each inode (or, for a scoped scan, one the index knows
+ * that is still that inode on disk) is the one the others link to.
+ */
+class HardLinks {
+  private readonly firsts = new Map<number, string>();
+  private readonly rows = new Map<string, Entry>();
+  private readonly stored = new Set<string>();
+
+  constructor(
+    private readonly root: string,
+    private readonly sameInode: (ino: number) => Iterable<[string, Entry]>,
+    private readonly seen: Map<string, Seen>,
+  ) {}
+
+  /** The name `p`'s file (inode `ino`) is recorded under first. */
+  first(ino: number, p: string): string {
+    const known = this.firsts.get(ino);
+    if (known !== undefined) return known;
+    for (const [q, e] of this.sameInode(ino)) {
+      // Names this scan meets itself are taken in the order it meets them.
+      if (this.seen.has(q) || lstatNs(`${this.root}/${q}`)?.ino !== ino) continue;
+      this.rows.set(q, e);
+      this.firsts.set(ino, q);
+      return q;
+    }
+    this.firsts.set(ino, p);
+    return p;
+  }
+
+  /** The index row of a first name met only in the index. */
+  row(p: string): Entry | undefined {
+    return this.rows.get(p);
+  }
+
+  /** The file's content under its first name `p` was recorded anew by this scan. */
+  changed(p: string): void {
+    this.stored.add(p);
+  }
+
+  hasChanged(p: string): boolean {
+    return this.stored.has(p);
+  }
 }
 
 /** A detected rename and the index paths (after it) it moved. */

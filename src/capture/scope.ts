@@ -20,6 +20,8 @@ export interface IndexView {
   get(path: string): Entry | undefined;
   /** Every row strictly below directory `dir`. */
   under(dir: string): Iterable<[string, Entry]>;
+  /** Every row of a file with inode `ino` (other names of a hard-linked file). */
+  withInode?(ino: number): Iterable<[string, Entry]>;
 }
 
 /** Scans only `paths` (volume-relative) of the volume at `root`. */
@@ -45,7 +47,7 @@ export function scanScope(root: string, index: IndexView, paths: Iterable<string
       for (const [q, e] of index.under(p)) old.set(q, e);
     }
   }
-  return diffTree(root, old, tree);
+  return diffTree(root, old, tree, index.withInode?.bind(index));
 }
 
 /**

@@ -67,6 +67,7 @@ function replay(want: Map<string, Recorded>, r: KmlRecord): void {
   const none = { size: 0, mtimeNs: 0n, digest: "", target: "" };
   switch (r.op) {
     case Op.Store:
+    case Op.Link: // another name of the file: its content, mode and mtime
       want.set(r.path, {
         ...none,
         type: "f",

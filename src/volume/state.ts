@@ -144,6 +144,13 @@ export class State {
     return r && entryOfRow(r);
   }
 
+  /** Every file row with inode `ino` (the names of a hard-linked file). */
+  entriesWithInode(ino: number): [string, Entry][] {
+    return this.rows("WHERE ino = ? AND type = 'f'", [String(ino)]).map((
+      r,
+    ) => [r[0], entryOfRow(r)]);
+  }
+
   /** Every row strictly below directory `dir`. */
   entriesUnder(dir: string): [string, Entry][] {
     return this.rows("WHERE path >= ? AND path < ?", [dir + "/", dir + "0"])
