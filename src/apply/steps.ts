@@ -100,6 +100,8 @@ export interface Outcome {
   wants: Wanted[];
   /** Move steps (by number) that took place, or had before a crash. */
   moved: Set<number>;
+  /** Directories the holder removed that stay, holding files of this replica's own. */
+  keptDirs: Set<string>;
   problems: string[];
 }
 
@@ -228,8 +230,10 @@ function remove(ctx: StepContext, k: number, s: RemoveStep): void {
     try {
       t.rmdir(s.path);
     } catch (e) {
-      // Files of this replica's own are in it: it stays (status lists them).
+      // Files of this replica's own are in it: it stays (status lists them), still indexed
+      // as the holder's directory it was, so a later record about it applies as usual.
       if (!(e instanceof FsError && e.code === "ENOTEMPTY")) throw e;
+      ctx.out.keptDirs.add(s.path);
     }
     return;
   }

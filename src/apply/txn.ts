@@ -170,7 +170,13 @@ export function splitFrames(all: Uint8Array): Uint8Array[] {
 function applyTxn(vol: Volume, { txn, records, frames }: LoadedTxn): TxnResult {
   const t = Beneath.open(vol.root);
   try {
-    const out: Outcome = { kept: [], wants: [], moved: new Set(), problems: [] };
+    const out: Outcome = {
+      kept: [],
+      wants: [],
+      moved: new Set(),
+      keptDirs: new Set(),
+      problems: [],
+    };
     const ctx: StepContext = {
       t,
       host: vol.config.hostName,
@@ -270,7 +276,7 @@ function finalize(vol: Volume, t: Beneath, txn: Txn, out: Outcome): void {
       state.putEntry(p, { ...entryOf(st, e.digest, e.target), perm });
       if (e.digest && state.wantedAt(p)?.digest === e.digest) state.unwant(p);
     } else if (!e) {
-      state.deleteEntry(p);
+      if (!out.keptDirs.has(p)) state.deleteEntry(p);
       state.unwant(p);
     } else if (!same(st, state.getEntry(p) ?? null)) {
       state.deleteEntry(p); // a local change is there (or nothing): no row, it is not ours

@@ -92,7 +92,7 @@ function install(
   t.chmod(tmp, w.perm);
   t.setMtime(tmp, BigInt(w.mtimeSec) * 1_000_000_000n + BigInt(w.mtimeNsec));
   const post = entryOf(t.stat(tmp)!, w.digest, "");
-  const out: Outcome = { kept: [], wants: [], moved: new Set(), problems: [] };
+  const out: Outcome = { kept: [], wants: [], moved: new Set(), keptDirs: new Set(), problems: [] };
   const ctx: StepContext = {
     t,
     host: vol.config.hostName,
