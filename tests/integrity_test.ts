@@ -268,3 +268,16 @@ Deno.test("hard links stay hard links: new names, content changed through one na
   assertEquals(ino(`${c}/e/h`), ino(`${c}/d/g`));
   assertEquals(listing(c), listing(a));
 });
+
+Deno.test("a file the replica edited and the holder renamed: the edit is kept, the holder's file arrives at its new name", async () => {
+  const { a, b } = await holderAndReplica({ c: "holder's c\n" });
+  put(`${b}/c`, "beta's edit of c\n");
+  Deno.renameSync(`${a}/c`, `${a}/moved`);
+  const r = await cli(["sync", "-C", b, a]);
+  assertEquals(r.code, 3, r.stderr);
+  const copies = conflicts(b, "c");
+  assertEquals(copies.length, 1, "the edit is a conflict copy, not moved along silently");
+  assertEquals(Deno.readTextFileSync(`${b}/${copies[0]}`), "beta's edit of c\n");
+  assertEquals(Deno.readTextFileSync(`${b}/moved`), "holder's c\n");
+  assert(!listing(b)["c"]);
+});
