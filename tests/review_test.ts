@@ -11,13 +11,6 @@ import { capture } from "../src/capture/capture.ts";
 import { pull } from "../src/sync/pull.ts";
 import { localPeer } from "../src/sync/peer.ts";
 
-/** Names of conflict copies of `name` in directory `dir`. */
-function conflicts(dir: string, name: string): string[] {
-  return [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) =>
-    n.startsWith(`${name}.conflict-`)
-  );
-}
-
 async function holderAndReplica(setup: (a: string) => void) {
   const p = await pair();
   setup(p.a);

@@ -363,7 +363,8 @@ const utf8 = new TextEncoder();
 export function conflictName(path: string, host: string, stamp: string, n: number): string {
   const slash = path.lastIndexOf("/");
   const dir = path.slice(0, slash + 1);
-  const safeHost = host.replace(/[\/\0-\x1f]/g, "_").slice(0, 64) || "host";
+  const safeHost = [...host].map((c) => c === "/" || c < " " ? "_" : c).join("").slice(0, 64) ||
+    "host";
   const tail = `.conflict-${safeHost}-${stamp}${n === 1 ? "" : `-${n}`}`;
   let name = path.slice(slash + 1);
   while (name && utf8.encode(name + tail).length > 255) name = [...name].slice(0, -1).join("");
