@@ -59,6 +59,12 @@ const SYMBOLS = {
   linkat: { parameters: ["i32", "buffer", "i32", "buffer", "i32"], result: "i32" },
   readlinkat: { parameters: ["i32", "buffer", "buffer", "usize"], result: "isize" },
   fchownat: { parameters: ["i32", "buffer", "u32", "u32", "i32"], result: "i32" },
+  ftruncate: { parameters: ["i32", "i64"], result: "i32" },
+  pwrite: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
+  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  /** poll(2) on this thread (the lento hand-off waits in the synchronous sync path). */
+  pollSync: { name: "poll", parameters: ["buffer", "u64", "i32"], result: "i32" },
 } as const;
 
 /** The loaded symbols' type. */

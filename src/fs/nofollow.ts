@@ -13,6 +13,7 @@
  */
 
 import { MetadataError } from "../errors.ts";
+import { errno, libc } from "./libc.ts";
 
 /** What a metadata path must be. */
 export type MetaKind = "file" | "directory" | "socket";
@@ -118,21 +119,6 @@ const LOCK_EX = 2;
 const LOCK_NB = 4;
 const ELOOP = 40;
 
-const SYMBOLS = {
-  open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
-  flock: { parameters: ["i32", "i32"], result: "i32" },
-  close: { parameters: ["i32"], result: "i32" },
-  ftruncate: { parameters: ["i32", "i64"], result: "i32" },
-  pwrite: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
-  __errno_location: { parameters: [], result: "pointer" },
-} as const;
-
-let lib: Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] | undefined;
-function libc() {
-  lib ??= Deno.dlopen("libc.so.6", SYMBOLS).symbols;
-  return lib;
-}
-
 /**
  * Takes an exclusive flock(2) on the lock file `path` (created if missing,
  * never through a symlink) without waiting, then replaces its content with
@@ -142,9 +128,9 @@ function libc() {
 export function tryLockNoFollow(path: string, content?: string): (() => void) | null {
   checkMeta(path);
   const c = new TextEncoder().encode(path + "\0");
-  const fd = libc().open(c, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o644);
+  const fd = libc().openMode(c, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o644);
   if (fd < 0) {
-    const e = new Deno.UnsafePointerView(libc().__errno_location()!).getInt32();
+    const e = errno();
     if (e === ELOOP) throw unsafe(path, "symlink", "file");
     checkMeta(path); // names a foreign file put there meanwhile
     throw new MetadataError(path, `cannot open lock file ${path} (errno ${e})`);

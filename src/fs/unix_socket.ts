@@ -9,6 +9,8 @@
  * @module
  */
 
+import { errno, libc } from "./libc.ts";
+
 const O_NOFOLLOW = 0o400000;
 const O_CLOEXEC = 0o2000000;
 const O_PATH = 0o10000000;
@@ -23,28 +25,6 @@ const SOCK_CLOEXEC = 0o2000000;
 const POLLIN = 1;
 const EINTR = 4;
 const EAGAIN = 11;
-
-const SYMBOLS = {
-  open: { parameters: ["buffer", "i32"], result: "i32" },
-  close: { parameters: ["i32"], result: "i32" },
-  statx: { parameters: ["i32", "buffer", "i32", "u32", "buffer"], result: "i32" },
-  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
-  connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
-  write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
-  read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
-  poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
-  __errno_location: { parameters: [], result: "pointer" },
-} as const;
-
-let lib: Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] | undefined;
-function libc() {
-  lib ??= Deno.dlopen("libc.so.6", SYMBOLS).symbols;
-  return lib;
-}
-
-function errno(): number {
-  return new Deno.UnsafePointerView(libc().__errno_location()!).getInt32();
-}
 
 function cString(s: string): Uint8Array<ArrayBuffer> {
   return new TextEncoder().encode(s + "\0") as Uint8Array<ArrayBuffer>;
@@ -97,7 +77,7 @@ function exchange(s: number, via: string, request: string, deadline: number): st
     view.setInt32(0, s, true);
     view.setInt16(4, POLLIN, true);
     view.setInt16(6, 0, true);
-    const ready = libc().poll(pfd, 1n, Math.min(left, 1000));
+    const ready = libc().pollSync(pfd, 1n, Math.min(left, 1000));
     if (ready < 0 && errno() !== EINTR) return null;
     if (ready <= 0) continue;
     const n = Number(libc().read(s, reply.subarray(got), BigInt(reply.length - got)));
