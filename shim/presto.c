@@ -148,6 +148,12 @@ static void presto_ring_zero(struct presto_reader *r, u64 pos, u32 len)
 	presto_ring_put(r, pos, zeros, len);
 }
 
+static inline u32 presto_free_locked(struct presto_reader *r)
+{
+	lockdep_assert_held(&r->lock);
+	return r->size - (u32)(r->head - r->tail);
+}
+
 /* Append one record; the caller checked that it fits.  [lock] */
 static void presto_write_locked(struct presto_reader *r, u8 type, u16 flags,
 				u16 mode, u64 ino, u64 aux,
@@ -157,6 +163,11 @@ static void presto_write_locked(struct presto_reader *r, u8 type, u16 flags,
 	struct presto_event ev = {};
 	u32 rec_len = presto_rec_len(len1, len2);
 	u64 pos = r->head;
+
+	lockdep_assert_held(&r->lock);
+	/* Never over unread records: a caller that did not check is a bug. */
+	if (WARN_ON_ONCE(rec_len > presto_free_locked(r)))
+		return;
 
 	ev.rec_len = rec_len;
 	ev.magic = PRESTO_MAGIC;
@@ -189,19 +200,17 @@ static void presto_write_locked(struct presto_reader *r, u8 type, u16 flags,
 	r->queued++;
 }
 
-static inline u32 presto_free_locked(struct presto_reader *r)
-{
-	return r->size - (u32)(r->head - r->tail);
-}
-
 /*
- * Invariant: after every write at least one OVERFLOW record's worth of ring
- * (presto_rec_len(0, 0): a header plus the empty path's NUL, aligned) stays
- * free, so a pending OVERFLOW record can always be queued.  [lock]
+ * Queue the pending OVERFLOW record if it fits.  Event writers keep one
+ * OVERFLOW record's worth of ring (presto_rec_len(0, 0)) free, but a read
+ * that flushed it and then failed (a buffer too small for the next record, a
+ * bad user pointer) consumed nothing: the loss then stays pending until the
+ * reader has made room, and is reported, exactly, after what it read.  [lock]
  */
 static void presto_flush_overflow_locked(struct presto_reader *r)
 {
-	if (!r->pending_lost)
+	lockdep_assert_held(&r->lock);
+	if (!r->pending_lost || presto_free_locked(r) < presto_rec_len(0, 0))
 		return;
 	presto_write_locked(r, PRESTO_EV_OVERFLOW, 0, 0, 0, r->pending_lost,
 			    "", 0, NULL, 0);
@@ -210,6 +219,7 @@ static void presto_flush_overflow_locked(struct presto_reader *r)
 
 static inline void presto_lose_locked(struct presto_reader *r)
 {
+	lockdep_assert_held(&r->lock);
 	r->pending_lost++;
 	r->lost_total++;
 }
@@ -222,6 +232,7 @@ static bool presto_queue_locked(struct presto_reader *r, u8 type, u16 flags,
 	u32 need = presto_rec_len(len1, len2) + presto_rec_len(0, 0);
 	u32 avail = presto_free_locked(r);
 
+	lockdep_assert_held(&r->lock);
 	if (r->pending_lost)
 		need += presto_rec_len(0, 0);
 	if (avail < need) {
@@ -604,22 +615,14 @@ static const struct fsnotify_ops presto_fsnotify_ops = {
 
 /* ---- arm / disarm ---------------------------------------------------- */
 
-/* [arm_mutex] */
-static void presto_disarm_locked(struct presto_reader *r)
+/* Back to unarmed: the ring and tables go.  No mark is attached.  [arm_mutex] */
+static void presto_teardown_locked(struct presto_reader *r)
 {
-	struct presto_mark *m = r->mark;
 	u8 *ring;
 	u64 *modtab;
 	char *scratch;
 
-	if (!m)
-		return;
-	fsnotify_destroy_mark(&m->fsn, r->group);
-	fsnotify_put_mark(&m->fsn);
-	/* After this no handler runs for the mark and free_mark has run. */
-	fsnotify_wait_marks_destroyed();
-	r->mark = NULL;
-
+	lockdep_assert_held(&r->arm_mutex);
 	mutex_lock(&r->read_mutex);
 	spin_lock(&r->lock);
 	r->armed = false;
@@ -643,6 +646,22 @@ static void presto_disarm_locked(struct presto_reader *r)
 	path_put(&r->root);
 	r->root.mnt = NULL;
 	r->root.dentry = NULL;
+}
+
+/* [arm_mutex] */
+static void presto_disarm_locked(struct presto_reader *r)
+{
+	struct presto_mark *m = r->mark;
+
+	lockdep_assert_held(&r->arm_mutex);
+	if (!m)
+		return;
+	fsnotify_destroy_mark(&m->fsn, r->group);
+	fsnotify_put_mark(&m->fsn);
+	/* After this no handler runs for the mark and free_mark has run. */
+	fsnotify_wait_marks_destroyed();
+	r->mark = NULL;
+	presto_teardown_locked(r);
 }
 
 static long presto_arm(struct presto_reader *r, void __user *uarg)
@@ -722,17 +741,9 @@ static long presto_arm(struct presto_reader *r, void __user *uarg)
 		/* Never attached: the put frees it through free_mark. */
 		fsnotify_put_mark(&m->fsn);
 		fsnotify_wait_marks_destroyed();
-		spin_lock(&r->lock);
-		r->armed = false;
-		r->ring = NULL;
-		r->modtab = NULL;
-		r->scratch = NULL;
-		r->size = 0;
-		spin_unlock(&r->lock);
-		r->root.mnt = NULL;
-		r->root.dentry = NULL;
-		m = NULL;
-		goto out_unlock;
+		presto_teardown_locked(r);	/* frees ring, tables, root */
+		mutex_unlock(&r->arm_mutex);
+		return err;
 	}
 	r->mark = m;
 	mutex_unlock(&r->arm_mutex);
@@ -859,7 +870,10 @@ static ssize_t presto_read(struct file *file, char __user *buf, size_t count,
 		spin_unlock(&r->lock);
 	}
 	mutex_unlock(&r->read_mutex);
-	return err ? err : n;
+	/* Not "err ? err : n": with n a u32 that would be -EFAULT as a huge count. */
+	if (err)
+		return err;
+	return n;
 }
 
 static __poll_t presto_poll(struct file *file, poll_table *wait)

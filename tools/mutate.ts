@@ -147,6 +147,24 @@ export const MUTANTS: Mutant[] = [
     run: { qemu: true },
     timeoutS: 1200,
   },
+  {
+    name: "presto-overflow-flush-unchecked",
+    why: "read() queues the pending OVERFLOW record without checking it fits (over unread records)",
+    file: "shim/presto.c",
+    find: "if (!r->pending_lost || presto_free_locked(r) < presto_rec_len(0, 0))",
+    replace: "if (!r->pending_lost)",
+    run: { qemu: true },
+    timeoutS: 1200,
+  },
+  {
+    name: "presto-read-error-as-count",
+    why: "read() returns -EFAULT through a u32: a huge byte count instead of an error",
+    file: "shim/presto.c",
+    find: "\tif (err)\n\t\treturn err;\n\treturn n;",
+    replace: "\treturn err ? err : n;",
+    run: { qemu: true },
+    timeoutS: 1200,
+  },
   // ---- the apply engine and pull (src/apply/*, src/sync/pull.ts) -------------
   {
     name: "stage-digest-unchecked",

@@ -517,6 +517,65 @@ static void overflow88(const char *vol)
 	close(fd);
 }
 
+/*
+ * Reads that fail during a flood consume nothing: one with a buffer too small
+ * for the next record (EINVAL) and one with a bad user pointer (EFAULT),
+ * alternating while a 4 KiB ring overflows.  Each may queue the pending
+ * OVERFLOW record before failing; the next loss must then stay pending rather
+ * than be written over unread records.  Afterwards every event is either read
+ * or counted in an OVERFLOW record, exactly, and nothing is malformed.
+ */
+#define HOSTILE_FILES 400
+static struct evlist hostl = { .name = "hostile" };
+
+static void hostile_reads(const char *vol)
+{
+	int fd = open(PRESTO_DEVICE, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	int i, normal = 0, einval = 0, efault = 0, other = 0, other_errno = 0;
+	/* An address no process can write: the kernel's copy faults. */
+	void *volatile bad = (void *)8;
+	uint64_t lost = 0, t0 = now_ns();
+	char name[64], small[60];	/* >= a header, < one 88-byte record */
+	ssize_t n;
+
+	xcall(mkdir("hr", 0755), "mkdir hr");
+	if (fd < 0 || arm(fd, vol, PRESTO_RING_MIN, 0))
+		die("hostile arm");
+	for (i = 0; i < HOSTILE_FILES; i++) {
+		snprintf(name, sizeof(name), "hr/f%04d_%.23s", i,
+			 "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+		write_file(name, NULL, O_CREAT);
+		if (i % 3 == 1) {
+			n = read(fd, small, sizeof(small));
+			if (n < 0 && errno == EINVAL)
+				einval++;
+			else
+				other++, other_errno = n < 0 ? errno : (int)-n;
+		} else if (i % 3 == 2) {
+			errno = 0;
+			n = read(fd, bad, 4096);
+			if (n < 0 && errno == EFAULT)
+				efault++;
+			else
+				other++, other_errno = n < 0 ? errno : -1;
+		}
+	}
+	drain(fd, &hostl, t0, 1 << 16);
+	for (i = 0; i < hostl.n; i++) {
+		if (hostl.ev[i].type == PRESTO_EV_OVERFLOW)
+			lost += hostl.ev[i].aux;
+		else if (hostl.ev[i].type == PRESTO_EV_CREATE)
+			normal++;
+	}
+	check(!hostl.bad && !other && normal + lost == HOSTILE_FILES &&
+	      einval > 100 && efault > 100, "hostile-reads",
+	      "read %d + lost %llu of %d events, malformed %d, EINVAL %d, EFAULT %d, other %d (%d)",
+	      normal, (unsigned long long)lost, HOSTILE_FILES, hostl.bad,
+	      einval, efault, other, other_errno);
+	check(dmesg_clean(), "hostile-reads-dmesg-clean", NULL);
+	close(fd);
+}
+
 /* ---- the test -------------------------------------------------------- */
 
 static struct evlist mainl = { .name = "main" };
@@ -832,6 +891,7 @@ int main(int argc, char **argv)
 	      "n=%d", ovl.n);
 
 	overflow88(vol);
+	hostile_reads(vol);
 
 	stress(vol);
 
