@@ -41,6 +41,7 @@
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
+#include <linux/version.h>
 #include <linux/module.h>
 #include <linux/miscdevice.h>
 #include <linux/fs.h>
@@ -735,8 +736,13 @@ static long presto_arm(struct presto_reader *r, void __user *uarg)
 	m->fsn.mask = mask;
 	m->reader = r;
 	atomic_inc(&presto_live_marks);
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 9, 0)
+	/* 6.9 takes the object itself and keeps sb marks in s_fsnotify_info. */
+	err = fsnotify_add_mark(&m->fsn, root.dentry->d_sb, FSNOTIFY_OBJ_TYPE_SB, 0);
+#else
 	err = fsnotify_add_mark(&m->fsn, &root.dentry->d_sb->s_fsnotify_marks,
 				FSNOTIFY_OBJ_TYPE_SB, 0, NULL);
+#endif
 	if (err) {
 		/* Never attached: the put frees it through free_mark. */
 		fsnotify_put_mark(&m->fsn);
@@ -931,7 +937,9 @@ static const struct file_operations presto_fops = {
 	.poll		= presto_poll,
 	.unlocked_ioctl	= presto_ioctl,
 	.compat_ioctl	= compat_ptr_ioctl,
-	.llseek		= no_llseek,
+#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 12, 0)
+	.llseek		= no_llseek,	/* 6.12: no .llseek already means -ESPIPE */
+#endif
 };
 
 static struct miscdevice presto_misc = {

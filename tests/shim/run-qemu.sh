@@ -14,6 +14,10 @@
 #   PRESTO_QEMU_TIMEOUT   seconds allowed for the guest (default 300)
 #   PRESTO_TOTAL_TIMEOUT  seconds allowed for everything (default 1800)
 #   PRESTO_KEEP=1         keep the work directory
+#   PRESTO_KERNEL=trixie  test on Debian 13's kernel instead of the host's
+#                         Debian 12 one: its headers need Debian 13's compiler
+#                         and glibc, so a Debian 13 chroot made with debootstrap
+#                         (cached in $PRESTO_CACHE/trixie) builds the module
 # Exit status: 0 all guest checks passed; 1 otherwise (or on timeout).
 set -euo pipefail
 
@@ -55,9 +59,38 @@ if ((${#missing[@]})); then
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >&2
 fi
 
+# ---- Debian 13 chroot (PRESTO_KERNEL=trixie) -------------------------------
+chroot_dir=
+in_build() { "$@"; }
+if [[ ${PRESTO_KERNEL:-} == trixie ]]; then
+	chroot_dir=$cache/trixie/root
+	if [[ ! -f $chroot_dir/.complete ]]; then
+		command -v debootstrap >/dev/null || { apt_update; apt-get install -y -qq debootstrap </dev/null >&2; }
+		# The mirror apt uses here (a deb822 URIs: line, or a one-line deb entry).
+		mirror=$(grep -h -o -E '^(URIs: *|deb +)https?://[^ ]+' /etc/apt/sources.list \
+			/etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list 2>/dev/null |
+			sed -E 's/^(URIs: *|deb +)//' | sed -n 1p) || true
+		[[ -n $mirror ]] || fail "cannot find Debian's mirror in /etc/apt"
+		rm -rf "$chroot_dir"
+		mkdir -p "$chroot_dir"
+		log "debootstrap trixie (once; cached in $chroot_dir)"
+		debootstrap --variant=minbase trixie "$chroot_dir" "$mirror" >&2
+	fi
+	if ! mountpoint -q "$chroot_dir/proc"; then
+		mount -t proc proc "$chroot_dir/proc"
+		trap 'umount "$chroot_dir/proc" 2>/dev/null || true' EXIT
+	fi
+	if [[ ! -f $chroot_dir/.complete ]]; then
+		chroot "$chroot_dir" bash -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends linux-headers-amd64 make gcc' >&2
+		touch "$chroot_dir/.complete"
+	fi
+	in_build() { chroot "$chroot_dir" "$@"; }
+fi
+
 # Kernel version from the headers meta package: never hard-coded.
 kver() {
-	dpkg-query -W -f='${Depends}' linux-headers-amd64 |
+	in_build dpkg-query -W -f='${Depends}' linux-headers-amd64 |
 		sed -n 's/.*linux-headers-\([0-9][^ ,]*-amd64\).*/\1/p'
 }
 KVER=$(kver)
@@ -68,7 +101,15 @@ kroot=$cache/$KVER/root
 if [[ ! -f $kroot/boot/vmlinuz-$KVER || ! -f $kroot/.complete ]]; then
 	mkdir -p "$cache/$KVER"
 	rm -rf "$kroot" "$cache/$KVER"/*.deb
-	dl() { (cd "$cache/$KVER" && apt-get download -q -o APT::Sandbox::User=root "linux-image-$KVER" </dev/null >&2); }
+	dl() {
+		if [[ -n $chroot_dir ]]; then
+			chroot "$chroot_dir" bash -c "mkdir -p /tmp/dl && cd /tmp/dl && rm -f ./*.deb &&
+				apt-get download -q -o APT::Sandbox::User=root linux-image-$KVER" </dev/null >&2 &&
+				mv "$chroot_dir"/tmp/dl/*.deb "$cache/$KVER/"
+		else
+			(cd "$cache/$KVER" && apt-get download -q -o APT::Sandbox::User=root "linux-image-$KVER" </dev/null >&2)
+		fi
+	}
 	if ! dl; then
 		# The archive moved on: bring the headers up to date, retry.
 		apt_update
@@ -80,25 +121,38 @@ if [[ ! -f $kroot/boot/vmlinuz-$KVER || ! -f $kroot/.complete ]]; then
 	fi
 	chmod -R a+rX "$cache" 2>/dev/null || true
 	dpkg-deb -x "$cache/$KVER"/linux-image-"$KVER"_*.deb "$kroot"
+	# Debian 13 ships modules in /usr/lib/modules (merged /usr).
+	[[ -d $kroot/lib/modules || ! -d $kroot/usr/lib/modules ]] || ln -s usr/lib "$kroot/lib"
 	depmod -b "$kroot" "$KVER"
 	rm -f "$cache/$KVER"/*.deb
 	touch "$kroot/.complete"
 fi
 kdir=/usr/src/linux-headers-$KVER
-[[ -d $kdir ]] || fail "headers $kdir missing"
+[[ -d $chroot_dir$kdir ]] || fail "headers $chroot_dir$kdir missing"
 log "kernel $KVER"
 
 # ---- work dir --------------------------------------------------------------
 work=$(mktemp -d "${TMPDIR:-/tmp}/presto-qemu.XXXXXX")
-cleanup() { [[ -n "${PRESTO_KEEP:-}" ]] && log "kept $work" || rm -rf "$work"; }
+cleanup() {
+	[[ -n "${PRESTO_KEEP:-}" ]] && log "kept $work" || rm -rf "$work"
+	[[ -z $chroot_dir ]] || umount "$chroot_dir/proc" 2>/dev/null || true
+}
 trap cleanup EXIT
 
 # ---- build the module and the test program ---------------------------------
 mkdir -p "$work/shim"
 cp "$top/shim/presto.c" "$top/shim/presto_abi.h" "$top/shim/Kbuild" "$work/shim/"
 log "building presto.ko"
-make -s -C "$kdir" M="$work/shim" modules >"$work/build.log" 2>&1 ||
-	{ cat "$work/build.log" >&2; fail "module build failed"; }
+if [[ -n $chroot_dir ]]; then
+	rm -rf "$chroot_dir/build" && mkdir -p "$chroot_dir/build"
+	cp -r "$work/shim" "$chroot_dir/build/"
+	chroot "$chroot_dir" make -s -C "$kdir" M=/build/shim modules >"$work/build.log" 2>&1 ||
+		{ cat "$work/build.log" >&2; fail "module build failed"; }
+	cp "$chroot_dir/build/shim/presto.ko" "$work/shim/"
+else
+	make -s -C "$kdir" M="$work/shim" modules >"$work/build.log" 2>&1 ||
+		{ cat "$work/build.log" >&2; fail "module build failed"; }
+fi
 if grep -q 'warning:' "$work/build.log"; then
 	cat "$work/build.log" >&2
 	fail "module build has warnings"
@@ -120,7 +174,11 @@ while read -r kind path _; do
 	b=$(basename "$path")
 	[[ -n ${seen[$b]:-} ]] && continue
 	seen[$b]=1
-	cp "$path" "$ird/lib/modules/$b"
+	case $b in # busybox insmod takes plain modules
+	*.ko.xz) b=${b%.xz}; xz -dc "$path" >"$ird/lib/modules/$b" ;;
+	*.ko.zst) b=${b%.zst}; zstd -qdc "$path" >"$ird/lib/modules/$b" ;;
+	*) cp "$path" "$ird/lib/modules/$b" ;;
+	esac
 	echo "$b" >>"$ird/modules.list"
 done < <(modprobe -d "$kroot" -S "$KVER" --show-depends -a ext4 virtio_pci virtio_blk)
 cat >"$ird/init" <<'EOF'
