@@ -594,8 +594,19 @@ static int presto_handle_event(struct fsnotify_group *group, u32 mask,
 	/* Events on an object: only those that name it by dentry. */
 	if (!d || !inode)
 		return 0;
-	if (mask & FS_MODIFY)
-		presto_modify(r, inode, d);
+	if (mask & FS_MODIFY) {
+		/*
+		 * A size change not made through an open file's write (truncate
+		 * by path, ftruncate, an O_TRUNC open, an mtime-only utime) comes
+		 * from notify_change with the dentry: no write-close may follow,
+		 * so it is reported at once.
+		 */
+		if (data_type == FSNOTIFY_EVENT_DENTRY)
+			presto_event_one(r, PRESTO_EV_CLOSE_WRITE, 0, inode, d,
+					 NULL);
+		else
+			presto_modify(r, inode, d);
+	}
 	if (mask & FS_ATTRIB)
 		presto_event_one(r, PRESTO_EV_SETATTR, isdir, inode, d, NULL);
 	if (mask & FS_CLOSE_WRITE)

@@ -165,6 +165,15 @@ export const MUTANTS: Mutant[] = [
     run: { qemu: true },
     timeoutS: 1200,
   },
+  {
+    name: "presto-truncate-unreported",
+    why: "a truncate by path (no write-close follows) waits for a close that never comes",
+    file: "shim/presto.c",
+    find: "if (data_type == FSNOTIFY_EVENT_DENTRY)",
+    replace: "if (data_type == FSNOTIFY_EVENT_DENTRY && 0)",
+    run: { qemu: true },
+    timeoutS: 1200,
+  },
   // ---- the apply engine and pull (src/apply/*, src/sync/pull.ts) -------------
   {
     name: "stage-digest-unchecked",

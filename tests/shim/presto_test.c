@@ -576,6 +576,53 @@ static void hostile_reads(const char *vol)
 	close(fd);
 }
 
+/*
+ * Size changes that no write-close follows are reported at once: truncate(2)
+ * by path, ftruncate(2) without a write, and an O_TRUNC open closed without
+ * a write.  Each gives exactly one CLOSE_WRITE record for its file.
+ */
+static struct evlist trl = { .name = "truncate" };
+
+static void truncations(const char *vol)
+{
+	static const char *const names[] = { "tr/bypath", "tr/byfd", "tr/otrunc" };
+	int fd = open(PRESTO_DEVICE, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	int f, i, j, seen[3] = { 0 }, others = 0, ok = 1;
+	uint64_t t0 = now_ns();
+
+	xcall(mkdir("tr", 0755), "mkdir tr");
+	for (i = 0; i < 3; i++)
+		write_file(names[i], "0123456789", O_CREAT);
+	if (fd < 0 || arm(fd, vol, 0, 0))
+		die("truncate arm");
+	xcall(truncate(names[0], 3), "truncate");
+	f = open(names[1], O_WRONLY | O_CLOEXEC);
+	if (f < 0 || ftruncate(f, 2))
+		die("ftruncate");
+	close(f);
+	f = open(names[2], O_WRONLY | O_TRUNC | O_CLOEXEC);
+	if (f < 0)
+		die("open O_TRUNC");
+	close(f);
+	drain(fd, &trl, t0, 1 << 16);
+	for (i = 0; i < trl.n; i++) {
+		for (j = 0; j < 3; j++)
+			if (trl.ev[i].type == PRESTO_EV_CLOSE_WRITE &&
+			    !strcmp(trl.ev[i].path, names[j]))
+				break;
+		if (j < 3)
+			seen[j]++;
+		else
+			others++;
+	}
+	for (j = 0; j < 3; j++)
+		ok = ok && seen[j] == 1;
+	check(ok && !others && !trl.bad, "truncate-reported",
+	      "truncate %d, ftruncate %d, O_TRUNC %d, other records %d",
+	      seen[0], seen[1], seen[2], others);
+	close(fd);
+}
+
 /* ---- the test -------------------------------------------------------- */
 
 static struct evlist mainl = { .name = "main" };
@@ -892,6 +939,7 @@ int main(int argc, char **argv)
 
 	overflow88(vol);
 	hostile_reads(vol);
+	truncations(vol);
 
 	stress(vol);
 
