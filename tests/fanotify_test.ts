@@ -590,3 +590,35 @@ Deno.test("openFanotify on a missing directory throws FanotifyUnavailableError",
   assert(err instanceof FanotifyUnavailableError, String(err));
   assertEquals((err as FanotifyUnavailableError).exitCode, 1);
 });
+
+Deno.test({
+  name:
+    `fanotify names files changed without a write-close: truncate, O_TRUNC, punched holes, copy_file_range ${ROOT_ONLY}`,
+  ignore: !ROOT,
+  fn: async () => {
+    const base = await tempDir();
+    const root = `${base}/vol`;
+    const names = ["bypath", "byfd", "otrunc", "punched", "copied"];
+    for (const n of names) put(`${root}/${n}`, "0123456789".repeat(500));
+    const c = new Collector(openFanotify(root));
+    try {
+      Deno.truncateSync(`${root}/bypath`, 3); // truncate(2) by path: no close follows
+      const f = Deno.openSync(`${root}/byfd`, { write: true });
+      f.truncateSync(2); // ftruncate without a write
+      f.close();
+      Deno.openSync(`${root}/otrunc`, { write: true, truncate: true }).close();
+      const punch = await new Deno.Command("fallocate", {
+        args: ["--punch-hole", "--offset", "0", "--length", "4096", `${root}/punched`],
+      }).output();
+      assertEquals(punch.code, 0, new TextDecoder().decode(punch.stderr));
+      Deno.copyFileSync(`${root}/bypath`, `${root}/copied`); // copy_file_range on Linux
+      put(`${root}/zz-end`, "sentinel");
+      assert(await c.until("zz-end"), `no sentinel; got ${[...c.paths].join(", ")}`);
+      for (const n of names) assert(c.paths.has(n), `${n} not hinted: ${[...c.paths].join(", ")}`);
+      assertEquals(c.overflows, 0);
+    } finally {
+      await c.close();
+      await Deno.remove(base, { recursive: true });
+    }
+  },
+});

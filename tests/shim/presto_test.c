@@ -20,6 +20,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -579,19 +580,22 @@ static void hostile_reads(const char *vol)
 /*
  * Size changes that no write-close follows are reported at once: truncate(2)
  * by path, ftruncate(2) without a write, and an O_TRUNC open closed without
- * a write.  Each gives exactly one CLOSE_WRITE record for its file.
+ * a write; a punched hole and a copy_file_range into a file at their close.
+ * Each gives exactly one CLOSE_WRITE record for its file.
  */
 static struct evlist trl = { .name = "truncate" };
 
 static void truncations(const char *vol)
 {
-	static const char *const names[] = { "tr/bypath", "tr/byfd", "tr/otrunc" };
+	static const char *const names[] = { "tr/bypath", "tr/byfd", "tr/otrunc",
+					      "tr/punched", "tr/copied" };
 	int fd = open(PRESTO_DEVICE, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-	int f, i, j, seen[3] = { 0 }, others = 0, ok = 1;
+	int f, g, i, j, seen[5] = { 0 }, others = 0, ok = 1;
+	loff_t in_off = 0;
 	uint64_t t0 = now_ns();
 
 	xcall(mkdir("tr", 0755), "mkdir tr");
-	for (i = 0; i < 3; i++)
+	for (i = 0; i < 5; i++)
 		write_file(names[i], "0123456789", O_CREAT);
 	if (fd < 0 || arm(fd, vol, 0, 0))
 		die("truncate arm");
@@ -604,22 +608,33 @@ static void truncations(const char *vol)
 	if (f < 0)
 		die("open O_TRUNC");
 	close(f);
+	/* fallocate and copy_file_range raise MODIFY on an open file: the close reports them */
+	f = open(names[3], O_WRONLY | O_CLOEXEC);
+	if (f < 0 || fallocate(f, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, 4))
+		die("fallocate punch hole");
+	close(f);
+	f = open(names[0], O_RDONLY | O_CLOEXEC);
+	g = open(names[4], O_WRONLY | O_CLOEXEC);
+	if (f < 0 || g < 0 || copy_file_range(f, &in_off, g, NULL, 3, 0) != 3)
+		die("copy_file_range");
+	close(f);
+	close(g);
 	drain(fd, &trl, t0, 1 << 16);
 	for (i = 0; i < trl.n; i++) {
-		for (j = 0; j < 3; j++)
+		for (j = 0; j < 5; j++)
 			if (trl.ev[i].type == PRESTO_EV_CLOSE_WRITE &&
 			    !strcmp(trl.ev[i].path, names[j]))
 				break;
-		if (j < 3)
+		if (j < 5)
 			seen[j]++;
 		else
 			others++;
 	}
-	for (j = 0; j < 3; j++)
+	for (j = 0; j < 5; j++)
 		ok = ok && seen[j] == 1;
 	check(ok && !others && !trl.bad, "truncate-reported",
-	      "truncate %d, ftruncate %d, O_TRUNC %d, other records %d",
-	      seen[0], seen[1], seen[2], others);
+	      "truncate %d, ftruncate %d, O_TRUNC %d, punch hole %d, copy_file_range %d, other records %d",
+	      seen[0], seen[1], seen[2], seen[3], seen[4], others);
 	close(fd);
 }
 
