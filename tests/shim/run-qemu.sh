@@ -14,6 +14,8 @@
 #   PRESTO_QEMU_TIMEOUT   seconds allowed for the guest (default 300)
 #   PRESTO_TOTAL_TIMEOUT  seconds allowed for everything (default 1800)
 #   PRESTO_KEEP=1         keep the work directory
+#   PRESTO_BENCH=1        run the benchmark (tests/shim/presto_bench.c) in the
+#                         guest instead of the checks; prints PRESTO-BENCH lines
 #   PRESTO_KERNEL=trixie  test on Debian 13's kernel instead of the host's
 #                         Debian 12 one: its headers need Debian 13's compiler
 #                         and glibc, so a Debian 13 chroot made with debootstrap
@@ -159,14 +161,17 @@ if grep -q 'warning:' "$work/build.log"; then
 fi
 vm=$(modinfo -F vermagic "$work/shim/presto.ko")
 [[ $vm == "$KVER "* ]] || fail "vermagic '$vm' does not match $KVER"
-gcc -static -O2 -Wall -I "$top/shim" -o "$work/presto_test" \
-	"$here/presto_test.c" || fail "test program build failed"
+program=presto_test
+[[ -n ${PRESTO_BENCH:-} ]] && program=presto_bench
+gcc -static -O2 -Wall -I "$top/shim" -o "$work/$program" \
+	"$here/$program.c" || fail "$program build failed"
 
 # ---- initramfs -------------------------------------------------------------
 ird=$work/initramfs
 mkdir -p "$ird"/{bin,dev,proc,sys,mnt,tmp,lib/modules}
 cp /bin/busybox "$ird/bin/busybox"
-cp "$work/shim/presto.ko" "$work/presto_test" "$ird/"
+cp "$work/shim/presto.ko" "$work/$program" "$ird/"
+ln -s "$program" "$ird/program"
 : >"$ird/modules.list"
 declare -A seen=()
 while read -r kind path _; do
@@ -194,7 +199,7 @@ done
 i=0
 while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 if mount -t ext4 /dev/vda /mnt; then
-	/presto_test /presto.ko /mnt
+	/program /presto.ko /mnt
 	echo "PRESTO-EXIT $?"
 else
 	echo "PRESTO-CHECK FAIL boot-mount /dev/vda"
@@ -224,7 +229,12 @@ tr -d '\r' <"$work/console.log" >"$work/console.txt"
 log "guest finished in $(($(date +%s) - t_boot))s (qemu exit $qrc)"
 [[ -n "${PRESTO_LOG_OUT:-}" ]] && cp "$work/console.txt" "$PRESTO_LOG_OUT"
 
-grep -E '^PRESTO-(CHECK|INFO|BAD|DMESG|EXIT)' "$work/console.txt" || true
+grep -E '^PRESTO-(CHECK|INFO|BAD|DMESG|EXIT|BENCH)' "$work/console.txt" || true
+if [[ -n ${PRESTO_BENCH:-} ]]; then
+	grep -q '^PRESTO-BENCH events-per-second' "$work/console.txt" || fail "the benchmark did not finish"
+	log "kernel $KVER, total $(($(date +%s) - t_start))s"
+	exit 0
+fi
 
 if [[ -n "${PRESTO_CAPTURE_OUT:-}" ]]; then
 	sed -n '/^PRESTO-CAPTURE-BEGIN name=main /,/^PRESTO-CAPTURE-END name=main/p' \
