@@ -179,8 +179,8 @@ export const MUTANTS: Mutant[] = [
     name: "stage-digest-unchecked",
     why: "content is staged whatever its SHA-256 (rule 3)",
     file: "src/apply/stage.ts",
-    find: "if (digest !== r.digest) {",
-    replace: 'if (digest === "") {',
+    find: "if (got === digest) return true;",
+    replace: 'if (got !== "") return true;',
     run: tests("tests/adversarial_test.ts"),
   },
   {

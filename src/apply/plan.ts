@@ -13,7 +13,7 @@
 import { type KmlRecord, NO_DIGEST, Op } from "../kml/record.ts";
 import { isWithin, parentOf } from "../fs/paths.ts";
 import type { Beneath } from "../fs/beneath.ts";
-import type { Stat } from "../fs/stat.ts";
+import { splitNs, type Stat } from "../fs/stat.ts";
 import { hashOpenFile } from "../fs/hash.ts";
 import { type Entry, entryOf, type Wanted } from "../volume/state.ts";
 import type { Volume } from "../volume/volume.ts";
@@ -65,15 +65,7 @@ export function ownerFor(r: KmlRecord): { uid: number; gid: number } | null {
 
 /** What a record asks for at its final path, should it not arrive in this batch. */
 export function wantedOf(vol: Volume, path: string, r: KmlRecord): Wanted {
-  const sec = r.mtimeNs / 1_000_000_000n;
-  return {
-    path,
-    digest: r.digest,
-    size: r.size,
-    perm: permOf(vol, r.mode),
-    mtimeSec: Number(sec),
-    mtimeNsec: Number(r.mtimeNs - sec * 1_000_000_000n),
-  };
+  return { path, digest: r.digest, size: r.size, perm: permOf(vol, r.mode), ...mtimeOf(r) };
 }
 
 /**
@@ -190,7 +182,7 @@ export function planBatch(
     if (r.op === Op.Rename) cut.add(r.target);
   });
   plan.rows = view.touched();
-  plan.dirs = dirAttrs(view, plan.steps);
+  if (staged) plan.dirs = dirAttrs(view, plan.steps); // the first pass only decides what to stage
   return plan;
 }
 
@@ -278,8 +270,7 @@ function wantedOfEntry(path: string, e: Entry): Wanted {
 
 /** The record's mtime as index fields. */
 function mtimeOf(r: KmlRecord): { mtimeSec: number; mtimeNsec: number } {
-  const sec = r.mtimeNs / 1_000_000_000n;
-  return { mtimeSec: Number(sec), mtimeNsec: Number(r.mtimeNs - sec * 1_000_000_000n) };
+  return splitNs(r.mtimeNs);
 }
 
 const NO_STAT: Stat = {

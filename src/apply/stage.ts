@@ -95,7 +95,7 @@ export function stage(
   return out;
 }
 
-/** Fetches `from` into `name`; false if the source no longer has the record's content. */
+/** Fetches `from` into `name` for record `r`, with its owner, mode and mtime; false as fetchVerified. */
 function fetch(
   vol: Volume,
   t: Beneath,
@@ -105,26 +105,44 @@ function fetch(
   name: string,
 ): boolean {
   const perm = permOf(vol, r.mode);
-  let digest: string;
+  const what = "nothing of this batch was applied";
+  if (!fetchVerified(t, source, from, name, r.digest, perm, what)) return false;
+  own(t, name, r);
+  t.chmod(name, perm);
+  t.setMtime(name, r.mtimeNs);
+  return true;
+}
+
+/**
+ * Copies the source's file `from` to the new staged file `name` (below the
+ * volume root) and checks it holds `digest`: false, and nothing left staged,
+ * if the source no longer has that content (rule 3: never mixed). Any other
+ * failure is a StagingError saying `what` and what to do.
+ */
+export function fetchVerified(
+  t: Beneath,
+  source: ContentSource,
+  from: string,
+  name: string,
+  digest: string,
+  perm: number,
+  what: string,
+): boolean {
+  let got: string;
   try {
-    digest = source.fetchFile(from, t.abs(name), perm);
+    got = source.fetchFile(from, t.abs(name), perm);
   } catch (e) {
     drop(t, name);
     if (e instanceof HostilePeerError) throw e;
     if (gone(e)) return false;
     throw new StagingError(
       `cannot fetch ${from} from ${source.hostName}: ${(e as Error).message}; ` +
-        `nothing of this batch was applied; run sync again once that is fixed`,
+        `${what}; run sync again once that is fixed`,
     );
   }
-  if (digest !== r.digest) {
-    drop(t, name); // changed again on the source: never mixed (rule 3)
-    return false;
-  }
-  own(t, name, r);
-  t.chmod(name, perm);
-  t.setMtime(name, r.mtimeNs);
-  return true;
+  if (got === digest) return true;
+  drop(t, name); // changed again on the source: a later record brings it
+  return false;
 }
 
 /** Gives a staged entry the record's owner, where this replica can (see ownerFor). */

@@ -22,7 +22,7 @@
 
 import type { Entry, Wanted } from "../volume/state.ts";
 import type { Beneath } from "../fs/beneath.ts";
-import type { Stat } from "../fs/stat.ts";
+import { mtimeNsOf, type Stat } from "../fs/stat.ts";
 import { FsError, NotConfinedError } from "../errors.ts";
 
 /** Where staged entries live, relative to the volume root. */
@@ -103,6 +103,11 @@ export interface Outcome {
   /** Directories the holder removed that stay, holding files of this replica's own. */
   keptDirs: Set<string>;
   problems: string[];
+}
+
+/** An empty Outcome. */
+export function newOutcome(): Outcome {
+  return { kept: [], wants: [], moved: new Set(), keptDirs: new Set(), problems: [] };
 }
 
 /** What steps run against. */
@@ -296,7 +301,7 @@ function attrs(ctx: StepContext, s: AttrsStep): void {
   }
   if (cur.type !== "l") t.chmod(s.path, s.post.perm);
   if (cur.type !== "d") {
-    t.setMtime(s.path, BigInt(s.post.mtimeSec) * 1_000_000_000n + BigInt(s.post.mtimeNsec));
+    t.setMtime(s.path, mtimeNsOf(s.post));
   }
 }
 

@@ -22,12 +22,21 @@ import type { ExpectEntry } from "../expect/expect.ts";
 import { fsyncDir, fsyncFile, syncFilesystem, writeFileAtomic } from "../fs/durable.ts";
 import { parentOf } from "../fs/paths.ts";
 import { Beneath } from "../fs/beneath.ts";
+import { mtimeNsOf } from "../fs/stat.ts";
 import type { Volume } from "../volume/volume.ts";
 import { type Entry, entryOf, type Wanted } from "../volume/state.ts";
 import { FsError, MetadataError } from "../errors.ts";
 import { readRegular, readRegularText } from "../fs/nofollow.ts";
 import type { Layout } from "../volume/layout.ts";
-import { type Outcome, runStep, same, STAGING, type Step, type StepContext } from "./steps.ts";
+import {
+  newOutcome,
+  type Outcome,
+  runStep,
+  same,
+  STAGING,
+  type Step,
+  type StepContext,
+} from "./steps.ts";
 import { checkRecord, checkSteps } from "./validate.ts";
 import { crashPoint, failPoint } from "./crash.ts";
 import { type DirAttrs, wantedOf } from "./plan.ts";
@@ -147,9 +156,8 @@ export function loadTxn(layout: Layout): LoadedTxn | null {
     if (!Array.isArray(txn.wants) || !Array.isArray(txn.expect) || !Array.isArray(txn.dirs)) {
       throw new Error("fields missing");
     }
-    checkSteps(layout.txn, txn.steps, txn.rows, records.length);
-    checkSteps(layout.txn, [], txn.dirs.map(([d]) => [d, null]), records.length);
-    for (const w of txn.wants) checkSteps(layout.txn, [], [[w.path, null]], records.length);
+    const paths = [...txn.dirs.map(([d]) => d), ...txn.wants.map((w) => w.path)];
+    checkSteps(layout.txn, txn.steps, txn.rows, records.length, paths);
   } catch (e) {
     throw damaged(layout.txn, (e as Error).message);
   }
@@ -170,13 +178,7 @@ export function splitFrames(all: Uint8Array): Uint8Array[] {
 function applyTxn(vol: Volume, { txn, records, frames }: LoadedTxn): TxnResult {
   const t = Beneath.open(vol.root);
   try {
-    const out: Outcome = {
-      kept: [],
-      wants: [],
-      moved: new Set(),
-      keptDirs: new Set(),
-      problems: [],
-    };
+    const out = newOutcome();
     const ctx: StepContext = {
       t,
       host: vol.config.hostName,
@@ -239,7 +241,7 @@ function setDirAttrs(vol: Volume, t: Beneath, dirs: DirAttrs[], out: Outcome): v
       const row = vol.state.getEntry(d);
       const ours = row?.type === "d" ? st.perm === row.perm : st.ino === ino || ino < 0;
       if (ours && st.perm !== perm) t.chmod(d, perm);
-      t.setMtime(d, BigInt(sec) * 1_000_000_000n + BigInt(nsec));
+      t.setMtime(d, mtimeNsOf({ mtimeSec: sec, mtimeNsec: nsec }));
     } catch (e) {
       if (!(e instanceof FsError)) throw e;
       out.problems.push(`${d}: ${e.message}`);
@@ -324,8 +326,7 @@ function diskRow(vol: Volume, t: Beneath, p: string, r: KmlRecord): Entry | null
   let digest = "";
   if (st.type === "f") {
     const names = r.op === Op.Store || r.op === Op.Rename;
-    const mtime = BigInt(st.mtimeSec) * 1_000_000_000n + BigInt(st.mtimeNsec);
-    if (names && st.size === r.size && mtime === r.mtimeNs) digest = r.digest;
+    if (names && st.size === r.size && mtimeNsOf(st) === r.mtimeNs) digest = r.digest;
     else if (r.op === Op.Setattr) digest = vol.state.getEntry(p)?.digest ?? "";
     if (!digest) return undefined;
   }

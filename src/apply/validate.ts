@@ -35,13 +35,15 @@ const KINDS = new Set(["place", "remove", "move", "attrs", "link"]);
 
 /**
  * Throws FormatError (naming `file`) unless `steps` and `rows` are what the
- * engine writes: known kinds, record indices below `records`, safe paths.
+ * engine writes: known kinds, record indices below `records`, safe paths
+ * (those of the steps and rows, and the other `paths` the file names).
  */
 export function checkSteps(
   file: string,
   steps: Step[],
   rows: [string, Entry | null][],
   records: number,
+  paths: string[] = [],
 ): void {
   const bad = (why: string) =>
     new FormatError(`${file} is damaged (${why}); run 'replicator fsck --repair'`);
@@ -71,6 +73,7 @@ export function checkSteps(
     path(p);
     if (e) entry(e, bad);
   }
+  for (const p of paths) path(p);
 }
 
 function entry(e: Entry, bad: (why: string) => Error): void {

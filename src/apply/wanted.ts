@@ -9,13 +9,14 @@
  */
 
 import { Beneath } from "../fs/beneath.ts";
+import { mtimeNsOf } from "../fs/stat.ts";
 import { parentOf } from "../fs/paths.ts";
 import { hashOpenFile } from "../fs/hash.ts";
 import { entryOf, type Wanted } from "../volume/state.ts";
 import type { Volume } from "../volume/volume.ts";
 import { FsError, HostilePeerError } from "../errors.ts";
-import { type ContentSource, StagingError } from "./stage.ts";
-import { type Outcome, runStep, same, STAGING, type StepContext } from "./steps.ts";
+import { type ContentSource, fetchVerified, StagingError } from "./stage.ts";
+import { newOutcome, runStep, same, STAGING, type StepContext } from "./steps.ts";
 import { utcStamp } from "./batch.ts";
 
 /** What fetching wanted content did. */
@@ -80,19 +81,11 @@ function install(
   result: WantedResult,
 ): boolean {
   const tmp = `${STAGING}/${TMP}`;
-  let digest: string;
-  try {
-    digest = source.fetchFile(w.path, t.abs(tmp), w.perm);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    if (e instanceof FsError && ["ENOENT", "ENOTDIR", "ELOOP"].includes(e.code)) return false;
-    throw e;
-  }
-  if (digest !== w.digest) return false; // a later record will bring what it has now
+  if (!fetchVerified(t, source, w.path, tmp, w.digest, w.perm, "it stays wanted")) return false;
   t.chmod(tmp, w.perm);
-  t.setMtime(tmp, BigInt(w.mtimeSec) * 1_000_000_000n + BigInt(w.mtimeNsec));
+  t.setMtime(tmp, mtimeNsOf(w));
   const post = entryOf(t.stat(tmp)!, w.digest, "");
-  const out: Outcome = { kept: [], wants: [], moved: new Set(), keptDirs: new Set(), problems: [] };
+  const out = newOutcome();
   const ctx: StepContext = {
     t,
     host: vol.config.hostName,
@@ -125,5 +118,5 @@ function restoreParent(vol: Volume, t: Beneath, path: string): void {
   const row = dir ? vol.state.getEntry(dir) : undefined;
   if (row?.type !== "d" || (row.mtimeSec === 0 && row.mtimeNsec === 0)) return;
   if (t.stat(dir)?.type !== "d") return;
-  t.setMtime(dir, BigInt(row.mtimeSec) * 1_000_000_000n + BigInt(row.mtimeNsec));
+  t.setMtime(dir, mtimeNsOf(row));
 }

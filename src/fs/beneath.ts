@@ -23,7 +23,7 @@
  * @module
  */
 
-import { errno, errnoName, libc, O_CLOEXEC, O_DIRECTORY, O_RDONLY } from "./libc.ts";
+import { bothTimes, errno, errnoName, libc, O_CLOEXEC, O_DIRECTORY, O_RDONLY } from "./libc.ts";
 import { type Stat, statAt } from "./stat.ts";
 import { FsError, NotConfinedError } from "../errors.ts";
 
@@ -227,12 +227,7 @@ export class Beneath {
 
   /** Sets atime and mtime of `rel` (not following a final symlink) to `mtimeNs`. */
   setMtime(rel: string, mtimeNs: bigint): void {
-    const ts = new BigInt64Array(4);
-    let sec = mtimeNs / 1_000_000_000n;
-    let nsec = mtimeNs % 1_000_000_000n;
-    if (nsec < 0n) [sec, nsec] = [sec - 1n, nsec + 1_000_000_000n];
-    ts.set([sec, nsec, sec, nsec]);
-    const bytes = new Uint8Array(ts.buffer);
+    const bytes = bothTimes(mtimeNs);
     this.inParent(
       rel,
       "set the time of",

@@ -141,26 +141,20 @@ export function syncfs(dir: string): void {
   }
 }
 
+/** utimensat(2)'s two timespecs (atime, mtime), both `ns` since the epoch (tv_nsec kept in 0..1e9). */
+export function bothTimes(ns: bigint): Uint8Array<ArrayBuffer> {
+  let sec = ns / 1_000_000_000n;
+  let nsec = ns % 1_000_000_000n;
+  if (nsec < 0n) [sec, nsec] = [sec - 1n, nsec + 1_000_000_000n];
+  return new Uint8Array(new BigInt64Array([sec, nsec, sec, nsec]).buffer);
+}
+
 /**
  * Sets atime and mtime of `path` (not following a final symlink) to `mtimeNs`.
  * Throws Deno.errors.NotFound-like Error on failure.
  */
 export function setMtimeNs(path: string, mtimeNs: bigint): void {
-  const ts = new BigInt64Array(4);
-  const sec = mtimeNs / 1_000_000_000n;
-  let nsec = mtimeNs % 1_000_000_000n;
-  const s = nsec < 0n ? sec - 1n : sec;
-  if (nsec < 0n) nsec += 1_000_000_000n;
-  ts[0] = s;
-  ts[1] = nsec;
-  ts[2] = s;
-  ts[3] = nsec;
-  const rc = libc().utimensat(
-    AT_FDCWD,
-    cString(path),
-    new Uint8Array(ts.buffer),
-    AT_SYMLINK_NOFOLLOW,
-  );
+  const rc = libc().utimensat(AT_FDCWD, cString(path), bothTimes(mtimeNs), AT_SYMLINK_NOFOLLOW);
   if (rc !== 0) throw new Error(`cannot set the modification time of ${path}`);
 }
 

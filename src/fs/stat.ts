@@ -82,6 +82,12 @@ export function mtimeNsOf(t: { mtimeSec: number; mtimeNsec: number }): bigint {
   return BigInt(t.mtimeSec) * 1_000_000_000n + BigInt(t.mtimeNsec);
 }
 
+/** ns since the epoch as the seconds and nanoseconds an index row keeps (the inverse of mtimeNsOf). */
+export function splitNs(ns: bigint): { mtimeSec: number; mtimeNsec: number } {
+  const sec = ns / 1_000_000_000n;
+  return { mtimeSec: Number(sec), mtimeNsec: Number(ns - sec * 1_000_000_000n) };
+}
+
 /** True if two stats or index rows have the same modification time. */
 export function sameMtime(
   a: { mtimeSec: number; mtimeNsec: number },

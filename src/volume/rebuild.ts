@@ -10,7 +10,7 @@
  */
 
 import { decodeRecord, type KmlRecord, Op } from "../kml/record.ts";
-import { lstatNs, mtimeNsOf } from "../fs/stat.ts";
+import { lstatNs, mtimeNsOf, splitNs } from "../fs/stat.ts";
 import { isWithin } from "../fs/paths.ts";
 import type { KmlLog } from "../kml/log.ts";
 import { CorruptLogError, FormatError } from "../errors.ts";
@@ -113,21 +113,17 @@ function drop(want: Map<string, Recorded>, path: string): void {
 function adoptable(abs: string, r: Recorded): Entry | null {
   const st = lstatNs(abs);
   if (!st || st.type !== r.type) return null;
-  const row = (size: number, mtimeNs: bigint): Entry => {
-    const sec = mtimeNs / 1_000_000_000n;
-    return {
-      type: r.type,
-      ino: st.ino,
-      perm: r.perm,
-      size,
-      mtimeSec: Number(sec),
-      mtimeNsec: Number(mtimeNs - sec * 1_000_000_000n),
-      digest: r.digest,
-      target: r.target,
-      uid: st.uid,
-      gid: st.gid,
-    };
-  };
+  const row = (size: number, mtimeNs: bigint): Entry => ({
+    type: r.type,
+    ino: st.ino,
+    perm: r.perm,
+    size,
+    ...splitNs(mtimeNs),
+    digest: r.digest,
+    target: r.target,
+    uid: st.uid,
+    gid: st.gid,
+  });
   if (r.type === "d") return row(0, 0n);
   if (r.type === "l") {
     return Deno.readLinkSync(abs) === r.target ? row(0, mtimeNsOf(st)) : null;
