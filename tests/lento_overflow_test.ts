@@ -10,6 +10,7 @@
  * pairing and re-hashing outside the CLI tests.
  */
 
+import { closeFd, pipe, writeAll } from "./pipe.ts";
 import { openReplica } from "../src/apply/open.ts";
 import { assert, assertEquals } from "./assert.ts";
 import { init } from "../src/replica.ts";
@@ -25,22 +26,6 @@ import {
   PrestoType,
 } from "../src/capture/presto.ts";
 import { decodeRecord, Op } from "../src/kml/record.ts";
-
-const C = {
-  pipe2: { parameters: ["buffer", "i32"], result: "i32" },
-  write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
-  close: { parameters: ["i32"], result: "i32" },
-  fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
-} as const;
-const libc = Deno.dlopen("libc.so.6", C).symbols;
-
-/** A pipe whose read end is non-blocking, like the device. */
-function pipe(): [number, number] {
-  const fds = new Int32Array(2);
-  assertEquals(libc.pipe2(new Uint8Array(fds.buffer), 0o2000000 /* O_CLOEXEC */), 0);
-  assertEquals(libc.fcntl(fds[0], 4, /* F_SETFL */ 0o4000 /* O_NONBLOCK */), 0);
-  return [fds[0], fds[1]];
-}
 
 interface Rec {
   type: number;
@@ -185,7 +170,7 @@ async function lentoRecords(stream: Rec[]): Promise<{ got: string[]; lines: stri
       const startup = lines.length;
       change(root);
       const bytes = encode(stream);
-      assertEquals(Number(libc.write(w, bytes, BigInt(bytes.length))), bytes.length);
+      writeAll(w, bytes);
       const deadline = Date.now() + 10_000;
       while (
         !lines.slice(startup).some((l) => l.includes("rescanned")) && Date.now() < deadline
@@ -195,7 +180,7 @@ async function lentoRecords(stream: Rec[]): Promise<{ got: string[]; lines: stri
     } finally {
       stop.abort();
       await running;
-      libc.close(w);
+      closeFd(w);
     }
     return { got: records(root).slice(before), lines };
   } finally {
@@ -247,7 +232,7 @@ Deno.test("without an OVERFLOW, lento records only what the events name (the tes
         { type: PrestoType.CREATE, path: "named.txt" },
         { type: PrestoType.CLOSE_WRITE, path: "named.txt" },
       ]);
-      assertEquals(Number(libc.write(w, bytes, BigInt(bytes.length))), bytes.length);
+      writeAll(w, bytes);
       const deadline = Date.now() + 10_000;
       while (records(root).length === before && Date.now() < deadline) {
         await new Promise((ok) => setTimeout(ok, 20));
@@ -255,7 +240,7 @@ Deno.test("without an OVERFLOW, lento records only what the events name (the tes
     } finally {
       stop.abort();
       await running;
-      libc.close(w);
+      closeFd(w);
     }
     const got = records(root).slice(before);
     assertEquals(got.length, 1, got.join("\n"));

@@ -6,6 +6,7 @@
  * scan records. (Why replay on the host: see presto_replay_test.ts.)
  */
 
+import { closeFd, pipe, writeAll } from "./pipe.ts";
 import { openReplica } from "../src/apply/open.ts";
 import { assertEquals } from "./assert.ts";
 import { tempDir } from "./helpers.ts";
@@ -17,22 +18,6 @@ import { PrestoSource } from "../src/capture/presto_source.ts";
 import { decodeRecord, Op } from "../src/kml/record.ts";
 
 const FIXTURE = new URL("./shim/capture-main.bin", import.meta.url).pathname;
-
-const C = {
-  pipe2: { parameters: ["buffer", "i32"], result: "i32" },
-  write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
-  close: { parameters: ["i32"], result: "i32" },
-  fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
-} as const;
-const libc = Deno.dlopen("libc.so.6", C).symbols;
-
-/** A pipe whose read end is non-blocking, like the device. */
-function pipe(): [number, number] {
-  const fds = new Int32Array(2);
-  assertEquals(libc.pipe2(new Uint8Array(fds.buffer), 0o2000000), 0);
-  assertEquals(libc.fcntl(fds[0], 4, /* F_SETFL */ 0o4000 /* O_NONBLOCK */), 0);
-  return [fds[0], fds[1]];
-}
 
 /** What a volume's log says after its init, without origins and times. */
 function recordsAfter(root: string, skip: number): string[] {
@@ -77,13 +62,13 @@ Deno.test("lento turns the module's captured events into the records a scan make
   await armed; // the start-up rescan is done: from here on only events count
   mainScenario(live.root, live.outside);
   const bytes = Deno.readFileSync(FIXTURE);
-  assertEquals(Number(libc.write(w, bytes, BigInt(bytes.length))), bytes.length);
+  writeAll(w, bytes);
   const deadline = Date.now() + 10_000;
   while (recordsAfter(live.root, initRecords).length < expected.length && Date.now() < deadline) {
     await new Promise((ok) => setTimeout(ok, 20));
   }
   stop.abort();
   await running;
-  libc.close(w);
+  closeFd(w);
   assertEquals(recordsAfter(live.root, initRecords), expected, lines.join("\n"));
 });
