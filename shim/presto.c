@@ -24,7 +24,7 @@
  *                it before freeing the ring.  Never held while sleeping for
  *                events.
  * r->lock        spinlock protecting the ring (head, tail, contents beyond
- *                tail), seq, the loss counters, the written-inode table and
+ *                tail), seq, the loss counters, the write table and
  *                the path scratch buffer.  Taken by the fsnotify handler
  *                (process context: fsnotify is never called from interrupt
  *                context), by read(), poll() and ioctl().  Nested inside it
@@ -60,6 +60,7 @@
 #include <linux/timekeeping.h>
 #include <linux/log2.h>
 #include <linux/hash.h>
+#include <linux/iversion.h>
 #include <linux/capability.h>
 #include <linux/atomic.h>
 
@@ -70,9 +71,9 @@
 #endif
 
 #define PRESTO_PRIVATE_DIR	".replicator"
-#define PRESTO_MODTAB_BITS	10	/* 1024 slots of written inodes */
-#define PRESTO_MODTAB_SIZE	BIT(PRESTO_MODTAB_BITS)
-#define PRESTO_MODTAB_LIMIT	(PRESTO_MODTAB_SIZE * 3 / 4)
+#define PRESTO_WTAB_BITS	10	/* 1024 slots of files open for writing */
+#define PRESTO_WTAB_SIZE	BIT(PRESTO_WTAB_BITS)
+#define PRESTO_WTAB_LIMIT	(PRESTO_WTAB_SIZE * 3 / 4)
 #define PRESTO_SCRATCH		(2 * PATH_MAX)
 
 /* Where a dentry lies relative to the armed volume. */
@@ -83,6 +84,13 @@ enum presto_where {
 };
 
 struct presto_reader;
+
+/* A file open for writing, see "write table" below. */
+struct presto_wfile {
+	u64 ino;		/* 0: empty slot */
+	u64 stamp;		/* i_version, or ctime in ns, at entry */
+	u32 flags;		/* PRESTO_WF_* */
+};
 
 struct presto_mark {
 	struct fsnotify_mark fsn;
@@ -111,10 +119,9 @@ struct presto_reader {
 	u64 queued;
 	u64 lost_total;
 	u64 pending_lost;	/* lost since the last OVERFLOW record */
-	u64 *modtab;		/* inodes modified since their last close */
-	u32 modtab_used;
-	bool modtab_full;
-	u64 skip_ino;		/* last inode found outside (MODIFY cache) */
+	struct presto_wfile *wtab;	/* files open for writing */
+	u32 wtab_used;
+	u64 skip_ino;		/* last inode found outside (open/MODIFY cache) */
 	char *scratch;		/* PRESTO_SCRATCH bytes for path building */
 };
 
@@ -245,61 +252,113 @@ static bool presto_queue_locked(struct presto_reader *r, u8 type, u16 flags,
 	return true;
 }
 
-/* ---- written-inode table (open addressing, linear probing) ----------- */
+/* ---- write table (open addressing, linear probing) ------------------ */
 
-static inline u32 presto_modtab_slot(u64 ino)
+/*
+ * A write through a shared mmap raises no MODIFY, so a close cannot rely on
+ * having seen one.  Each regular file inside the volume that is open for
+ * writing gets an entry when it is opened, holding a change stamp: its
+ * i_version when the filesystem keeps one (querying it makes the next
+ * change increment it), else its ctime.  Every write path, mmap included
+ * (page_mkwrite or fault_dirty_shared_page call file_update_time), moves
+ * the stamp.  A close reports the file when a MODIFY was seen or the stamp
+ * moved since the entry was made.
+ *
+ * The entry stays until the last writer closes: the stamp moves when a
+ * page is made writable, before the store lands, so re-taking it while a
+ * writer may still store could hide that store.  Once no writer is left
+ * every store is done, and the report the last close queues comes after
+ * them.
+ */
+#define PRESTO_WF_WRITTEN	BIT(0)	/* a MODIFY was seen */
+#define PRESTO_WF_RACY		BIT(1)	/* ctime stamp taken in its own tick */
+#define PRESTO_WF_UNSURE	BIT(2)	/* a writer may predate the entry */
+
+static inline u32 presto_wtab_slot(u64 ino)
 {
-	return hash_64(ino, PRESTO_MODTAB_BITS);
+	return hash_64(ino, PRESTO_WTAB_BITS);
 }
 
 /* Returns the slot holding ino, or the empty slot where it would go. */
-static u32 presto_modtab_find(struct presto_reader *r, u64 ino)
+static struct presto_wfile *presto_wtab_find(struct presto_reader *r, u64 ino)
 {
-	u32 i = presto_modtab_slot(ino);
+	u32 i = presto_wtab_slot(ino);
 
-	while (r->modtab[i] && r->modtab[i] != ino)
-		i = (i + 1) & (PRESTO_MODTAB_SIZE - 1);
-	return i;
+	while (r->wtab[i].ino && r->wtab[i].ino != ino)
+		i = (i + 1) & (PRESTO_WTAB_SIZE - 1);
+	return &r->wtab[i];
 }
 
-/* [lock] */
-static void presto_modtab_add(struct presto_reader *r, u64 ino)
+static inline s64 presto_ctime_ns(struct inode *inode)
 {
-	u32 i = presto_modtab_find(r, ino);
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 6, 0)
+	struct timespec64 ts = inode_get_ctime(inode);
+#else
+	struct timespec64 ts = inode->i_ctime;
+#endif
+	return timespec64_to_ns(&ts);
+}
 
-	if (r->modtab[i])
-		return;
-	if (r->modtab_used >= PRESTO_MODTAB_LIMIT) {
-		/* Too many files open for writing: stop filtering closes. */
-		r->modtab_full = true;
+/*
+ * Take the change stamp.  A ctime equal to the current clock tick cannot
+ * tell a later change in the same tick: such an entry always reports.
+ */
+static void presto_stamp(struct presto_wfile *w, struct inode *inode)
+{
+	struct timespec64 now;
+
+	if (IS_I_VERSION(inode)) {
+		w->stamp = inode_query_iversion(inode);
 		return;
 	}
-	r->modtab[i] = ino;
-	r->modtab_used++;
+	now = current_time(inode);
+	w->stamp = presto_ctime_ns(inode);
+	if (w->stamp >= timespec64_to_ns(&now))
+		w->flags |= PRESTO_WF_RACY;
 }
 
-/* Remove ino; returns true if it was there.  [lock] */
-static bool presto_modtab_take(struct presto_reader *r, u64 ino)
+static bool presto_stamp_moved(struct presto_wfile *w, struct inode *inode)
 {
-	u32 mask = PRESTO_MODTAB_SIZE - 1;
-	u32 i = presto_modtab_find(r, ino), j, k;
+	if (w->flags & (PRESTO_WF_WRITTEN | PRESTO_WF_RACY | PRESTO_WF_UNSURE))
+		return true;
+	if (IS_I_VERSION(inode))
+		return inode_peek_iversion(inode) != w->stamp;
+	return presto_ctime_ns(inode) != (s64)w->stamp;
+}
 
-	if (!r->modtab[i])
-		return false;
-	r->modtab[i] = 0;
-	r->modtab_used--;
-	if (!r->modtab_used)
-		r->modtab_full = false;
+/* Add an entry for @inode at @w (an empty slot); NULL if full.  [lock] */
+static struct presto_wfile *presto_wtab_add(struct presto_reader *r,
+					    struct presto_wfile *w,
+					    struct inode *inode, u32 flags)
+{
+	lockdep_assert_held(&r->lock);
+	if (r->wtab_used >= PRESTO_WTAB_LIMIT)
+		return NULL;	/* too many open for writing: closes report */
+	w->ino = inode->i_ino;
+	w->flags = flags;
+	presto_stamp(w, inode);
+	r->wtab_used++;
+	return w;
+}
+
+/* Remove the entry at @w.  [lock] */
+static void presto_wtab_del(struct presto_reader *r, struct presto_wfile *w)
+{
+	u32 mask = PRESTO_WTAB_SIZE - 1;
+	u32 i = w - r->wtab, j, k;
+
+	lockdep_assert_held(&r->lock);
+	w->ino = 0;
+	r->wtab_used--;
 	/* Backward-shift the entries of the probe run that follows. */
-	for (j = (i + 1) & mask; r->modtab[j]; j = (j + 1) & mask) {
-		k = presto_modtab_slot(r->modtab[j]);
+	for (j = (i + 1) & mask; r->wtab[j].ino; j = (j + 1) & mask) {
+		k = presto_wtab_slot(r->wtab[j].ino);
 		if (i <= j ? (i < k && k <= j) : (i < k || k <= j))
 			continue;
-		r->modtab[i] = r->modtab[j];
-		r->modtab[j] = 0;
+		r->wtab[i] = r->wtab[j];
+		r->wtab[j].ino = 0;
 		i = j;
 	}
-	return true;
 }
 
 /* ---- names ----------------------------------------------------------- */
@@ -404,16 +463,19 @@ static inline u16 presto_mode(struct inode *inode)
 	return inode ? (u16)inode->i_mode : 0;
 }
 
-/* Queue an event about one object; paths come from presto_locate().  */
-static void presto_event_one(struct presto_reader *r, u8 type, u16 flags,
-			     struct inode *inode, struct dentry *d,
-			     const struct qstr *leaf)
+/*
+ * Queue an event about one object; paths come from presto_locate().
+ * Returns true if the reader should be woken.  [lock]
+ */
+static bool presto_event_locked(struct presto_reader *r, u8 type, u16 flags,
+				struct inode *inode, struct dentry *d,
+				const struct qstr *leaf)
 {
 	const char *path;
 	u32 len;
 	int where = PRESTO_OUTSIDE;
 
-	spin_lock(&r->lock);
+	lockdep_assert_held(&r->lock);
 	if (r->armed)
 		where = presto_locate(d, leaf, r->root.dentry, r->scratch,
 				      &path, &len);
@@ -423,53 +485,130 @@ static void presto_event_one(struct presto_reader *r, u8 type, u16 flags,
 				    NULL, 0);
 	else if (where < 0)
 		presto_lose_locked(r);
+	return where == PRESTO_INSIDE || where < 0;
+}
+
+static void presto_event_one(struct presto_reader *r, u8 type, u16 flags,
+			     struct inode *inode, struct dentry *d,
+			     const struct qstr *leaf)
+{
+	bool wake;
+
+	spin_lock(&r->lock);
+	wake = presto_event_locked(r, type, flags, inode, d, leaf);
 	spin_unlock(&r->lock);
-	if (where == PRESTO_INSIDE || where < 0)
+	if (wake)
 		presto_wake(r);
 }
 
-static void presto_modify(struct presto_reader *r, struct inode *inode,
-			  struct dentry *d)
+/*
+ * The write-table entry of @inode, made if it has none and lies inside the
+ * volume.  NULL if outside, or if the table is full.  [lock]
+ */
+static struct presto_wfile *presto_wtab_get(struct presto_reader *r,
+					    struct inode *inode,
+					    struct dentry *d, u32 flags)
 {
-	u32 i;
+	struct presto_wfile *w;
+
+	lockdep_assert_held(&r->lock);
+	if (!r->armed || inode->i_ino == r->skip_ino)
+		return NULL;	/* fast path: known to be outside */
+	w = presto_wtab_find(r, inode->i_ino);
+	if (w->ino)
+		return w;
+	if (presto_locate(d, NULL, r->root.dentry, NULL, NULL, NULL) !=
+	    PRESTO_INSIDE) {
+		r->skip_ino = inode->i_ino;
+		return NULL;
+	}
+	return presto_wtab_add(r, w, inode, flags);
+}
+
+/* A regular file was opened for writing. */
+static void presto_open_write(struct presto_reader *r, struct inode *inode,
+			      struct dentry *d)
+{
+	/* Another writer and no entry yet: it opened before the reader armed. */
+	u32 flags = atomic_read(&inode->i_writecount) > 1 ? PRESTO_WF_UNSURE : 0;
 
 	spin_lock(&r->lock);
-	if (!r->armed || r->modtab_full)
-		goto out;
-	if (inode->i_ino == r->skip_ino)
-		goto out;	/* fast path: known to be outside */
-	i = presto_modtab_find(r, inode->i_ino);
-	if (r->modtab[i])
-		goto out;	/* fast path: already known as written */
-	if (presto_locate(d, NULL, r->root.dentry, NULL, NULL, NULL) ==
-	    PRESTO_INSIDE)
-		presto_modtab_add(r, inode->i_ino);
-	else
-		r->skip_ino = inode->i_ino;
-out:
+	presto_wtab_get(r, inode, d, flags);
 	spin_unlock(&r->lock);
 }
 
+/* A regular file was written through an open file. */
+static void presto_modify(struct presto_reader *r, struct inode *inode,
+			  struct dentry *d)
+{
+	struct presto_wfile *w;
+
+	spin_lock(&r->lock);
+	/* Made here, the entry's writer opened the file before arming. */
+	w = presto_wtab_get(r, inode, d, PRESTO_WF_UNSURE);
+	if (w)
+		w->flags |= PRESTO_WF_WRITTEN;
+	spin_unlock(&r->lock);
+}
+
+/* A file opened for writing was closed (its last reference dropped). */
 static void presto_close_write(struct presto_reader *r, struct inode *inode,
 			       struct dentry *d)
 {
-	u16 flags = 0;
-	bool written;
+	struct presto_wfile *w;
+	u16 flags = PRESTO_F_UNVERIFIED;
+	bool report = true;
 
 	if (!(r->arm_flags & PRESTO_ARM_ALL_CLOSE_WRITE)) {
 		spin_lock(&r->lock);
-		written = presto_modtab_take(r, inode->i_ino);
-		if (!written && r->modtab_full)
-			flags = PRESTO_F_UNVERIFIED;
+		if (!r->armed) {
+			report = false;
+		} else if (w = presto_wtab_find(r, inode->i_ino), w->ino) {
+			report = presto_stamp_moved(w, inode);
+			if (w->flags & PRESTO_WF_WRITTEN ||
+			    !(w->flags & PRESTO_WF_UNSURE))
+				flags = 0;
+			/* This writer still counts: fput drops it later. */
+			if (atomic_read(&inode->i_writecount) <= 1)
+				presto_wtab_del(r, w);
+		} else {
+			/* Opened before arming, or while the table was full. */
+			report = inode->i_ino != r->skip_ino;
+		}
 		spin_unlock(&r->lock);
-		if (!written && !flags)
-			return;
-	} else {
-		flags = PRESTO_F_UNVERIFIED;
 	}
-	if (d_unlinked(d))
-		return;		/* the file has no name any more */
+	if (!report || d_unlinked(d))
+		return;		/* unchanged, or the file has no name any more */
 	presto_event_one(r, PRESTO_EV_CLOSE_WRITE, flags, inode, d, NULL);
+}
+
+/*
+ * A size (or mtime) change made without a write through an open file:
+ * truncate by path, ftruncate, an O_TRUNC open.  No write-close may follow,
+ * so it is reported at once.  The file's write-table entry then starts
+ * afresh, in the same lock section, unless a store through a shared
+ * mapping may still land (writes through a descriptor raise MODIFY after
+ * they land, so they are seen either way).
+ */
+static void presto_resized(struct presto_reader *r, struct inode *inode,
+			   struct dentry *d)
+{
+	struct presto_wfile *w;
+	bool wake;
+
+	spin_lock(&r->lock);
+	wake = presto_event_locked(r, PRESTO_EV_CLOSE_WRITE, 0, inode, d, NULL);
+	if (wake && r->armed && S_ISREG(inode->i_mode) &&
+	    !mapping_writably_mapped(inode->i_mapping)) {
+		w = presto_wtab_find(r, inode->i_ino);
+		if (w->ino) {
+			w->flags = 0;
+			presto_stamp(w, inode);
+		}
+	}
+	spin_unlock(&r->lock);
+	if (wake)
+		presto_wake(r);
 }
 
 static void presto_rename(struct presto_reader *r, struct dentry *moved,
@@ -602,13 +741,19 @@ static int presto_handle_event(struct fsnotify_group *group, u32 mask,
 		 * so it is reported at once.
 		 */
 		if (data_type == FSNOTIFY_EVENT_DENTRY)
-			presto_event_one(r, PRESTO_EV_CLOSE_WRITE, 0, inode, d,
-					 NULL);
-		else
+			presto_resized(r, inode, d);
+		else if (S_ISREG(inode->i_mode) &&
+			 !(r->arm_flags & PRESTO_ARM_ALL_CLOSE_WRITE))
 			presto_modify(r, inode, d);
 	}
 	if (mask & FS_ATTRIB)
 		presto_event_one(r, PRESTO_EV_SETATTR, isdir, inode, d, NULL);
+	if (!S_ISREG(inode->i_mode))
+		return 0;	/* a fifo's or a device's data is not replicated */
+	/* Open and close events carry &file->f_path (fsnotify_file()). */
+	if ((mask & FS_OPEN) && data_type == FSNOTIFY_EVENT_PATH &&
+	    (container_of(data, struct file, f_path)->f_mode & FMODE_WRITE))
+		presto_open_write(r, inode, d);
 	if (mask & FS_CLOSE_WRITE)
 		presto_close_write(r, inode, d);
 	return 0;
@@ -631,7 +776,7 @@ static const struct fsnotify_ops presto_fsnotify_ops = {
 static void presto_teardown_locked(struct presto_reader *r)
 {
 	u8 *ring;
-	u64 *modtab;
+	struct presto_wfile *wtab;
 	char *scratch;
 
 	lockdep_assert_held(&r->arm_mutex);
@@ -639,10 +784,10 @@ static void presto_teardown_locked(struct presto_reader *r)
 	spin_lock(&r->lock);
 	r->armed = false;
 	ring = r->ring;
-	modtab = r->modtab;
+	wtab = r->wtab;
 	scratch = r->scratch;
 	r->ring = NULL;
-	r->modtab = NULL;
+	r->wtab = NULL;
 	r->scratch = NULL;
 	r->size = 0;
 	r->head = 0;
@@ -653,7 +798,7 @@ static void presto_teardown_locked(struct presto_reader *r)
 
 	wake_up_interruptible(&r->wq);
 	vfree(ring);
-	kfree(modtab);
+	kfree(wtab);
 	kfree(scratch);
 	path_put(&r->root);
 	r->root.mnt = NULL;
@@ -682,7 +827,7 @@ static long presto_arm(struct presto_reader *r, void __user *uarg)
 	struct presto_mark *m = NULL;
 	struct path root;
 	u8 *ring = NULL;
-	u64 *modtab = NULL;
+	struct presto_wfile *wtab = NULL;
 	char *scratch = NULL, *name;
 	u32 mask;
 	int err;
@@ -710,10 +855,10 @@ static long presto_arm(struct presto_reader *r, void __user *uarg)
 
 	err = -ENOMEM;
 	ring = vzalloc(arg.ring_bytes);
-	modtab = kcalloc(PRESTO_MODTAB_SIZE, sizeof(*modtab), GFP_KERNEL);
+	wtab = kcalloc(PRESTO_WTAB_SIZE, sizeof(*wtab), GFP_KERNEL);
 	scratch = kmalloc(PRESTO_SCRATCH, GFP_KERNEL);
 	m = kzalloc(sizeof(*m), GFP_KERNEL);
-	if (!ring || !modtab || !scratch || !m)
+	if (!ring || !wtab || !scratch || !m)
 		goto out_free;
 
 	mutex_lock(&r->arm_mutex);
@@ -732,17 +877,16 @@ static long presto_arm(struct presto_reader *r, void __user *uarg)
 	r->queued = 0;
 	r->lost_total = 0;
 	r->pending_lost = 0;
-	r->modtab = modtab;
-	r->modtab_used = 0;
-	r->modtab_full = false;
+	r->wtab = wtab;
+	r->wtab_used = 0;
 	r->scratch = scratch;
 	r->armed = true;
 	spin_unlock(&r->lock);
 
-	mask = FS_CREATE | FS_DELETE | FS_RENAME | FS_ATTRIB |
+	mask = FS_CREATE | FS_DELETE | FS_RENAME | FS_ATTRIB | FS_MODIFY |
 	       FS_CLOSE_WRITE | FS_ISDIR;
 	if (!(arg.flags & PRESTO_ARM_ALL_CLOSE_WRITE))
-		mask |= FS_MODIFY;
+		mask |= FS_OPEN;	/* write table entries */
 	fsnotify_init_mark(&m->fsn, r->group);
 	m->fsn.mask = mask;
 	m->reader = r;
@@ -771,7 +915,7 @@ out_unlock:
 out_free:
 	kfree(m);
 	kfree(scratch);
-	kfree(modtab);
+	kfree(wtab);
 	vfree(ring);
 	path_put(&root);
 	return err;

@@ -622,3 +622,98 @@ Deno.test({
     }
   },
 });
+
+/** A shared, writable mapping of the first 4 KiB of a file, through libc (test only). */
+const mman = Deno.dlopen("libc.so.6", {
+  open: { parameters: ["buffer", "i32"], result: "i32" },
+  close: { parameters: ["i32"], result: "i32" },
+  ftruncate: { parameters: ["i32", "i64"], result: "i32" },
+  mmap: { parameters: ["pointer", "usize", "i32", "i32", "i32", "i64"], result: "pointer" },
+  msync: { parameters: ["pointer", "usize", "i32"], result: "i32" },
+  munmap: { parameters: ["pointer", "usize"], result: "i32" },
+}).symbols;
+const O_RDWR = 2, PROT_RW = 3, MAP_SHARED = 1, MS_SYNC = 4, PAGE = 4096;
+
+class Mapping {
+  readonly bytes: Uint8Array;
+  #ptr: Deno.PointerObject;
+  constructor(readonly fd: number) {
+    const p = mman.mmap(null, BigInt(PAGE), PROT_RW, MAP_SHARED, fd, 0n);
+    if (p === null || Deno.UnsafePointer.value(p) === 0xffff_ffff_ffff_ffffn) {
+      throw new Error("mmap failed");
+    }
+    this.#ptr = p;
+    this.bytes = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(p, PAGE));
+  }
+  static open(path: string): Mapping {
+    const fd = mman.open(new TextEncoder().encode(path + "\0"), O_RDWR);
+    if (fd < 0) throw new Error(`cannot open ${path}`);
+    return new Mapping(fd);
+  }
+  msync(): void {
+    assertEquals(mman.msync(this.#ptr, BigInt(PAGE), MS_SYNC), 0);
+  }
+  unmap(): void {
+    assertEquals(mman.munmap(this.#ptr, BigInt(PAGE)), 0);
+  }
+  closeFd(): void {
+    assertEquals(mman.close(this.fd), 0);
+  }
+}
+
+Deno.test({
+  name: `fanotify names files written through a shared mmap ${ROOT_ONLY}`,
+  ignore: !ROOT,
+  fn: async () => {
+    const base = await tempDir();
+    const root = `${base}/vol`;
+    const names = ["msync", "nosync", "fdfirst", "prearm", "two", "fresh", "resized"];
+    for (const n of names) if (n !== "fresh") put(`${root}/${n}`, "a".repeat(PAGE));
+    const pre = Mapping.open(`${root}/prearm`); // mapped before the source starts
+    const c = new Collector(openFanotify(root));
+    try {
+      let m = Mapping.open(`${root}/msync`);
+      m.bytes[10] = 83;
+      m.msync();
+      m.unmap();
+      m.closeFd();
+      m = Mapping.open(`${root}/nosync`);
+      m.bytes[10] = 78;
+      m.unmap();
+      m.closeFd();
+      m = Mapping.open(`${root}/fdfirst`);
+      m.closeFd(); // the mapping holds the file: the close event comes at munmap
+      m.bytes[10] = 70;
+      m.unmap();
+      pre.bytes[10] = 80;
+      pre.unmap();
+      pre.closeFd();
+      m = Mapping.open(`${root}/two`);
+      Deno.openSync(`${root}/two`, { write: true }).close(); // a second writer, unchanged
+      m.bytes[10] = 84;
+      m.unmap();
+      m.closeFd();
+      const f = Deno.openSync(`${root}/fresh`, { read: true, write: true, create: true });
+      f.truncateSync(PAGE);
+      f.close();
+      m = Mapping.open(`${root}/fresh`);
+      m.bytes[10] = 82;
+      m.unmap();
+      m.closeFd();
+      m = Mapping.open(`${root}/resized`);
+      m.bytes[10] = 120;
+      assertEquals(mman.ftruncate(m.fd, BigInt(PAGE)), 0);
+      m.bytes[11] = 121;
+      m.unmap();
+      m.closeFd();
+      put(`${root}/zz-end`, "sentinel");
+      assert(await c.until("zz-end"), `no sentinel; got ${[...c.paths].join(", ")}`);
+      for (const n of names) assert(c.paths.has(n), `${n} not hinted: ${[...c.paths].join(", ")}`);
+      assertEquals(c.overflows, 0);
+      assertEquals(Deno.readTextFileSync(`${root}/resized`).slice(9, 13), "axya");
+    } finally {
+      await c.close();
+      await Deno.remove(base, { recursive: true });
+    }
+  },
+});
