@@ -121,7 +121,9 @@ struct presto_reader {
 	u64 pending_lost;	/* lost since the last OVERFLOW record */
 	struct presto_wfile *wtab;	/* files open for writing */
 	u32 wtab_used;
-	u64 skip_ino;		/* last inode found outside (open/MODIFY cache) */
+	/* Caches of the open/MODIFY path, reset without the lock: *_ONCE */
+	u64 skip_ino;		/* last inode found outside */
+	u64 in_ino;		/* last file created inside */
 	char *scratch;		/* PRESTO_SCRATCH bytes for path building */
 };
 
@@ -162,48 +164,77 @@ static inline u32 presto_free_locked(struct presto_reader *r)
 	return r->size - (u32)(r->head - r->tail);
 }
 
+/* Fill a record header; every field, so no stale ring byte leaks.  [lock] */
+static void presto_header_locked(struct presto_reader *r,
+				 struct presto_event *ev, u32 rec_len, u8 type,
+				 u16 flags, u16 mode, u64 ino, u64 aux,
+				 u16 len1, u16 len2)
+{
+	lockdep_assert_held(&r->lock);
+	ev->rec_len = rec_len;
+	ev->magic = PRESTO_MAGIC;
+	ev->version = PRESTO_ABI_VERSION;
+	ev->type = type;
+	ev->seq = ++r->seq;
+	ev->ino = ino;
+	ev->time_ns = ktime_get_real_ns();
+	ev->flags = flags;
+	ev->mode = mode;
+	ev->path_len = len1;
+	ev->path2_len = len2;
+	ev->aux = aux;
+}
+
 /* Append one record; the caller checked that it fits.  [lock] */
 static void presto_write_locked(struct presto_reader *r, u8 type, u16 flags,
 				u16 mode, u64 ino, u64 aux,
 				const char *p1, u16 len1,
 				const char *p2, u16 len2)
 {
-	struct presto_event ev = {};
 	u32 rec_len = presto_rec_len(len1, len2);
+	u32 off = r->head & (r->size - 1);
+	struct presto_event ev;
 	u64 pos = r->head;
+	u8 *p, *end;
 
 	lockdep_assert_held(&r->lock);
 	/* Never over unread records: a caller that did not check is a bug. */
 	if (WARN_ON_ONCE(rec_len > presto_free_locked(r)))
 		return;
 
-	ev.rec_len = rec_len;
-	ev.magic = PRESTO_MAGIC;
-	ev.version = PRESTO_ABI_VERSION;
-	ev.type = type;
-	ev.seq = ++r->seq;
-	ev.ino = ino;
-	ev.time_ns = ktime_get_real_ns();
-	ev.flags = flags;
-	ev.mode = mode;
-	ev.path_len = len1;
-	ev.path2_len = len2;
-	ev.aux = aux;
-
-	presto_ring_put(r, pos, &ev, sizeof(ev));
-	pos += sizeof(ev);
-	presto_ring_put(r, pos, p1, len1);
-	pos += len1;
-	presto_ring_zero(r, pos, 1);
-	pos += 1;
-	if (len2) {
-		presto_ring_put(r, pos, p2, len2);
-		pos += len2;
+	if (off + rec_len <= r->size) {
+		/* Nearly always: the record does not wrap; build it in place. */
+		p = r->ring + off;
+		end = p + rec_len;
+		presto_header_locked(r, (struct presto_event *)p, rec_len, type,
+				     flags, mode, ino, aux, len1, len2);
+		p += PRESTO_EVENT_HDR_LEN;
+		memcpy(p, p1, len1);
+		p += len1;
+		*p++ = 0;
+		if (len2) {
+			memcpy(p, p2, len2);
+			p += len2;
+			*p++ = 0;
+		}
+		memset(p, 0, end - p);
+	} else {
+		presto_header_locked(r, &ev, rec_len, type, flags, mode, ino,
+				     aux, len1, len2);
+		presto_ring_put(r, pos, &ev, sizeof(ev));
+		pos += sizeof(ev);
+		presto_ring_put(r, pos, p1, len1);
+		pos += len1;
 		presto_ring_zero(r, pos, 1);
 		pos += 1;
-	}
-	if (r->head + rec_len > pos)
+		if (len2) {
+			presto_ring_put(r, pos, p2, len2);
+			pos += len2;
+			presto_ring_zero(r, pos, 1);
+			pos += 1;
+		}
 		presto_ring_zero(r, pos, r->head + rec_len - pos);
+	}
 	r->head += rec_len;
 	r->queued++;
 }
@@ -258,11 +289,18 @@ static bool presto_queue_locked(struct presto_reader *r, u8 type, u16 flags,
  * A write through a shared mmap raises no MODIFY, so a close cannot rely on
  * having seen one.  Each regular file inside the volume that is open for
  * writing gets an entry when it is opened, holding a change stamp: its
- * i_version when the filesystem keeps one (querying it makes the next
- * change increment it), else its ctime.  Every write path, mmap included
- * (page_mkwrite or fault_dirty_shared_page call file_update_time), moves
- * the stamp.  A close reports the file when a MODIFY was seen or the stamp
- * moved since the entry was made.
+ * ctime.  Every write path, mmap included (page_mkwrite or
+ * fault_dirty_shared_page call file_update_time), sets the ctime to the
+ * current clock tick.  A close reports the file when a MODIFY was seen or
+ * the stamp moved since the entry was made.  A ctime already in the current
+ * tick cannot show a later change in the same tick: such an entry is
+ * "racy" and reports at every close.
+ *
+ * After a truncate, whose ctime is always in the current tick, the stamp is
+ * the i_version where the filesystem keeps one (querying it makes the next
+ * change increment it): exact, so the close that usually follows does not
+ * report again.  Not at open: a queried i_version makes the next write
+ * dirty the inode (a journal update on ext4) even within one tick.
  *
  * The entry stays until the last writer closes: the stamp moves when a
  * page is made writable, before the store lands, so re-taking it while a
@@ -273,6 +311,7 @@ static bool presto_queue_locked(struct presto_reader *r, u8 type, u16 flags,
 #define PRESTO_WF_WRITTEN	BIT(0)	/* a MODIFY was seen */
 #define PRESTO_WF_RACY		BIT(1)	/* ctime stamp taken in its own tick */
 #define PRESTO_WF_UNSURE	BIT(2)	/* a writer may predate the entry */
+#define PRESTO_WF_IVERSION	BIT(3)	/* the stamp is an i_version */
 
 static inline u32 presto_wtab_slot(u64 ino)
 {
@@ -299,31 +338,51 @@ static inline s64 presto_ctime_ns(struct inode *inode)
 	return timespec64_to_ns(&ts);
 }
 
-/*
- * Take the change stamp.  A ctime equal to the current clock tick cannot
- * tell a later change in the same tick: such an entry always reports.
- */
+/* Take the ctime stamp; racy if the clock has not left its tick. */
 static void presto_stamp(struct presto_wfile *w, struct inode *inode)
 {
-	struct timespec64 now;
+	struct timespec64 now = current_time(inode);
 
-	if (IS_I_VERSION(inode)) {
-		w->stamp = inode_query_iversion(inode);
-		return;
-	}
-	now = current_time(inode);
 	w->stamp = presto_ctime_ns(inode);
 	if (w->stamp >= timespec64_to_ns(&now))
 		w->flags |= PRESTO_WF_RACY;
 }
 
-static bool presto_stamp_moved(struct presto_wfile *w, struct inode *inode)
+/* The stamp after a truncate: exact where the filesystem allows. */
+static void presto_restamp(struct presto_wfile *w, struct inode *inode)
 {
-	if (w->flags & (PRESTO_WF_WRITTEN | PRESTO_WF_RACY | PRESTO_WF_UNSURE))
-		return true;
-	if (IS_I_VERSION(inode))
-		return inode_peek_iversion(inode) != w->stamp;
-	return presto_ctime_ns(inode) != (s64)w->stamp;
+	if (!IS_I_VERSION(inode)) {
+		w->flags = 0;
+		presto_stamp(w, inode);
+		return;
+	}
+	w->flags = PRESTO_WF_IVERSION;
+	w->stamp = inode_query_iversion(inode);
+}
+
+enum presto_verdict { PRESTO_UNCHANGED, PRESTO_CHANGED, PRESTO_MAYBE };
+
+/* Did the file change since its entry was made?  [lock] */
+static enum presto_verdict presto_wfile_changed(struct presto_wfile *w,
+						struct inode *inode)
+{
+	if (w->flags & PRESTO_WF_WRITTEN)
+		return PRESTO_CHANGED;
+	if (w->flags & PRESTO_WF_UNSURE)
+		return PRESTO_MAYBE;
+	if (w->flags & PRESTO_WF_IVERSION)
+		return inode_peek_iversion(inode) != w->stamp ?
+		       PRESTO_CHANGED : PRESTO_UNCHANGED;
+	if (presto_ctime_ns(inode) != (s64)w->stamp)
+		return PRESTO_CHANGED;
+	/*
+	 * A racy stamp cannot see a store through a mapping made in its tick.
+	 * An empty file holds no such store: a mapping cannot reach past the
+	 * end, and every size change reports by itself (MODIFY, truncate).
+	 */
+	if ((w->flags & PRESTO_WF_RACY) && i_size_read(inode) > 0)
+		return PRESTO_MAYBE;
+	return PRESTO_UNCHANGED;
 }
 
 /* Add an entry for @inode at @w (an empty slot); NULL if full.  [lock] */
@@ -479,12 +538,15 @@ static bool presto_event_locked(struct presto_reader *r, u8 type, u16 flags,
 	if (r->armed)
 		where = presto_locate(d, leaf, r->root.dentry, r->scratch,
 				      &path, &len);
-	if (where == PRESTO_INSIDE)
-		presto_queue_locked(r, type, flags, presto_mode(inode),
-				    inode ? inode->i_ino : 0, path, len,
-				    NULL, 0);
-	else if (where < 0)
+	if (where == PRESTO_INSIDE) {
+		if (presto_queue_locked(r, type, flags, presto_mode(inode),
+					inode ? inode->i_ino : 0, path, len,
+					NULL, 0) &&
+		    type == PRESTO_EV_CREATE)
+			WRITE_ONCE(r->in_ino, inode->i_ino);
+	} else if (where < 0) {
 		presto_lose_locked(r);
+	}
 	return where == PRESTO_INSIDE || where < 0;
 }
 
@@ -512,14 +574,16 @@ static struct presto_wfile *presto_wtab_get(struct presto_reader *r,
 	struct presto_wfile *w;
 
 	lockdep_assert_held(&r->lock);
-	if (!r->armed || inode->i_ino == r->skip_ino)
+	if (!r->armed || inode->i_ino == READ_ONCE(r->skip_ino))
 		return NULL;	/* fast path: known to be outside */
 	w = presto_wtab_find(r, inode->i_ino);
 	if (w->ino)
 		return w;
-	if (presto_locate(d, NULL, r->root.dentry, NULL, NULL, NULL) !=
+	/* Its creation was just queued (open with O_CREAT): inside. */
+	if (inode->i_ino != READ_ONCE(r->in_ino) &&
+	    presto_locate(d, NULL, r->root.dentry, NULL, NULL, NULL) !=
 	    PRESTO_INSIDE) {
-		r->skip_ino = inode->i_ino;
+		WRITE_ONCE(r->skip_ino, inode->i_ino);
 		return NULL;
 	}
 	return presto_wtab_add(r, w, inode, flags);
@@ -556,30 +620,34 @@ static void presto_close_write(struct presto_reader *r, struct inode *inode,
 			       struct dentry *d)
 {
 	struct presto_wfile *w;
+	enum presto_verdict v;
 	u16 flags = PRESTO_F_UNVERIFIED;
-	bool report = true;
+	bool report = true, wake = false;
 
-	if (!(r->arm_flags & PRESTO_ARM_ALL_CLOSE_WRITE)) {
-		spin_lock(&r->lock);
-		if (!r->armed) {
-			report = false;
-		} else if (w = presto_wtab_find(r, inode->i_ino), w->ino) {
-			report = presto_stamp_moved(w, inode);
-			if (w->flags & PRESTO_WF_WRITTEN ||
-			    !(w->flags & PRESTO_WF_UNSURE))
-				flags = 0;
-			/* This writer still counts: fput drops it later. */
-			if (atomic_read(&inode->i_writecount) <= 1)
-				presto_wtab_del(r, w);
-		} else {
-			/* Opened before arming, or while the table was full. */
-			report = inode->i_ino != r->skip_ino;
-		}
-		spin_unlock(&r->lock);
+	spin_lock(&r->lock);
+	if (!r->armed) {
+		report = false;
+	} else if (r->arm_flags & PRESTO_ARM_ALL_CLOSE_WRITE) {
+		/* every close, UNVERIFIED */
+	} else if (w = presto_wtab_find(r, inode->i_ino), w->ino) {
+		v = presto_wfile_changed(w, inode);
+		report = v != PRESTO_UNCHANGED;
+		if (v == PRESTO_CHANGED)
+			flags = 0;
+		/* This writer still counts: fput drops it later. */
+		if (atomic_read(&inode->i_writecount) <= 1)
+			presto_wtab_del(r, w);
+	} else {
+		/* Opened before arming, or while the table was full. */
+		report = inode->i_ino != READ_ONCE(r->skip_ino);
 	}
-	if (!report || d_unlinked(d))
-		return;		/* unchanged, or the file has no name any more */
-	presto_event_one(r, PRESTO_EV_CLOSE_WRITE, flags, inode, d, NULL);
+	/* Not reported either when the file has no name any more. */
+	if (report && !d_unlinked(d))
+		wake = presto_event_locked(r, PRESTO_EV_CLOSE_WRITE, flags,
+					   inode, d, NULL);
+	spin_unlock(&r->lock);
+	if (wake)
+		presto_wake(r);
 }
 
 /*
@@ -601,10 +669,8 @@ static void presto_resized(struct presto_reader *r, struct inode *inode,
 	if (wake && r->armed && S_ISREG(inode->i_mode) &&
 	    !mapping_writably_mapped(inode->i_mapping)) {
 		w = presto_wtab_find(r, inode->i_ino);
-		if (w->ino) {
-			w->flags = 0;
-			presto_stamp(w, inode);
-		}
+		if (w->ino)
+			presto_restamp(w, inode);
 	}
 	spin_unlock(&r->lock);
 	if (wake)
@@ -615,7 +681,14 @@ static void presto_rename(struct presto_reader *r, struct dentry *moved,
 			  struct inode *old_dir, const struct qstr *old_name)
 {
 	struct inode *inode = d_inode(moved);
-	struct dentry *old_parent = d_find_alias(old_dir);
+	/*
+	 * Within one directory (the usual rename) the old parent is the moved
+	 * dentry's parent, pinned by it and by the renamer's directory locks.
+	 */
+	struct dentry *parent = moved->d_parent;
+	struct dentry *found = d_inode(parent) == old_dir ? NULL :
+			       d_find_alias(old_dir);
+	struct dentry *old_parent = found ? found : parent;
 	const char *p1 = NULL, *p2 = NULL;
 	u32 l1 = 0, l2 = 0;
 	int w1, w2;
@@ -627,8 +700,8 @@ static void presto_rename(struct presto_reader *r, struct dentry *moved,
 		wake = false;	/* the volume itself moved: nothing changed in it */
 		goto out;
 	}
-	if (!old_parent) {
-		presto_lose_locked(r);
+	if (d_inode(old_parent) != old_dir) {
+		presto_lose_locked(r);	/* no dentry for the old directory */
 		goto out;
 	}
 	w1 = presto_locate(old_parent, old_name, r->root.dentry, r->scratch,
@@ -653,7 +726,7 @@ static void presto_rename(struct presto_reader *r, struct dentry *moved,
 		wake = false;
 out:
 	spin_unlock(&r->lock);
-	dput(old_parent);	/* not the last reference: the caller pins it */
+	dput(found);		/* not the last reference: the caller pins it */
 	if (wake)
 		presto_wake(r);
 }
@@ -687,13 +760,12 @@ static int presto_handle_event(struct fsnotify_group *group, u32 mask,
 	u16 isdir = (mask & FS_ISDIR) ? PRESTO_F_ISDIR : 0;
 
 	/*
-	 * Any change of the namespace may move an inode into the volume or
-	 * reuse an inode number: forget the "outside" cache of presto_modify.
+	 * Any change of the namespace may move an inode into or out of the
+	 * volume, or reuse an inode number: forget the caches of wtab_get.
 	 */
 	if (mask & (FS_RENAME | FS_CREATE | FS_DELETE)) {
-		spin_lock(&r->lock);
-		r->skip_ino = 0;
-		spin_unlock(&r->lock);
+		WRITE_ONCE(r->skip_ino, 0);
+		WRITE_ONCE(r->in_ino, 0);
 	}
 
 	if (mask & FS_RENAME) {
