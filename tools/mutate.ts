@@ -205,7 +205,7 @@ export const MUTANTS: Mutant[] = [
     name: "presto-wtab-dropped-early",
     why: "the first close drops the entry while another writer still has the file",
     file: "shim/presto.c",
-    find: "if (atomic_read(&inode->i_writecount) <= 1)\n\t\t\t\tpresto_wtab_del(r, w);",
+    find: "if (atomic_read(&inode->i_writecount) <= 1)\n\t\t\tpresto_wtab_del(r, w);",
     replace: "presto_wtab_del(r, w);",
     run: { qemu: true },
     timeoutS: 1200,
