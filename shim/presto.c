@@ -294,7 +294,7 @@ static bool presto_queue_locked(struct presto_reader *r, u8 type, u16 flags,
  * current clock tick.  A close reports the file when a MODIFY was seen or
  * the stamp moved since the entry was made.  A ctime already in the current
  * tick cannot show a later change in the same tick: such an entry is
- * "racy" and reports at every close.
+ * "racy" and reports its close as UNVERIFIED, unless the file is empty.
  *
  * After a truncate, whose ctime is always in the current tick, the stamp is
  * the i_version where the filesystem keeps one (querying it makes the next
@@ -564,12 +564,14 @@ static void presto_event_one(struct presto_reader *r, u8 type, u16 flags,
 }
 
 /*
- * The write-table entry of @inode, made if it has none and lies inside the
- * volume.  NULL if outside, or if the table is full.  [lock]
+ * The write-table entry of @inode, made with @flags if it has none and lies
+ * inside the volume; with @restart an existing entry starts afresh too.
+ * NULL if outside, or if the table is full.  [lock]
  */
 static struct presto_wfile *presto_wtab_get(struct presto_reader *r,
 					    struct inode *inode,
-					    struct dentry *d, u32 flags)
+					    struct dentry *d, u32 flags,
+					    bool restart)
 {
 	struct presto_wfile *w;
 
@@ -577,8 +579,13 @@ static struct presto_wfile *presto_wtab_get(struct presto_reader *r,
 	if (!r->armed || inode->i_ino == READ_ONCE(r->skip_ino))
 		return NULL;	/* fast path: known to be outside */
 	w = presto_wtab_find(r, inode->i_ino);
-	if (w->ino)
+	if (w->ino) {
+		if (restart) {
+			w->flags = flags;
+			presto_stamp(w, inode);
+		}
 		return w;
+	}
 	/* Its creation was just queued (open with O_CREAT): inside. */
 	if (inode->i_ino != READ_ONCE(r->in_ino) &&
 	    presto_locate(d, NULL, r->root.dentry, NULL, NULL, NULL) !=
@@ -589,15 +596,20 @@ static struct presto_wfile *presto_wtab_get(struct presto_reader *r,
 	return presto_wtab_add(r, w, inode, flags);
 }
 
-/* A regular file was opened for writing. */
+/* A regular file was opened for writing (the opener counts as a writer). */
 static void presto_open_write(struct presto_reader *r, struct inode *inode,
 			      struct dentry *d)
 {
-	/* Another writer and no entry yet: it opened before the reader armed. */
-	u32 flags = atomic_read(&inode->i_writecount) > 1 ? PRESTO_WF_UNSURE : 0;
+	bool alone = atomic_read(&inode->i_writecount) == 1;
 
 	spin_lock(&r->lock);
-	presto_wtab_get(r, inode, d, flags);
+	/*
+	 * Other writers and no entry yet: they opened before the reader armed.
+	 * No other writer: an entry left over (two last writers that closed
+	 * at once each saw the other; a reused inode number) starts afresh,
+	 * as nothing can store any more through what the entry was made for.
+	 */
+	presto_wtab_get(r, inode, d, alone ? 0 : PRESTO_WF_UNSURE, alone);
 	spin_unlock(&r->lock);
 }
 
@@ -609,7 +621,7 @@ static void presto_modify(struct presto_reader *r, struct inode *inode,
 
 	spin_lock(&r->lock);
 	/* Made here, the entry's writer opened the file before arming. */
-	w = presto_wtab_get(r, inode, d, PRESTO_WF_UNSURE);
+	w = presto_wtab_get(r, inode, d, PRESTO_WF_UNSURE, false);
 	if (w)
 		w->flags |= PRESTO_WF_WRITTEN;
 	spin_unlock(&r->lock);
