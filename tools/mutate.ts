@@ -176,7 +176,8 @@ export const MUTANTS: Mutant[] = [
   },
   {
     name: "presto-truncate-iversion-unchecked",
-    why: "after a truncate, the close ignores the i_version: a store through a later mapping is lost",
+    why:
+      "after a truncate, the close ignores the i_version: a store through a later mapping is lost",
     file: "shim/presto.c",
     find: "return inode_peek_iversion(inode) != w->stamp ?",
     replace: "return false ?",
