@@ -18,6 +18,12 @@ import {
   readFrames,
 } from "../src/wire/frame.ts";
 import { decodeJson, encodeJson, MAX_JSON } from "../src/wire/json.ts";
+import {
+  decodeMessage,
+  encodeMessage,
+  type Message,
+  PROTOCOL_VERSION,
+} from "../src/wire/messages.ts";
 
 const hex = (b: Uint8Array) => [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
 const unhex = (s: string) => new Uint8Array(s.match(/../g)!.map((x) => parseInt(x, 16)));
@@ -196,4 +202,70 @@ Deno.test("wire JSON payloads: exactly the listed fields, UTF-8, bounded", () =>
     assertThrows(() => decodeJson(bytes, "RECORDS?", ["offset"]), ProtocolError, says, what);
   }
   assertThrows(() => encodeJson({ s: "x".repeat(MAX_JSON) }), RangeError);
+});
+
+const ID_A = "00112233445566778899aabbccddeeff";
+const ID_B = "ffeeddccbbaa99887766554433221100";
+
+Deno.test("wire messages: golden HELLO payload, and each message round-trips", () => {
+  const hello: Message = {
+    type: MsgType.Hello,
+    protocol: PROTOCOL_VERSION,
+    volume: ID_A,
+    host: ID_B,
+    name: "web1",
+    incarnation: ID_A,
+    epoch: 3,
+  };
+  assertEquals(
+    new TextDecoder().decode(encodeMessage(hello)),
+    `{"protocol":1,"volume":"${ID_A}","host":"${ID_B}","name":"web1",` +
+      `"incarnation":"${ID_A}","epoch":3}`,
+  );
+  const all: Message[] = [
+    hello,
+    { ...hello, type: MsgType.Welcome, readOnly: true },
+    { type: MsgType.Error, code: "busy", message: "another run holds it" },
+    { type: MsgType.RecordsRequest, offset: 64 },
+    { type: MsgType.FileRequest, path: "dir/file name", from: 1 << 20 },
+    { type: MsgType.PositionRequest, host: ID_A, incarnation: ID_B },
+    { type: MsgType.Position, position: { seq: 7, offset: 900 } },
+    { type: MsgType.Position, position: null },
+    { type: MsgType.CaptureRequest },
+    { type: MsgType.PullRequest },
+    { type: MsgType.Result, result: { received: 2, problems: [] } },
+  ];
+  for (const m of all) assertEquals(decodeMessage(m.type, encodeMessage(m)), m, MsgType[m.type]);
+});
+
+Deno.test("wire messages: a hostile peer's fields are refused with what is wrong", () => {
+  const j = (o: unknown) => text(JSON.stringify(o));
+  const hello = {
+    protocol: 1,
+    volume: ID_A,
+    host: ID_B,
+    name: "x",
+    incarnation: ID_A,
+    epoch: 0,
+  };
+  const bad: [string, MsgType, Uint8Array, string][] = [
+    ["id not hex", MsgType.Hello, j({ ...hello, host: "../../etc" }), "host is not 32 hex"],
+    ["id upper case", MsgType.Hello, j({ ...hello, volume: ID_A.toUpperCase() }), "volume"],
+    ["negative epoch", MsgType.Hello, j({ ...hello, epoch: -1 }), "epoch is not"],
+    ["float offset", MsgType.RecordsRequest, j({ offset: 1.5 }), "offset is not"],
+    ["huge offset", MsgType.RecordsRequest, j({ offset: 2 ** 60 }), "offset is not"],
+    ["string offset", MsgType.RecordsRequest, j({ offset: "64" }), "offset is not"],
+    ["absolute path", MsgType.FileRequest, j({ path: "/etc/passwd", from: 0 }), "absolute"],
+    ["dot-dot path", MsgType.FileRequest, j({ path: "a/../../b", from: 0 }), "not normalised"],
+    ["NUL in path", MsgType.FileRequest, j({ path: "a\0b", from: 0 }), "NUL"],
+    ["metadata path", MsgType.FileRequest, j({ path: ".replicator/kml", from: 0 }), "metadata"],
+    ["unknown error code", MsgType.Error, j({ code: "oops", message: "" }), "code is not"],
+    ["readOnly not bool", MsgType.Welcome, j({ ...hello, readOnly: 1 }), "readOnly"],
+    ["DATA is bytes", MsgType.Data, text("{}"), "carries bytes"],
+    ["RECORDS is bytes", MsgType.Records, text("{}"), "carries bytes"],
+    ["Result not object", MsgType.Result, text("[]"), "not a JSON object"],
+  ];
+  for (const [what, type, payload, says] of bad) {
+    assertThrows(() => decodeMessage(type, payload), ProtocolError, says, what);
+  }
 });

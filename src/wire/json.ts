@@ -25,13 +25,15 @@ export function encodeJson(value: Record<string, unknown> | null): Uint8Array {
 
 /**
  * Parses the payload of message `what`, which must be an object with exactly
- * `fields` (or, if `nullable`, JSON `null`). Throws ProtocolError.
+ * `fields` (any fields if `open`; or, if `nullable`, JSON `null`). Throws
+ * ProtocolError.
  */
 export function decodeJson(
   payload: Uint8Array,
   what: string,
   fields: readonly string[],
   nullable = false,
+  open = false,
 ): Record<string, unknown> | null {
   if (payload.length > MAX_JSON) {
     throw new ProtocolError("limit", `${what}: a JSON payload of ${payload.length} bytes`);
@@ -46,6 +48,7 @@ export function decodeJson(
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
     throw new ProtocolError("protocol", `${what}: the payload is not a JSON object`);
   }
+  if (open) return value as Record<string, unknown>;
   const keys = Object.keys(value);
   const extra = keys.filter((k) => !fields.includes(k));
   const missing = fields.filter((k) => !keys.includes(k));
