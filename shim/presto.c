@@ -61,6 +61,7 @@
 #include <linux/log2.h>
 #include <linux/hash.h>
 #include <linux/iversion.h>
+#include <linux/magic.h>
 #include <linux/capability.h>
 #include <linux/atomic.h>
 
@@ -87,7 +88,7 @@ struct presto_reader;
 
 /* A file open for writing, see "write table" below. */
 struct presto_wfile {
-	u64 ino;		/* 0: empty slot */
+	u64 key;		/* presto_key(inode); 0: empty slot */
 	u64 stamp;		/* i_version, or ctime in ns, at entry */
 	u32 flags;		/* PRESTO_WF_* */
 };
@@ -121,9 +122,8 @@ struct presto_reader {
 	u64 pending_lost;	/* lost since the last OVERFLOW record */
 	struct presto_wfile *wtab;	/* files open for writing */
 	u32 wtab_used;
-	/* Caches of the open/MODIFY path, reset without the lock: *_ONCE */
-	u64 skip_ino;		/* last inode found outside */
-	u64 in_ino;		/* last file created inside */
+	u64 skip_key;		/* last inode written outside (MODIFY cache) */
+	u64 in_key;		/* last file created inside (open cache) */
 	char *scratch;		/* PRESTO_SCRATCH bytes for path building */
 };
 
@@ -313,17 +313,27 @@ static bool presto_queue_locked(struct presto_reader *r, u8 type, u16 flags,
 #define PRESTO_WF_UNSURE	BIT(2)	/* a writer may predate the entry */
 #define PRESTO_WF_IVERSION	BIT(3)	/* the stamp is an i_version */
 
-static inline u32 presto_wtab_slot(u64 ino)
+/*
+ * Entries and caches are keyed by the inode itself, not its number: inode
+ * numbers repeat across btrfs subvolumes of one superblock.  A freed
+ * inode's address may come back; see presto_open_write.
+ */
+static inline u64 presto_key(struct inode *inode)
 {
-	return hash_64(ino, PRESTO_WTAB_BITS);
+	return (u64)(uintptr_t)inode;
 }
 
-/* Returns the slot holding ino, or the empty slot where it would go. */
-static struct presto_wfile *presto_wtab_find(struct presto_reader *r, u64 ino)
+static inline u32 presto_wtab_slot(u64 key)
 {
-	u32 i = presto_wtab_slot(ino);
+	return hash_64(key, PRESTO_WTAB_BITS);
+}
 
-	while (r->wtab[i].ino && r->wtab[i].ino != ino)
+/* Returns the slot holding key, or the empty slot where it would go. */
+static struct presto_wfile *presto_wtab_find(struct presto_reader *r, u64 key)
+{
+	u32 i = presto_wtab_slot(key);
+
+	while (r->wtab[i].key && r->wtab[i].key != key)
 		i = (i + 1) & (PRESTO_WTAB_SIZE - 1);
 	return &r->wtab[i];
 }
@@ -348,19 +358,50 @@ static void presto_stamp(struct presto_wfile *w, struct inode *inode)
 		w->flags |= PRESTO_WF_RACY;
 }
 
-/* The stamp after a truncate: exact where the filesystem allows. */
+/*
+ * The stamp after a truncate: exact where the filesystem allows.  Not while
+ * a shared writable mapping exists, as a store through it may still land.
+ * The stamp is taken first (querying i_version makes the next change
+ * increment it), then the mapping checked: a mapping made in between is
+ * seen, or its first store moves the new stamp.
+ */
 static void presto_restamp(struct presto_wfile *w, struct inode *inode)
 {
-	if (!IS_I_VERSION(inode)) {
-		w->flags = 0;
-		presto_stamp(w, inode);
-		return;
+	struct presto_wfile fresh = { .key = w->key };
+
+	if (IS_I_VERSION(inode)) {
+		fresh.flags = PRESTO_WF_IVERSION;
+		fresh.stamp = inode_query_iversion(inode);
+	} else {
+		presto_stamp(&fresh, inode);
 	}
-	w->flags = PRESTO_WF_IVERSION;
-	w->stamp = inode_query_iversion(inode);
+	smp_mb();	/* the stamp before the mapping count */
+	if (!mapping_writably_mapped(inode->i_mapping))
+		*w = fresh;
 }
 
 enum presto_verdict { PRESTO_UNCHANGED, PRESTO_CHANGED, PRESTO_MAYBE };
+
+/*
+ * Filesystems whose shared mappings fault on the first store to a clean
+ * page and update the times there (page_mkwrite), with ctime granularity
+ * no coarser than the clock tick.  Elsewhere a store can leave the ctime
+ * alone: tmpfs maps pages writable on a read fault, overlayfs moves the
+ * real inode's times, FAT keeps ctime = mtime in 2 s steps, NFS and FUSE
+ * may not keep times locally.  There every write-close is reported.
+ */
+static bool presto_stamps_work(struct inode *inode)
+{
+	switch (inode->i_sb->s_magic) {
+	case EXT4_SUPER_MAGIC:		/* also ext2, ext3 */
+	case XFS_SUPER_MAGIC:
+	case BTRFS_SUPER_MAGIC:
+	case RAMFS_MAGIC:
+		return true;
+	default:
+		return false;
+	}
+}
 
 /* Did the file change since its entry was made?  [lock] */
 static enum presto_verdict presto_wfile_changed(struct presto_wfile *w,
@@ -368,7 +409,7 @@ static enum presto_verdict presto_wfile_changed(struct presto_wfile *w,
 {
 	if (w->flags & PRESTO_WF_WRITTEN)
 		return PRESTO_CHANGED;
-	if (w->flags & PRESTO_WF_UNSURE)
+	if ((w->flags & PRESTO_WF_UNSURE) || !presto_stamps_work(inode))
 		return PRESTO_MAYBE;
 	if (w->flags & PRESTO_WF_IVERSION)
 		return inode_peek_iversion(inode) != w->stamp ?
@@ -393,7 +434,7 @@ static struct presto_wfile *presto_wtab_add(struct presto_reader *r,
 	lockdep_assert_held(&r->lock);
 	if (r->wtab_used >= PRESTO_WTAB_LIMIT)
 		return NULL;	/* too many open for writing: closes report */
-	w->ino = inode->i_ino;
+	w->key = presto_key(inode);
 	w->flags = flags;
 	presto_stamp(w, inode);
 	r->wtab_used++;
@@ -407,15 +448,15 @@ static void presto_wtab_del(struct presto_reader *r, struct presto_wfile *w)
 	u32 i = w - r->wtab, j, k;
 
 	lockdep_assert_held(&r->lock);
-	w->ino = 0;
+	w->key = 0;
 	r->wtab_used--;
 	/* Backward-shift the entries of the probe run that follows. */
-	for (j = (i + 1) & mask; r->wtab[j].ino; j = (j + 1) & mask) {
-		k = presto_wtab_slot(r->wtab[j].ino);
+	for (j = (i + 1) & mask; r->wtab[j].key; j = (j + 1) & mask) {
+		k = presto_wtab_slot(r->wtab[j].key);
 		if (i <= j ? (i < k && k <= j) : (i < k || k <= j))
 			continue;
 		r->wtab[i] = r->wtab[j];
-		r->wtab[j].ino = 0;
+		r->wtab[j].key = 0;
 		i = j;
 	}
 }
@@ -543,7 +584,7 @@ static bool presto_event_locked(struct presto_reader *r, u8 type, u16 flags,
 					inode ? inode->i_ino : 0, path, len,
 					NULL, 0) &&
 		    type == PRESTO_EV_CREATE)
-			WRITE_ONCE(r->in_ino, inode->i_ino);
+			r->in_key = presto_key(inode);
 	} else if (where < 0) {
 		presto_lose_locked(r);
 	}
@@ -564,22 +605,23 @@ static void presto_event_one(struct presto_reader *r, u8 type, u16 flags,
 }
 
 /*
- * The write-table entry of @inode, made with @flags if it has none and lies
- * inside the volume; with @restart an existing entry starts afresh too.
- * NULL if outside, or if the table is full.  [lock]
+ * The write-table entry of @inode, made with @flags if it has none and @d
+ * lies inside the volume; with @restart an existing entry starts afresh
+ * too.  NULL if outside (*@outside set), or if the table is full.  [lock]
  */
 static struct presto_wfile *presto_wtab_get(struct presto_reader *r,
 					    struct inode *inode,
 					    struct dentry *d, u32 flags,
-					    bool restart)
+					    bool restart, bool *outside)
 {
 	struct presto_wfile *w;
 
 	lockdep_assert_held(&r->lock);
-	if (!r->armed || inode->i_ino == READ_ONCE(r->skip_ino))
-		return NULL;	/* fast path: known to be outside */
-	w = presto_wtab_find(r, inode->i_ino);
-	if (w->ino) {
+	*outside = false;
+	if (!r->armed)
+		return NULL;
+	w = presto_wtab_find(r, presto_key(inode));
+	if (w->key) {
 		if (restart) {
 			w->flags = flags;
 			presto_stamp(w, inode);
@@ -587,10 +629,10 @@ static struct presto_wfile *presto_wtab_get(struct presto_reader *r,
 		return w;
 	}
 	/* Its creation was just queued (open with O_CREAT): inside. */
-	if (inode->i_ino != READ_ONCE(r->in_ino) &&
+	if (presto_key(inode) != r->in_key &&
 	    presto_locate(d, NULL, r->root.dentry, NULL, NULL, NULL) !=
 	    PRESTO_INSIDE) {
-		WRITE_ONCE(r->skip_ino, inode->i_ino);
+		*outside = true;
 		return NULL;
 	}
 	return presto_wtab_add(r, w, inode, flags);
@@ -600,16 +642,20 @@ static struct presto_wfile *presto_wtab_get(struct presto_reader *r,
 static void presto_open_write(struct presto_reader *r, struct inode *inode,
 			      struct dentry *d)
 {
-	bool alone = atomic_read(&inode->i_writecount) == 1;
+	bool alone, outside;
 
 	spin_lock(&r->lock);
 	/*
+	 * Read under the lock, so that no other opener's entry can come and
+	 * go between this count and the restart below.
 	 * Other writers and no entry yet: they opened before the reader armed.
 	 * No other writer: an entry left over (two last writers that closed
-	 * at once each saw the other; a reused inode number) starts afresh,
-	 * as nothing can store any more through what the entry was made for.
+	 * at once each saw the other; a freed inode's address reused) starts
+	 * afresh, as nothing can store any more through what it was made for.
 	 */
-	presto_wtab_get(r, inode, d, alone ? 0 : PRESTO_WF_UNSURE, alone);
+	alone = atomic_read(&inode->i_writecount) == 1;
+	presto_wtab_get(r, inode, d, alone ? 0 : PRESTO_WF_UNSURE, alone,
+			&outside);
 	spin_unlock(&r->lock);
 }
 
@@ -618,12 +664,19 @@ static void presto_modify(struct presto_reader *r, struct inode *inode,
 			  struct dentry *d)
 {
 	struct presto_wfile *w;
+	bool outside;
 
 	spin_lock(&r->lock);
+	if (presto_key(inode) == r->skip_key)
+		goto out;	/* fast path: known to be outside */
 	/* Made here, the entry's writer opened the file before arming. */
-	w = presto_wtab_get(r, inode, d, PRESTO_WF_UNSURE, false);
+	w = presto_wtab_get(r, inode, d, PRESTO_WF_UNSURE, false, &outside);
 	if (w)
 		w->flags |= PRESTO_WF_WRITTEN;
+	/* A file with another name may be written through one inside too. */
+	else if (outside && inode->i_nlink == 1)
+		r->skip_key = presto_key(inode);
+out:
 	spin_unlock(&r->lock);
 }
 
@@ -631,17 +684,24 @@ static void presto_modify(struct presto_reader *r, struct inode *inode,
 static void presto_close_write(struct presto_reader *r, struct inode *inode,
 			       struct dentry *d)
 {
-	struct presto_wfile *w;
+	struct presto_wfile *w = NULL;
+	struct dentry *alias = NULL;
 	enum presto_verdict v;
 	u16 flags = PRESTO_F_UNVERIFIED;
 	bool report = true, wake = false;
 
+	/*
+	 * The name it was opened by is gone but the file has others (a hard
+	 * link, an O_TMPFILE given a name): report it by one of those.
+	 */
+	if (d_unlinked(d) && inode->i_nlink)
+		alias = d_find_alias(inode);
 	spin_lock(&r->lock);
+	if (r->armed && !(r->arm_flags & PRESTO_ARM_ALL_CLOSE_WRITE))
+		w = presto_wtab_find(r, presto_key(inode));
 	if (!r->armed) {
 		report = false;
-	} else if (r->arm_flags & PRESTO_ARM_ALL_CLOSE_WRITE) {
-		/* every close, UNVERIFIED */
-	} else if (w = presto_wtab_find(r, inode->i_ino), w->ino) {
+	} else if (w && w->key) {
 		v = presto_wfile_changed(w, inode);
 		report = v != PRESTO_UNCHANGED;
 		if (v == PRESTO_CHANGED)
@@ -649,15 +709,21 @@ static void presto_close_write(struct presto_reader *r, struct inode *inode,
 		/* This writer still counts: fput drops it later. */
 		if (atomic_read(&inode->i_writecount) <= 1)
 			presto_wtab_del(r, w);
-	} else {
-		/* Opened before arming, or while the table was full. */
-		report = inode->i_ino != READ_ONCE(r->skip_ino);
 	}
-	/* Not reported either when the file has no name any more. */
-	if (report && !d_unlinked(d))
+	/*
+	 * Otherwise (every close reported; opened before arming; a full
+	 * table) report it if it lies inside.  A file with no name left is
+	 * not reported; one whose other names cannot be found is lost.
+	 */
+	if (report && (alias || !d_unlinked(d)))
 		wake = presto_event_locked(r, PRESTO_EV_CLOSE_WRITE, flags,
-					   inode, d, NULL);
+					   inode, alias ? alias : d, NULL);
+	else if (report && inode->i_nlink) {
+		presto_lose_locked(r);
+		wake = true;
+	}
 	spin_unlock(&r->lock);
+	dput(alias);
 	if (wake)
 		presto_wake(r);
 }
@@ -678,10 +744,9 @@ static void presto_resized(struct presto_reader *r, struct inode *inode,
 
 	spin_lock(&r->lock);
 	wake = presto_event_locked(r, PRESTO_EV_CLOSE_WRITE, 0, inode, d, NULL);
-	if (wake && r->armed && S_ISREG(inode->i_mode) &&
-	    !mapping_writably_mapped(inode->i_mapping)) {
-		w = presto_wtab_find(r, inode->i_ino);
-		if (w->ino)
+	if (wake && r->armed && S_ISREG(inode->i_mode)) {
+		w = presto_wtab_find(r, presto_key(inode));
+		if (w->key)
 			presto_restamp(w, inode);
 	}
 	spin_unlock(&r->lock);
@@ -776,8 +841,10 @@ static int presto_handle_event(struct fsnotify_group *group, u32 mask,
 	 * volume, or reuse an inode number: forget the caches of wtab_get.
 	 */
 	if (mask & (FS_RENAME | FS_CREATE | FS_DELETE)) {
-		WRITE_ONCE(r->skip_ino, 0);
-		WRITE_ONCE(r->in_ino, 0);
+		spin_lock(&r->lock);
+		r->skip_key = 0;
+		r->in_key = 0;
+		spin_unlock(&r->lock);
 	}
 
 	if (mask & FS_RENAME) {

@@ -797,6 +797,78 @@ static void mmap_writes(const char *vol, const char *check_name)
 	close(fd);
 }
 
+/*
+ * Changes the review found lost, each must now give a CLOSE_WRITE record:
+ * a store after a read fault on tmpfs (its pages are mapped writable at the
+ * read, so the ctime does not move); a file written through its name in
+ * the volume after an open of another name outside; a file written through
+ * a name unlinked meanwhile while another name remains.
+ */
+static void review_cases(const char *vol, const char *mnt)
+{
+	static struct evlist rl = { .name = "review" };
+	char out_name[256];
+	int fd = open(PRESTO_DEVICE, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	int tfd = open(PRESTO_DEVICE, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	int f, i, tmpfs_seen = 0, link_seen = 0, unlinked_seen = 0;
+	char *m;
+	uint64_t t0 = now_ns();
+
+	snprintf(out_name, sizeof(out_name), "%s/outside/rv-link", mnt);
+	xcall(mkdir("rv", 0755), "mkdir rv");
+	write_file("rv/linked", "0123456789", O_CREAT);
+	xcall(link("rv/linked", out_name), "link outside");
+	write_file("rv/a", "0123456789", O_CREAT);
+	xcall(link("rv/a", "rv/b"), "link rv/b");
+	xcall(mkdir("/tmpvol", 0755), "mkdir /tmpvol");
+	xcall(mount("none", "/tmpvol", "tmpfs", 0, NULL), "mount tmpfs");
+	f = open("/tmpvol/f", O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (f < 0 || ftruncate(f, 8192))
+		die("tmpfs file");
+	close(f);
+	usleep(TICK_US);
+	if (fd < 0 || tfd < 0 || arm(fd, vol, 0, 0) || arm(tfd, "/tmpvol", 0, 0))
+		die("review arm");
+
+	m = map_file("/tmpvol/f", &f, PROT_READ | PROT_WRITE);
+	if (m[0] == 0)		/* a read fault first: the page comes writable */
+		m[1] = 'x';
+	munmap(m, 4096);
+	close(f);
+
+	write_file(out_name, NULL, 0);	/* opened outside, unchanged */
+	write_file("rv/linked", "more", O_APPEND);
+
+	f = open("rv/a", O_WRONLY | O_APPEND | O_CLOEXEC);
+	if (f < 0)
+		die("open rv/a");
+	xcall(unlink("rv/a"), "unlink rv/a");
+	if (write(f, "x", 1) != 1)
+		die("write rv/a");
+	close(f);
+
+	drain(tfd, &rl, t0, 1 << 16);
+	for (i = 0; i < rl.n; i++)
+		tmpfs_seen += rl.ev[i].type == PRESTO_EV_CLOSE_WRITE &&
+			      !strcmp(rl.ev[i].path, "f");
+	rl.n = 0;
+	rl.last_seq = 0;
+	drain(fd, &rl, t0, 1 << 16);
+	for (i = 0; i < rl.n; i++) {
+		if (rl.ev[i].type != PRESTO_EV_CLOSE_WRITE)
+			continue;
+		link_seen += !strcmp(rl.ev[i].path, "rv/linked");
+		unlinked_seen += !strcmp(rl.ev[i].path, "rv/b");
+	}
+	check(tmpfs_seen && link_seen && unlinked_seen && !rl.bad,
+	      "review-cases-reported",
+	      "tmpfs store after a read %d, written inside after an open outside %d, written through an unlinked name %d",
+	      tmpfs_seen, link_seen, unlinked_seen);
+	close(fd);
+	close(tfd);
+	xcall(umount("/tmpvol"), "umount tmpfs");
+}
+
 /* ---- the test -------------------------------------------------------- */
 
 static struct evlist mainl = { .name = "main" };
@@ -1121,6 +1193,7 @@ int main(int argc, char **argv)
 	mmap_writes(RAMVOL, "mmap-writes-reported-ramfs");
 	xcall(chdir(vol), "chdir vol");
 	xcall(umount(RAMVOL), "umount ramfs");
+	review_cases(vol, mnt);
 
 	stress(vol);
 
