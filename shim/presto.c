@@ -289,9 +289,9 @@ static bool presto_queue_locked(struct presto_reader *r, u8 type, u16 flags,
  * A write through a shared mmap raises no MODIFY, so a close cannot rely on
  * having seen one.  Each regular file inside the volume that is open for
  * writing gets an entry when it is opened, holding a change stamp: its
- * ctime.  Every write path, mmap included (page_mkwrite or
- * fault_dirty_shared_page call file_update_time), sets the ctime to the
- * current clock tick.  A close reports the file when a MODIFY was seen or
+ * ctime.  On the filesystems of presto_stamps_work every write path, mmap
+ * included (page_mkwrite calls file_update_time), sets the ctime to the
+ * current clock tick; elsewhere every write-close is reported.  A close reports the file when a MODIFY was seen or
  * the stamp moved since the entry was made.  A ctime already in the current
  * tick cannot show a later change in the same tick: such an entry is
  * "racy" and reports its close as UNVERIFIED, unless the file is empty.
@@ -348,11 +348,16 @@ static inline s64 presto_ctime_ns(struct inode *inode)
 	return timespec64_to_ns(&ts);
 }
 
-/* Take the ctime stamp; racy if the clock has not left its tick. */
-static void presto_stamp(struct presto_wfile *w, struct inode *inode)
+/*
+ * Start @w afresh with @flags and a ctime stamp; racy if the clock has not
+ * left the stamp's tick.
+ */
+static void presto_wfile_start(struct presto_wfile *w, struct inode *inode,
+			       u32 flags)
 {
 	struct timespec64 now = current_time(inode);
 
+	w->flags = flags;
 	w->stamp = presto_ctime_ns(inode);
 	if (w->stamp >= timespec64_to_ns(&now))
 		w->flags |= PRESTO_WF_RACY;
@@ -373,7 +378,7 @@ static void presto_restamp(struct presto_wfile *w, struct inode *inode)
 		fresh.flags = PRESTO_WF_IVERSION;
 		fresh.stamp = inode_query_iversion(inode);
 	} else {
-		presto_stamp(&fresh, inode);
+		presto_wfile_start(&fresh, inode, 0);
 	}
 	smp_mb();	/* the stamp before the mapping count */
 	if (!mapping_writably_mapped(inode->i_mapping))
@@ -435,8 +440,7 @@ static struct presto_wfile *presto_wtab_add(struct presto_reader *r,
 	if (r->wtab_used >= PRESTO_WTAB_LIMIT)
 		return NULL;	/* too many open for writing: closes report */
 	w->key = presto_key(inode);
-	w->flags = flags;
-	presto_stamp(w, inode);
+	presto_wfile_start(w, inode, flags);
 	r->wtab_used++;
 	return w;
 }
@@ -622,10 +626,8 @@ static struct presto_wfile *presto_wtab_get(struct presto_reader *r,
 		return NULL;
 	w = presto_wtab_find(r, presto_key(inode));
 	if (w->key) {
-		if (restart) {
-			w->flags = flags;
-			presto_stamp(w, inode);
-		}
+		if (restart)
+			presto_wfile_start(w, inode, flags);
 		return w;
 	}
 	/* Its creation was just queued (open with O_CREAT): inside. */

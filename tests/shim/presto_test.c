@@ -583,6 +583,19 @@ static void hostile_reads(const char *vol)
 	close(fd);
 }
 
+/* Index in @names of the file a CLOSE_WRITE record reports; else -1. */
+static int closed_file(const struct ev *e, const char *const *names, int n)
+{
+	int j;
+
+	if (e->type != PRESTO_EV_CLOSE_WRITE)
+		return -1;
+	for (j = 0; j < n; j++)
+		if (!strcmp(e->path, names[j]))
+			return j;
+	return -1;
+}
+
 /*
  * Size changes that no write-close follows are reported at once: truncate(2)
  * by path, ftruncate(2) without a write, and an O_TRUNC open closed without
@@ -632,11 +645,8 @@ static void truncations(const char *vol)
 	close(g);
 	drain(fd, &trl, t0, 1 << 16);
 	for (i = 0; i < trl.n; i++) {
-		for (j = 0; j < 6; j++)
-			if (trl.ev[i].type == PRESTO_EV_CLOSE_WRITE &&
-			    !strcmp(trl.ev[i].path, names[j]))
-				break;
-		if (j < 6)
+		j = closed_file(&trl.ev[i], names, 6);
+		if (j >= 0)
 			seen[j]++;
 		else
 			others++;
@@ -775,11 +785,8 @@ static void mmap_writes(const char *vol, const char *check_name)
 
 	drain(fd, &mml, t0, 1 << 16);
 	for (i = 0; i < mml.n; i++) {
-		for (j = 0; j < MM_N; j++)
-			if (mml.ev[i].type == PRESTO_EV_CLOSE_WRITE &&
-			    !strcmp(mml.ev[i].path, names[j]))
-				break;
-		if (j < MM_N) {
+		j = closed_file(&mml.ev[i], names, MM_N);
+		if (j >= 0) {
 			seen[j]++;
 			if (mml.ev[i].flags & PRESTO_F_UNVERIFIED &&
 			    j != MM_PREARM && j != MM_FRESH)
@@ -807,10 +814,12 @@ static void mmap_writes(const char *vol, const char *check_name)
 static void review_cases(const char *vol, const char *mnt)
 {
 	static struct evlist rl = { .name = "review" };
+	static const char *const tmp_names[] = { "f" };
+	static const char *const vol_names[] = { "rv/linked", "rv/b" };
 	char out_name[256];
 	int fd = open(PRESTO_DEVICE, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
 	int tfd = open(PRESTO_DEVICE, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-	int f, i, tmpfs_seen = 0, link_seen = 0, unlinked_seen = 0;
+	int f, i, j, seen[3] = { 0 };
 	char *m;
 	uint64_t t0 = now_ns();
 
@@ -849,21 +858,18 @@ static void review_cases(const char *vol, const char *mnt)
 
 	drain(tfd, &rl, t0, 1 << 16);
 	for (i = 0; i < rl.n; i++)
-		tmpfs_seen += rl.ev[i].type == PRESTO_EV_CLOSE_WRITE &&
-			      !strcmp(rl.ev[i].path, "f");
+		seen[0] += closed_file(&rl.ev[i], tmp_names, 1) == 0;
 	rl.n = 0;
 	rl.last_seq = 0;
 	drain(fd, &rl, t0, 1 << 16);
 	for (i = 0; i < rl.n; i++) {
-		if (rl.ev[i].type != PRESTO_EV_CLOSE_WRITE)
-			continue;
-		link_seen += !strcmp(rl.ev[i].path, "rv/linked");
-		unlinked_seen += !strcmp(rl.ev[i].path, "rv/b");
+		j = closed_file(&rl.ev[i], vol_names, 2);
+		if (j >= 0)
+			seen[1 + j]++;
 	}
-	check(tmpfs_seen && link_seen && unlinked_seen && !rl.bad,
-	      "review-cases-reported",
+	check(seen[0] && seen[1] && seen[2] && !rl.bad, "review-cases-reported",
 	      "tmpfs store after a read %d, written inside after an open outside %d, written through an unlinked name %d",
-	      tmpfs_seen, link_seen, unlinked_seen);
+	      seen[0], seen[1], seen[2]);
 	close(fd);
 	close(tfd);
 	xcall(umount("/tmpvol"), "umount tmpfs");
