@@ -188,7 +188,10 @@ Deno.test("wire frames: readFrames over a ReadableStream, and its truncated end"
 
 Deno.test("wire JSON payloads: exactly the listed fields, UTF-8, bounded", () => {
   assertEquals(decodeJson(encodeJson({ offset: 64 }), "RECORDS?", ["offset"]), { offset: 64 });
-  assertEquals(decodeJson(encodeJson(null), "POSITION", ["seq", "offset"], true), null);
+  assertEquals(
+    decodeJson(encodeJson(null), "POSITION", ["seq", "offset"], { nullable: true }),
+    null,
+  );
   const bad: [string, Uint8Array, string][] = [
     ["extra field", encodeJson({ offset: 1, x: 2 }), "unknown fields x"],
     ["missing field", encodeJson({}), "missing fields offset"],

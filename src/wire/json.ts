@@ -23,17 +23,23 @@ export function encodeJson(value: Record<string, unknown> | null): Uint8Array {
   return bytes;
 }
 
+/** What else a JSON payload may be besides an object with exactly its fields. */
+export interface JsonShape {
+  /** JSON `null` is allowed. */
+  nullable?: boolean;
+  /** Any fields are allowed (a RESULT's report). */
+  anyFields?: boolean;
+}
+
 /**
  * Parses the payload of message `what`, which must be an object with exactly
- * `fields` (any fields if `open`; or, if `nullable`, JSON `null`). Throws
- * ProtocolError.
+ * `fields`, or what `shape` also allows. Throws ProtocolError.
  */
 export function decodeJson(
   payload: Uint8Array,
   what: string,
   fields: readonly string[],
-  nullable = false,
-  open = false,
+  shape: JsonShape = {},
 ): Record<string, unknown> | null {
   if (payload.length > MAX_JSON) {
     throw new ProtocolError("limit", `${what}: a JSON payload of ${payload.length} bytes`);
@@ -44,11 +50,11 @@ export function decodeJson(
   } catch (e) {
     throw new ProtocolError("protocol", `${what}: not UTF-8 JSON (${(e as Error).message})`);
   }
-  if (value === null && nullable) return null;
+  if (value === null && shape.nullable) return null;
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
     throw new ProtocolError("protocol", `${what}: the payload is not a JSON object`);
   }
-  if (open) return value as Record<string, unknown>;
+  if (shape.anyFields) return value as Record<string, unknown>;
   const keys = Object.keys(value);
   const extra = keys.filter((k) => !fields.includes(k));
   const missing = fields.filter((k) => !keys.includes(k));

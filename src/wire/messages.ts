@@ -91,11 +91,11 @@ export function encodeMessage(m: Message): Uint8Array {
 export function decodeMessage(type: MsgType, payload: Uint8Array): Message {
   const what = MsgType[type] ?? `type ${type}`;
   if (type === MsgType.Result) {
-    return { type, result: decodeJson(payload, what, [], false, true)! };
+    return { type, result: decodeJson(payload, what, [], { anyFields: true })! };
   }
   const fields = FIELDS[type];
   if (!fields) throw new ProtocolError("protocol", `${what} carries bytes, not a message`);
-  const j = decodeJson(payload, what, fields, type === MsgType.Position);
+  const j = decodeJson(payload, what, fields, { nullable: type === MsgType.Position });
   const f = new Fields(what, j ?? {});
   switch (type) {
     case MsgType.Hello:
