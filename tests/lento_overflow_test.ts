@@ -143,12 +143,21 @@ async function expected(): Promise<string[]> {
   }
 }
 
+/** What lentoRecords waits for: the records appended so far and lento's log since start-up. */
+type Done = (appended: number, logged: string[]) => boolean;
+
+const rescanned: Done = (_, logged) => logged.some((l) => l.includes("rescanned"));
+
 /**
  * Runs lento on a fresh populated volume, makes `change`, feeds `stream`
- * through the pipe, waits until lento reports a rescan after start-up (at
- * most 10 s), and returns the records appended and lento's log.
+ * through the pipe, waits until `done` (by default: lento reports a rescan
+ * after start-up; at most 10 s), and returns the records appended and
+ * lento's log.
  */
-async function lentoRecords(stream: Rec[]): Promise<{ got: string[]; lines: string[] }> {
+async function lentoRecords(
+  stream: Rec[],
+  done: Done = rescanned,
+): Promise<{ got: string[]; lines: string[] }> {
   const dir = await Deno.makeTempDir({ prefix: "replicator-test-" });
   const root = `${dir}/vol`;
   try {
@@ -173,7 +182,7 @@ async function lentoRecords(stream: Rec[]): Promise<{ got: string[]; lines: stri
       writeAll(w, bytes);
       const deadline = Date.now() + 10_000;
       while (
-        !lines.slice(startup).some((l) => l.includes("rescanned")) && Date.now() < deadline
+        !done(records(root).length - before, lines.slice(startup)) && Date.now() < deadline
       ) {
         await new Promise((ok) => setTimeout(ok, 20));
       }
@@ -211,41 +220,10 @@ Deno.test("lento rescans on an OVERFLOW record alone (no path hints at all)", as
 Deno.test("without an OVERFLOW, lento records only what the events name (the test can tell)", async () => {
   // The control: the same changes with only `named.txt` named and no OVERFLOW
   // record leave the others unrecorded, so the tests above see the rescan.
-  const dir = await Deno.makeTempDir({ prefix: "replicator-test-" });
-  const root = `${dir}/vol`;
-  try {
-    populated(root);
-    const before = records(root).length;
-    const [r, w] = pipe();
-    const stop = new AbortController();
-    let ready!: () => void;
-    const armed = new Promise<void>((ok) => (ready = ok));
-    const running = runLento(root, {
-      source: PrestoSource.fromFd(r),
-      signal: stop.signal,
-      ready: () => ready(),
-    });
-    try {
-      await armed;
-      change(root);
-      const bytes = encode([
-        { type: PrestoType.CREATE, path: "named.txt" },
-        { type: PrestoType.CLOSE_WRITE, path: "named.txt" },
-      ]);
-      writeAll(w, bytes);
-      const deadline = Date.now() + 10_000;
-      while (records(root).length === before && Date.now() < deadline) {
-        await new Promise((ok) => setTimeout(ok, 20));
-      }
-    } finally {
-      stop.abort();
-      await running;
-      closeFd(w);
-    }
-    const got = records(root).slice(before);
-    assertEquals(got.length, 1, got.join("\n"));
-    assert(got[0].startsWith("Store named.txt "), got[0]);
-  } finally {
-    Deno.removeSync(dir, { recursive: true });
-  }
+  const { got } = await lentoRecords([
+    { type: PrestoType.CREATE, path: "named.txt" },
+    { type: PrestoType.CLOSE_WRITE, path: "named.txt" },
+  ], (appended) => appended > 0);
+  assertEquals(got.length, 1, got.join("\n"));
+  assert(got[0].startsWith("Store named.txt "), got[0]);
 });
