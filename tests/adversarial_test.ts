@@ -286,6 +286,18 @@ function attack(name: string, body: () => Promise<string[]>): void {
   });
 }
 
+/** An attack on a fresh world, removed afterwards. */
+function attackInWorld(name: string, body: (w: World) => Promise<string[]>): void {
+  attack(name, async () => {
+    const w = await world();
+    try {
+      return await body(w);
+    } finally {
+      Deno.removeSync(w.root, { recursive: true });
+    }
+  });
+}
+
 interface CraftOpts {
   /** Paths of B that may legitimately change. */
   mayChange?: (p: string) => boolean;
@@ -298,19 +310,14 @@ interface CraftOpts {
 
 /** A case whose records are appended to H's KML as A's. */
 function crafted(name: string, recs: (w: World) => Rec[], opts: CraftOpts = {}): void {
-  attack(name, async () => {
-    const w = await world();
-    try {
-      for (const [p, content] of Object.entries(opts.payload ?? {})) put(`${w.h}/${p}`, content);
-      appendRecords(w.h, encodeAll(w, recs(w)).frames);
-      const before = observe(w);
-      const r = await cli(["sync", "-C", w.b, w.h], { env: opts.env });
-      const bad = await confined(w, before, r, opts.mayChange ?? (() => false));
-      if (opts.then) bad.push(...await opts.then(w, r));
-      return bad.map((b) => `${b} [sync exit ${r.code}: ${r.stderr.trim().split("\n")[0]}]`);
-    } finally {
-      Deno.removeSync(w.root, { recursive: true });
-    }
+  attackInWorld(name, async (w) => {
+    for (const [p, content] of Object.entries(opts.payload ?? {})) put(`${w.h}/${p}`, content);
+    appendRecords(w.h, encodeAll(w, recs(w)).frames);
+    const before = observe(w);
+    const r = await cli(["sync", "-C", w.b, w.h], { env: opts.env });
+    const bad = await confined(w, before, r, opts.mayChange ?? (() => false));
+    if (opts.then) bad.push(...await opts.then(w, r));
+    return bad.map((b) => `${b} [sync exit ${r.code}: ${r.stderr.trim().split("\n")[0]}]`);
   });
 }
 
@@ -488,33 +495,28 @@ crafted(
 
 // --- content that does not match its record (rule 3) ---
 
-attack(
+attackInWorld(
   "peer file whose bytes differ from its record's SHA-256 (wrong digest recorded)",
-  async () => {
-    const w = await world();
-    try {
-      // H's f is overwritten in place with other bytes of the same size and its mtime put
-      // back, so that H's own scan sees no change; the crafted record names other bytes.
-      const hf = `${w.h}/f`;
-      const mtime = mtimeNsOf(lstatNs(hf)!);
-      const evil = "F-EVIL content".slice(0, OLD_F.length).padEnd(OLD_F.length, "!");
-      Deno.writeTextFileSync(hf, evil);
-      setMtimeNs(hf, mtime);
-      const claimed = "f-new content\n";
-      appendRecords(w.h, encodeAll(w, [{ ...store("f", claimed), size: evil.length }]).frames);
-      const before = observe(w);
-      const r = await cli(["sync", "-C", w.b, w.h]);
-      const bad = await confined(w, before, r, () => false);
-      const now = Deno.readTextFileSync(`${w.b}/f`);
-      if (now !== OLD_F) {
-        bad.push(
-          `B's f is now ${JSON.stringify(now)}: unverified bytes installed`,
-        );
-      }
-      return bad;
-    } finally {
-      Deno.removeSync(w.root, { recursive: true });
+  async (w) => {
+    // H's f is overwritten in place with other bytes of the same size and its mtime put
+    // back, so that H's own scan sees no change; the crafted record names other bytes.
+    const hf = `${w.h}/f`;
+    const mtime = mtimeNsOf(lstatNs(hf)!);
+    const evil = "F-EVIL content".slice(0, OLD_F.length).padEnd(OLD_F.length, "!");
+    Deno.writeTextFileSync(hf, evil);
+    setMtimeNs(hf, mtime);
+    const claimed = "f-new content\n";
+    appendRecords(w.h, encodeAll(w, [{ ...store("f", claimed), size: evil.length }]).frames);
+    const before = observe(w);
+    const r = await cli(["sync", "-C", w.b, w.h]);
+    const bad = await confined(w, before, r, () => false);
+    const now = Deno.readTextFileSync(`${w.b}/f`);
+    if (now !== OLD_F) {
+      bad.push(
+        `B's f is now ${JSON.stringify(now)}: unverified bytes installed`,
+      );
     }
+    return bad;
   },
 );
 
@@ -562,39 +564,34 @@ attack(
 
 // --- one forged sequence number (defect 7) ---
 
-attack(
+attackInWorld(
   "defect 7: a relayed record of the holder's origin with sequence 2^52 does not block the holder",
-  async () => {
-    const w = await world();
+  async (w) => {
+    // A relay R (another replica) carries records claiming A's origin: seq 2^52, then more.
+    const relay = `${w.root}/h/r`;
+    assertEquals((await cli(["clone", w.a, relay, "--host", "relay"])).code, 0);
+    const forged = { ...w, seq: 2 ** 52 - 1 };
+    appendRecords(
+      relay,
+      encodeAll(forged, [mkdir("forged"), mkdir("forged/more"), symlink("forged-link", "ok")])
+        .frames,
+    );
+    const before = observe(w);
+    const r = await cli(["sync", "-C", w.b, relay]);
+    const bad = await confined(w, before, r, () => false);
+    put(`${w.a}/after`, "genuine, after the forgery\n");
+    const r2 = await cli(["sync", "-C", w.b, w.a]);
+    let got: string | undefined;
     try {
-      // A relay R (another replica) carries records claiming A's origin: seq 2^52, then more.
-      const relay = `${w.root}/h/r`;
-      assertEquals((await cli(["clone", w.a, relay, "--host", "relay"])).code, 0);
-      const forged = { ...w, seq: 2 ** 52 - 1 };
-      appendRecords(
-        relay,
-        encodeAll(forged, [mkdir("forged"), mkdir("forged/more"), symlink("forged-link", "ok")])
-          .frames,
+      got = Deno.readTextFileSync(`${w.b}/after`);
+    } catch { /* absent */ }
+    if (got !== "genuine, after the forgery\n") {
+      bad.push(
+        `A's next change did not reach B after the forged 2^52 record (sync with A exits ${r2.code}; ` +
+          `B has 'after': ${got !== undefined})`,
       );
-      const before = observe(w);
-      const r = await cli(["sync", "-C", w.b, relay]);
-      const bad = await confined(w, before, r, () => false);
-      put(`${w.a}/after`, "genuine, after the forgery\n");
-      const r2 = await cli(["sync", "-C", w.b, w.a]);
-      let got: string | undefined;
-      try {
-        got = Deno.readTextFileSync(`${w.b}/after`);
-      } catch { /* absent */ }
-      if (got !== "genuine, after the forgery\n") {
-        bad.push(
-          `A's next change did not reach B after the forged 2^52 record (sync with A exits ${r2.code}; ` +
-            `B has 'after': ${got !== undefined})`,
-        );
-      }
-      return bad;
-    } finally {
-      Deno.removeSync(w.root, { recursive: true });
     }
+    return bad;
   },
 );
 
@@ -627,87 +624,67 @@ function evilTxn(w: World, dir: string): { txn: string; records: Uint8Array } {
   return { txn, records };
 }
 
-attack(
+attackInWorld(
   "defect 3b: H's committed .replicator/txn names paths outside; opening H changes nothing outside",
-  async () => {
-    const w = await world();
-    try {
-      const { txn, records } = evilTxn(w, w.h);
-      Deno.writeFileSync(`${w.h}/.replicator/txn.records`, records);
-      Deno.writeTextFileSync(`${w.h}/.replicator/txn`, txn);
-      const before = observe(w);
-      const r = await cli(["sync", "-C", w.b, w.h]);
-      return await confined(w, before, r, () => false);
-    } finally {
-      Deno.removeSync(w.root, { recursive: true });
-    }
+  async (w) => {
+    const { txn, records } = evilTxn(w, w.h);
+    Deno.writeFileSync(`${w.h}/.replicator/txn.records`, records);
+    Deno.writeTextFileSync(`${w.h}/.replicator/txn`, txn);
+    const before = observe(w);
+    const r = await cli(["sync", "-C", w.b, w.h]);
+    return await confined(w, before, r, () => false);
   },
 );
 
-attack(
+attackInWorld(
   "defect 3b: H's .replicator/txn and txn.records are symlinks to crafted files elsewhere",
-  async () => {
-    const w = await world();
-    try {
-      const { txn, records } = evilTxn(w, w.h);
-      Deno.writeFileSync(`${w.root}/h/evil.records`, records);
-      Deno.writeTextFileSync(`${w.root}/h/evil.txn`, txn);
-      Deno.symlinkSync(`${w.root}/h/evil.records`, `${w.h}/.replicator/txn.records`);
-      Deno.symlinkSync(`${w.root}/h/evil.txn`, `${w.h}/.replicator/txn`);
-      const before = observe(w);
-      const r = await cli(["sync", "-C", w.b, w.h]);
-      return await confined(w, before, r, () => false);
-    } finally {
-      Deno.removeSync(w.root, { recursive: true });
-    }
+  async (w) => {
+    const { txn, records } = evilTxn(w, w.h);
+    Deno.writeFileSync(`${w.root}/h/evil.records`, records);
+    Deno.writeTextFileSync(`${w.root}/h/evil.txn`, txn);
+    Deno.symlinkSync(`${w.root}/h/evil.records`, `${w.h}/.replicator/txn.records`);
+    Deno.symlinkSync(`${w.root}/h/evil.txn`, `${w.h}/.replicator/txn`);
+    const before = observe(w);
+    const r = await cli(["sync", "-C", w.b, w.h]);
+    return await confined(w, before, r, () => false);
   },
 );
 
-attack(
+attackInWorld(
   "defect 3b: a local .replicator/txn naming paths outside is validated before recovery",
-  async () => {
-    const w = await world();
-    try {
-      const { txn, records } = evilTxn(w, w.b);
-      const before = observe(w);
-      Deno.writeFileSync(`${w.b}/.replicator/txn.records`, records);
-      Deno.writeTextFileSync(`${w.b}/.replicator/txn`, txn);
-      const r = await cli(["status", "-C", w.b]);
-      const bad: string[] = [];
-      const outside = changes(before.sentinel, snapshot(w.sentinel));
-      if (outside.length) bad.push(`WROTE OUTSIDE when B was opened: ${outside.join("; ")}`);
-      if (names(`${w.root}/bdir`).join() !== "b") {
-        bad.push(
-          `new entries beside B: ${names(`${w.root}/bdir`)}`,
-        );
-      }
-      if (/\n\s+at .*:\d+:\d+/.test(r.stderr)) bad.push(`stack trace: ${r.stderr.slice(0, 300)}`);
-      return bad;
-    } finally {
-      Deno.removeSync(w.root, { recursive: true });
+  async (w) => {
+    const { txn, records } = evilTxn(w, w.b);
+    const before = observe(w);
+    Deno.writeFileSync(`${w.b}/.replicator/txn.records`, records);
+    Deno.writeTextFileSync(`${w.b}/.replicator/txn`, txn);
+    const r = await cli(["status", "-C", w.b]);
+    const bad: string[] = [];
+    const outside = changes(before.sentinel, snapshot(w.sentinel));
+    if (outside.length) bad.push(`WROTE OUTSIDE when B was opened: ${outside.join("; ")}`);
+    if (names(`${w.root}/bdir`).join() !== "b") {
+      bad.push(
+        `new entries beside B: ${names(`${w.root}/bdir`)}`,
+      );
     }
+    if (/\n\s+at .*:\d+:\d+/.test(r.stderr)) bad.push(`stack trace: ${r.stderr.slice(0, 300)}`);
+    return bad;
   },
 );
 
-attack(
+attackInWorld(
   "defect 3b: the peer's expect.tmp and txn.records are symlinks to sentinel files",
-  async () => {
+  async (w) => {
     // H is a replica that is behind B, so that the sync makes it apply a batch (txn.records)
     // and move its Expect (expect.tmp): both written where the symlinks point, unless refused.
-    const w = await world();
-    try {
-      const hr = `${w.root}/h/r`;
-      assertEquals((await cli(["clone", w.a, hr, "--host", "behind"])).code, 0);
-      put(`${w.a}/newer`, "newer\n");
-      assertEquals((await cli(["sync", "-C", w.b, w.a])).code, 0);
-      Deno.symlinkSync(`${w.sentinel}/victim`, `${hr}/.replicator/expect.tmp`);
-      Deno.symlinkSync(`${w.sentinel}/file1`, `${hr}/.replicator/txn.records`);
-      const before = observe(w);
-      const r = await cli(["sync", "-C", w.b, hr]);
-      return await confined(w, before, r, () => false);
-    } finally {
-      Deno.removeSync(w.root, { recursive: true });
-    }
+    const hr = `${w.root}/h/r`;
+    assertEquals((await cli(["clone", w.a, hr, "--host", "behind"])).code, 0);
+    put(`${w.a}/newer`, "newer\n");
+    assertEquals((await cli(["sync", "-C", w.b, w.a])).code, 0);
+    Deno.symlinkSync(`${w.sentinel}/victim`, `${hr}/.replicator/expect.tmp`);
+    Deno.symlinkSync(`${w.sentinel}/file1`, `${hr}/.replicator/txn.records`);
+    const before = observe(w);
+    const r = await cli(["sync", "-C", w.b, hr]);
+    return await confined(w, before, r, () => false);
   },
 );
 
@@ -757,34 +734,29 @@ attack(
 
 // --- setuid/setgid (defect 8) ---
 
-attack("defect 8: setuid/setgid bits on holder files do not replicate", async () => {
-  const w = await world();
-  try {
-    const bad: string[] = [];
-    for (
-      const [name, mode] of [["suid-sgid", 0o6755], ["suid", 0o4755], ["sgid", 0o2755]] as const
-    ) {
-      put(`${w.a}/${name}`, `#!/bin/sh\necho ${name}\n`);
-      Deno.chmodSync(`${w.a}/${name}`, mode);
-    }
-    const r = await cli(["sync", "-C", w.b, w.a]);
-    if (r.code !== 0) bad.push(`sync exits ${r.code}: ${r.stderr}`);
-    for (const name of ["suid-sgid", "suid", "sgid"]) {
-      let mode: number | null = null;
-      try {
-        mode = Deno.lstatSync(`${w.b}/${name}`).mode! & 0o7777;
-      } catch { /* absent */ }
-      if (mode === null) bad.push(`${name} did not arrive`);
-      else if (mode & 0o6000) {
-        bad.push(`${name} arrived with mode ${mode.toString(8)} (setuid/setgid kept)`);
-      } else if (mode !== 0o755) {
-        bad.push(`${name} arrived with mode ${mode.toString(8)}, expected 755`);
-      }
-    }
-    return bad;
-  } finally {
-    Deno.removeSync(w.root, { recursive: true });
+attackInWorld("defect 8: setuid/setgid bits on holder files do not replicate", async (w) => {
+  const bad: string[] = [];
+  for (
+    const [name, mode] of [["suid-sgid", 0o6755], ["suid", 0o4755], ["sgid", 0o2755]] as const
+  ) {
+    put(`${w.a}/${name}`, `#!/bin/sh\necho ${name}\n`);
+    Deno.chmodSync(`${w.a}/${name}`, mode);
   }
+  const r = await cli(["sync", "-C", w.b, w.a]);
+  if (r.code !== 0) bad.push(`sync exits ${r.code}: ${r.stderr}`);
+  for (const name of ["suid-sgid", "suid", "sgid"]) {
+    let mode: number | null = null;
+    try {
+      mode = Deno.lstatSync(`${w.b}/${name}`).mode! & 0o7777;
+    } catch { /* absent */ }
+    if (mode === null) bad.push(`${name} did not arrive`);
+    else if (mode & 0o6000) {
+      bad.push(`${name} arrived with mode ${mode.toString(8)} (setuid/setgid kept)`);
+    } else if (mode !== 0o755) {
+      bad.push(`${name} arrived with mode ${mode.toString(8)}, expected 755`);
+    }
+  }
+  return bad;
 });
 
 Deno.test("adversarial: summary", () => {
