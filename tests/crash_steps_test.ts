@@ -467,6 +467,11 @@ const FAIL: [string, string, number][] = [["fdatasync", "EIO", 4], ["fsync", "EI
   12,
 ]];
 
+/** strace arguments that make the `n`-th `sc` system call do `action` (signal=…, error=…). */
+function injectAt(sc: string, action: string, n: number): string[] {
+  return ["-o", "/dev/null", "-e", `trace=${sc}`, "-e", `inject=${sc}:${action}:when=${n}`];
+}
+
 /** Runs `replicator sync -C B A` under strace with `opts`. */
 async function straced(
   s: Scene,
@@ -573,14 +578,7 @@ Deno.test({
           const s = await build(batch);
           try {
             const what = tag(`SIGKILL at ${sc} #${n}`);
-            const end = await straced(s, [
-              "-o",
-              "/dev/null",
-              "-e",
-              `trace=${sc}`,
-              "-e",
-              `inject=${sc}:signal=SIGKILL:when=${n}`,
-            ], batch.env);
+            const end = await straced(s, injectAt(sc, "signal=SIGKILL", n), batch.env);
             if (end.code === 0) continue; // not reached this time (a count that drifted): nothing to check
             kills++;
             if (end.code !== 137 && end.signal !== "SIGKILL") {
@@ -603,14 +601,7 @@ Deno.test({
           const s = await build(batch);
           try {
             const what = tag(`${err} on ${sc} #${n}`);
-            const end = await straced(s, [
-              "-o",
-              "/dev/null",
-              "-e",
-              `trace=${sc}`,
-              "-e",
-              `inject=${sc}:error=${err}:when=${n}`,
-            ], batch.env);
+            const end = await straced(s, injectAt(sc, `error=${err}`, n), batch.env);
             errors++;
             const stderr = new TextDecoder().decode(end.stderr);
             if (end.code !== 0 && end.code !== 1) {
