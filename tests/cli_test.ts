@@ -3,7 +3,8 @@
 import { openReplica } from "../src/apply/open.ts";
 import { assert, assertEquals, assertMatch, assertNotEquals } from "./assert.ts";
 import { cli, json, listing, pair, put, tempDir } from "./helpers.ts";
-import { setMtimeNs, tryLock } from "../src/fs/libc.ts";
+import { setMtimeNs } from "../src/fs/libc.ts";
+import { tryLockNoFollow } from "../src/fs/nofollow.ts";
 import { capture } from "../src/capture/capture.ts";
 
 Deno.test("init and clone replicate every kind of entry exactly", async () => {
@@ -139,7 +140,7 @@ Deno.test("errors: missing volume, foreign peer, usage, busy", async () => {
   assertMatch(r.stderr, /is not a replica/);
   const lock = `${a}/.replicator/lock`;
   const holder = new Deno.Command("flock", { args: [lock, "sleep", "30"] }).spawn();
-  for (let release; (release = tryLock(lock));) { // wait until the other process holds it
+  for (let release; (release = tryLockNoFollow(lock));) { // wait until the other process holds it
     release();
     await new Promise((ok) => setTimeout(ok, 20));
   }

@@ -157,24 +157,3 @@ export function setMtimeNs(path: string, mtimeNs: bigint): void {
   const rc = libc().utimensat(AT_FDCWD, cString(path), bothTimes(mtimeNs), AT_SYMLINK_NOFOLLOW);
   if (rc !== 0) throw new Error(`cannot set the modification time of ${path}`);
 }
-
-const O_RDWR = 2;
-const O_CREAT = 0o100;
-const LOCK_EX = 2;
-const LOCK_NB = 4;
-
-/**
- * Takes an exclusive flock(2) on `path` (created if missing) without waiting.
- * Returns a release function, or null if another process holds the lock.
- * The kernel drops the lock when the process dies, so a killed run never
- * leaves the volume locked.
- */
-export function tryLock(path: string): (() => void) | null {
-  const fd = libc().openMode(cString(path), O_RDWR | O_CREAT | O_CLOEXEC, 0o644);
-  if (fd < 0) throw new Error(`cannot open lock file ${path}`);
-  if (libc().flock(fd, LOCK_EX | LOCK_NB) !== 0) {
-    libc().close(fd);
-    return null;
-  }
-  return () => void libc().close(fd);
-}
