@@ -286,10 +286,14 @@ function attack(name: string, body: () => Promise<string[]>): void {
   });
 }
 
-/** An attack on a fresh world, removed afterwards. */
-function attackInWorld(name: string, body: (w: World) => Promise<string[]>): void {
+/** An attack on a fresh world (made with `beforeCopy`, see world()), removed afterwards. */
+function attackInWorld(
+  name: string,
+  body: (w: World) => Promise<string[]>,
+  beforeCopy?: (w: World) => void | Promise<void>,
+): void {
   attack(name, async () => {
-    const w = await world();
+    const w = await world(beforeCopy);
     try {
       return await body(w);
     } finally {
@@ -495,69 +499,59 @@ crafted(
 
 // --- content that does not match its record (rule 3) ---
 
+/** Rewrites `path` in place and puts its mtime back, so that a scan sees no change. */
+function overwriteKeepingMtime(path: string, content: string): void {
+  const mtime = mtimeNsOf(lstatNs(path)!);
+  Deno.writeTextFileSync(path, content);
+  setMtimeNs(path, mtime);
+}
+
+/** Syncs B from H: confined, and B's f must still be OLD_F (else `why`). */
+async function syncKeepsOldF(w: World, why: string): Promise<string[]> {
+  const before = observe(w);
+  const r = await cli(["sync", "-C", w.b, w.h]);
+  const bad = await confined(w, before, r, () => false);
+  const now = Deno.readTextFileSync(`${w.b}/f`);
+  if (now !== OLD_F) bad.push(`B's f is now ${JSON.stringify(now)}: ${why}`);
+  return bad;
+}
+
 attackInWorld(
   "peer file whose bytes differ from its record's SHA-256 (wrong digest recorded)",
   async (w) => {
     // H's f is overwritten in place with other bytes of the same size and its mtime put
     // back, so that H's own scan sees no change; the crafted record names other bytes.
-    const hf = `${w.h}/f`;
-    const mtime = mtimeNsOf(lstatNs(hf)!);
     const evil = "F-EVIL content".slice(0, OLD_F.length).padEnd(OLD_F.length, "!");
-    Deno.writeTextFileSync(hf, evil);
-    setMtimeNs(hf, mtime);
+    overwriteKeepingMtime(`${w.h}/f`, evil);
     const claimed = "f-new content\n";
     appendRecords(w.h, encodeAll(w, [{ ...store("f", claimed), size: evil.length }]).frames);
-    const before = observe(w);
-    const r = await cli(["sync", "-C", w.b, w.h]);
-    const bad = await confined(w, before, r, () => false);
-    const now = Deno.readTextFileSync(`${w.b}/f`);
-    if (now !== OLD_F) {
+    return await syncKeepsOldF(w, "unverified bytes installed");
+  },
+);
+
+attackInWorld(
+  "peer file changed after it was recorded: not installed, and the real content still arrives",
+  async (w) => {
+    overwriteKeepingMtime(`${w.h}/f`, "f-v2 EVIL!!!!\n");
+    const bad = await syncKeepsOldF(w, "it must keep its old version");
+    const again = await cli(["sync", "-C", w.b, w.a]);
+    const later = Deno.readTextFileSync(`${w.b}/f`);
+    if (later !== "f-v2 genuine.\n") {
       bad.push(
-        `B's f is now ${JSON.stringify(now)}: unverified bytes installed`,
+        `after a sync with A, B's f is ${
+          JSON.stringify(later)
+        } (exit ${again.code}): the wanted content was forgotten`,
       );
     }
     return bad;
   },
-);
-
-attack(
-  "peer file changed after it was recorded: not installed, and the real content still arrives",
-  async () => {
-    const w = await world((w) => {
-      put(`${w.a}/f`, "f-v2 genuine.\n"); // same size as OLD_F
-      const vol = openReplica(w.a);
-      try {
-        capture(vol);
-      } finally {
-        vol.close();
-      }
-    });
+  (w) => {
+    put(`${w.a}/f`, "f-v2 genuine.\n"); // same size as OLD_F
+    const vol = openReplica(w.a);
     try {
-      const hf = `${w.h}/f`;
-      const mtime = mtimeNsOf(lstatNs(hf)!);
-      Deno.writeTextFileSync(hf, "f-v2 EVIL!!!!\n");
-      setMtimeNs(hf, mtime);
-      const before = observe(w);
-      const r = await cli(["sync", "-C", w.b, w.h]);
-      const bad = await confined(w, before, r, () => false);
-      const now = Deno.readTextFileSync(`${w.b}/f`);
-      if (now !== OLD_F) {
-        bad.push(
-          `B's f is now ${JSON.stringify(now)}: it must keep its old version`,
-        );
-      }
-      const again = await cli(["sync", "-C", w.b, w.a]);
-      const later = Deno.readTextFileSync(`${w.b}/f`);
-      if (later !== "f-v2 genuine.\n") {
-        bad.push(
-          `after a sync with A, B's f is ${
-            JSON.stringify(later)
-          } (exit ${again.code}): the wanted content was forgotten`,
-        );
-      }
-      return bad;
+      capture(vol);
     } finally {
-      Deno.removeSync(w.root, { recursive: true });
+      vol.close();
     }
   },
 );
