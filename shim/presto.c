@@ -90,6 +90,7 @@ struct presto_reader;
 struct presto_wfile {
 	u64 key;		/* presto_key(inode); 0: empty slot */
 	u64 stamp;		/* i_version, or ctime in ns, at entry */
+	s64 clock;		/* realtime minus monotonic, at entry */
 	u32 flags;		/* PRESTO_WF_* */
 };
 
@@ -349,6 +350,15 @@ static inline s64 presto_ctime_ns(struct inode *inode)
 }
 
 /*
+ * The offset of the realtime clock from the monotonic one: it moves only
+ * when the clock is set (or a leap second or a resume steps it).
+ */
+static inline s64 presto_clock_offset(void)
+{
+	return ktime_mono_to_real(0);
+}
+
+/*
  * Start @w afresh with @flags and a ctime stamp; racy if the clock has not
  * left the stamp's tick.
  */
@@ -359,6 +369,7 @@ static void presto_wfile_start(struct presto_wfile *w, struct inode *inode,
 
 	w->flags = flags;
 	w->stamp = presto_ctime_ns(inode);
+	w->clock = presto_clock_offset();
 	if (w->stamp >= timespec64_to_ns(&now))
 		w->flags |= PRESTO_WF_RACY;
 }
@@ -421,6 +432,9 @@ static enum presto_verdict presto_wfile_changed(struct presto_wfile *w,
 		       PRESTO_CHANGED : PRESTO_UNCHANGED;
 	if (presto_ctime_ns(inode) != (s64)w->stamp)
 		return PRESTO_CHANGED;
+	/* A clock set back may give a later store the very same ctime. */
+	if (presto_clock_offset() != w->clock)
+		return PRESTO_MAYBE;
 	/*
 	 * A racy stamp cannot see a store through a mapping made in its tick.
 	 * An empty file holds no such store: a mapping cannot reach past the
@@ -477,11 +491,13 @@ static inline bool presto_is_private_name(const unsigned char *name, u32 len)
  * Locate @d (plus an optional last component @leaf) relative to @root.
  * With @buf, the relative path is built at the end of buf[0, PRESTO_SCRATCH
  * / 2) and returned through @out/@outlen (no leading '/', not terminated).
- * Returns an enum presto_where, or -ENAMETOOLONG.
+ * Returns an enum presto_where, -ENAMETOOLONG, or -ESTALE for a dentry not
+ * connected to the filesystem's root.
  *
  * Walks d_parent under RCU and a rename_lock read section (retrying, then
- * locking, like d_path), taking each dentry's d_lock while reading its
- * name so that name and length are consistent.
+ * locking, like d_path).  Names are read as prepend_name() reads them,
+ * without d_lock: a rename racing with the walk may give a torn name, and
+ * then the sequence check sends the walk round again.
  */
 static int presto_locate(struct dentry *start, const struct qstr *leaf,
 			 struct dentry *root, char *buf,
@@ -513,29 +529,31 @@ restart:
 	read_seqbegin_or_lock(&rename_lock, &seq);
 	d = start;
 	while (d != root) {
-		struct dentry *parent;
+		struct dentry *parent = READ_ONCE(d->d_parent);
+		/* Pairs with the release in __d_move's name update. */
+		const unsigned char *name = smp_load_acquire(&d->d_name.name);
+		u32 len = READ_ONCE(d->d_name.len);
 
-		spin_lock(&d->d_lock);
-		parent = d->d_parent;
 		if (d == parent) {
-			spin_unlock(&d->d_lock);
-			where = PRESTO_OUTSIDE;
+			/*
+			 * The filesystem's root lies above the volume; any
+			 * other top is a dentry cut from its parents (one
+			 * open_by_handle_at made): where it lies is unknown.
+			 */
+			where = d == d->d_sb->s_root ? PRESTO_OUTSIDE : -ESTALE;
 			break;
 		}
-		if (parent == root &&
-		    presto_is_private_name(d->d_name.name, d->d_name.len))
+		if (parent == root && presto_is_private_name(name, len))
 			where = PRESTO_PRIVATE;
 		if (buf && where == PRESTO_INSIDE) {
-			if (p - buf < (long)d->d_name.len + 1) {
-				spin_unlock(&d->d_lock);
+			if (p - buf < (long)len + 1) {
 				where = -ENAMETOOLONG;
 				break;
 			}
-			p -= d->d_name.len;
-			memcpy(p, d->d_name.name, d->d_name.len);
+			p -= len;
+			memcpy(p, name, len);
 			*--p = '/';
 		}
-		spin_unlock(&d->d_lock);
 		d = parent;
 	}
 	rcu_read_unlock();
@@ -595,6 +613,18 @@ static bool presto_event_locked(struct presto_reader *r, u8 type, u16 flags,
 	return where == PRESTO_INSIDE || where < 0;
 }
 
+/*
+ * Any change of the namespace may move an inode into or out of the volume,
+ * or free an inode whose address comes back: forget the caches of
+ * presto_wtab_get and presto_modify.  [lock]
+ */
+static inline void presto_forget_locked(struct presto_reader *r)
+{
+	r->skip_key = 0;
+	r->in_key = 0;
+}
+
+/* Every event queued through here but SETATTR changes the namespace. */
 static void presto_event_one(struct presto_reader *r, u8 type, u16 flags,
 			     struct inode *inode, struct dentry *d,
 			     const struct qstr *leaf)
@@ -602,6 +632,8 @@ static void presto_event_one(struct presto_reader *r, u8 type, u16 flags,
 	bool wake;
 
 	spin_lock(&r->lock);
+	if (type != PRESTO_EV_SETATTR)
+		presto_forget_locked(r);
 	wake = presto_event_locked(r, type, flags, inode, d, leaf);
 	spin_unlock(&r->lock);
 	if (wake)
@@ -611,7 +643,8 @@ static void presto_event_one(struct presto_reader *r, u8 type, u16 flags,
 /*
  * The write-table entry of @inode, made with @flags if it has none and @d
  * lies inside the volume; with @restart an existing entry starts afresh
- * too.  NULL if outside (*@outside set), or if the table is full.  [lock]
+ * too.  NULL if outside (*@outside set), if where @d lies is unknown, or
+ * if the table is full.  [lock]
  */
 static struct presto_wfile *presto_wtab_get(struct presto_reader *r,
 					    struct inode *inode,
@@ -619,6 +652,7 @@ static struct presto_wfile *presto_wtab_get(struct presto_reader *r,
 					    bool restart, bool *outside)
 {
 	struct presto_wfile *w;
+	int where;
 
 	lockdep_assert_held(&r->lock);
 	*outside = false;
@@ -631,11 +665,13 @@ static struct presto_wfile *presto_wtab_get(struct presto_reader *r,
 		return w;
 	}
 	/* Its creation was just queued (open with O_CREAT): inside. */
-	if (presto_key(inode) != r->in_key &&
-	    presto_locate(d, NULL, r->root.dentry, NULL, NULL, NULL) !=
-	    PRESTO_INSIDE) {
-		*outside = true;
-		return NULL;
+	if (presto_key(inode) != r->in_key) {
+		where = presto_locate(d, NULL, r->root.dentry, NULL, NULL, NULL);
+		if (where != PRESTO_INSIDE) {
+			/* Unknown: its close is located again, and lost. */
+			*outside = where >= 0;
+			return NULL;
+		}
 	}
 	return presto_wtab_add(r, w, inode, flags);
 }
@@ -775,6 +811,7 @@ static void presto_rename(struct presto_reader *r, struct dentry *moved,
 	bool wake = true;
 
 	spin_lock(&r->lock);
+	presto_forget_locked(r);
 	if (!r->armed || moved == r->root.dentry) {
 		wake = false;	/* the volume itself moved: nothing changed in it */
 		goto out;
@@ -819,6 +856,7 @@ static void presto_dirent(struct presto_reader *r, u8 type, u16 flags,
 
 	if (!parent) {
 		spin_lock(&r->lock);
+		presto_forget_locked(r);
 		presto_lose_locked(r);
 		spin_unlock(&r->lock);
 		presto_wake(r);
@@ -837,17 +875,6 @@ static int presto_handle_event(struct fsnotify_group *group, u32 mask,
 	struct inode *inode = fsnotify_data_inode(data, data_type);
 	struct dentry *d = fsnotify_data_dentry(data, data_type);
 	u16 isdir = (mask & FS_ISDIR) ? PRESTO_F_ISDIR : 0;
-
-	/*
-	 * Any change of the namespace may move an inode into or out of the
-	 * volume, or reuse an inode number: forget the caches of wtab_get.
-	 */
-	if (mask & (FS_RENAME | FS_CREATE | FS_DELETE)) {
-		spin_lock(&r->lock);
-		r->skip_key = 0;
-		r->in_key = 0;
-		spin_unlock(&r->lock);
-	}
 
 	if (mask & FS_RENAME) {
 		if (d && dir && name)

@@ -220,6 +220,24 @@ export const MUTANTS: Mutant[] = [
     run: { qemu: true },
     timeoutS: 1200,
   },
+  {
+    name: "presto-clock-step-ignored",
+    why: "a store after the clock was set back onto the file's ctime goes unreported",
+    file: "shim/presto.c",
+    find: "if (presto_clock_offset() != w->clock)",
+    replace: "if (false)",
+    run: { qemu: true },
+    timeoutS: 1200,
+  },
+  {
+    name: "presto-disconnected-outside",
+    why: "a file opened by handle (a dentry cut from its parents) counts as outside",
+    file: "shim/presto.c",
+    find: "where = d == d->d_sb->s_root ? PRESTO_OUTSIDE : -ESTALE;",
+    replace: "where = PRESTO_OUTSIDE;",
+    run: { qemu: true },
+    timeoutS: 1200,
+  },
   // ---- the apply engine and pull (src/apply/*, src/sync/pull.ts) -------------
   {
     name: "stage-digest-unchecked",
