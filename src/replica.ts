@@ -4,8 +4,8 @@
  * @example
  * ```ts
  * init("/srv/a", { host: "alpha" });
- * clone("/srv/a", "/srv/b", { host: "beta" });
- * const [report] = sync("/srv/b", ["/srv/a"]);
+ * await clone("/srv/a", "/srv/b", { host: "beta" });
+ * const [report] = await sync("/srv/b", ["/srv/a"]);
  * ```
  * @module
  */
@@ -20,7 +20,9 @@ import { decodeRecord, encodeRecord, type KmlRecord, NO_DIGEST, Op } from "./kml
 import { capture } from "./capture/capture.ts";
 import { type Change, diffTree } from "./capture/scan.ts";
 import { walk } from "./capture/walk.ts";
-import { type SyncReport, syncVolumes } from "./sync/sync.ts";
+import { type SyncReport, syncVolumes, syncWith } from "./sync/sync.ts";
+import { connect } from "./sync/connect.ts";
+import { openSsh, parseSshUrl, type SshOptions } from "./transport/ssh.ts";
 import type { Progress } from "./sync/pull.ts";
 import { flushLento } from "./capture/lento_client.ts";
 import type { ExpectEntry } from "./expect/expect.ts";
@@ -52,14 +54,18 @@ export function init(dir: string, opts: HostOptions = {}): void {
  * Makes `dir` a new replica of the volume at `source` (without the permit) and
  * fills it. A directory left by an interrupted clone is cloned into again.
  */
-export function clone(source: string, dir: string, opts: HostOptions = {}): SyncReport {
+export async function clone(
+  source: string,
+  dir: string,
+  opts: HostOptions = {},
+): Promise<SyncReport> {
   const src = openReplica(localPath(source));
   let vol: Volume | undefined;
   try {
     const command = commandLine(["clone", src.root, resolve(dir)], opts);
     vol = Volume.create(dir, src.config.volumeId, opts.host ?? hostname(), command);
     exitHereForTests("created");
-    const report = syncVolumes(vol, src, { progress: opts.progress });
+    const report = await syncVolumes(vol, src, { progress: opts.progress });
     vol.finishCreating();
     return report;
   } finally {
@@ -74,16 +80,22 @@ export interface PeerFailure {
   error: ReplicatorError;
 }
 
+/** How a sync reaches its peers. */
+export interface SyncOptions extends SshOptions {
+  progress?: Progress;
+}
+
 /**
- * Syncs the volume containing `dir` with each peer (default: its named peers).
+ * Syncs the volume containing `dir` with each peer (default: its named peers):
+ * a directory, a file:// URL, or ssh://[user@]host[:port]/path.
  * With several peers, one that fails (busy, unreachable, not a replica) is
  * reported and the others are still synced; with one, its error is thrown.
  */
-export function sync(
+export async function sync(
   dir: string,
   peers: string[] = [],
-  progress?: Progress,
-): (SyncReport | PeerFailure)[] {
+  opts: SyncOptions = {},
+): Promise<(SyncReport | PeerFailure)[]> {
   const root = findRoot(dir);
   // volume.json is replaced atomically: reading it needs no lock.
   const named = readConfig(layoutOf(root).config).peers;
@@ -96,17 +108,47 @@ export function sync(
       );
     }
   }
-  return targets.map((p) => {
+  const out: (SyncReport | PeerFailure)[] = [];
+  for (const p of targets) {
     try {
-      return syncOne(root, localPath(p), progress);
+      out.push(
+        p.startsWith("ssh://")
+          ? await syncSsh(root, p, opts)
+          : await syncOne(root, localPath(p), opts),
+      );
     } catch (e) {
       if (targets.length === 1 || !(e instanceof ReplicatorError)) throw e;
-      return { peer: p, error: e };
+      out.push({ peer: p, error: e });
     }
-  });
+  }
+  return out;
 }
 
-function syncOne(root: string, peerRoot: string, progress?: Progress): SyncReport {
+/** Syncs with a replica on another host, over ssh. */
+async function syncSsh(root: string, url: string, opts: SyncOptions): Promise<SyncReport> {
+  const target = parseSshUrl(url);
+  const journaled = flushLento(root);
+  const vol = openReplica(root);
+  try {
+    const conn = openSsh(target, opts);
+    try {
+      const peer = await connect(conn.channel, vol, url);
+      try {
+        return await syncWith(vol, peer, { progress: opts.progress, journaled });
+      } finally {
+        await peer.close();
+      }
+    } catch (e) {
+      throw await conn.explain(e);
+    } finally {
+      await conn.close();
+    }
+  } finally {
+    vol.close();
+  }
+}
+
+async function syncOne(root: string, peerRoot: string, opts: SyncOptions): Promise<SyncReport> {
   if (!isReplica(peerRoot)) {
     throw new PeerMismatchError(
       `${peerRoot} is not a replica (it has no .replicator/); check the peer's path`,
@@ -114,7 +156,7 @@ function syncOne(root: string, peerRoot: string, progress?: Progress): SyncRepor
   }
   refuseSelf(root, peerRoot);
   // A side whose lento runs has its changes recorded already: no scan there.
-  const journaled = new Set([root, peerRoot].filter(flushLento));
+  const [journaled, remoteJournaled] = [root, peerRoot].map(flushLento);
   // Lock in path order, so two runs syncing the same pair in opposite directions cannot deadlock.
   const [first, second] = root < peerRoot ? [root, peerRoot] : [peerRoot, root];
   const a = openReplica(first);
@@ -122,7 +164,11 @@ function syncOne(root: string, peerRoot: string, progress?: Progress): SyncRepor
     const b = openReplica(second);
     try {
       const [local, remote] = root === first ? [a, b] : [b, a];
-      return syncVolumes(local, remote, { progress, journaled });
+      return await syncVolumes(local, remote, {
+        progress: opts.progress,
+        journaled,
+        remoteJournaled,
+      });
     } finally {
       b.close();
     }
@@ -168,8 +214,8 @@ function localPath(peer: string): string {
   if (peer.startsWith("file://")) return decodeURIComponent(new URL(peer).pathname);
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(peer)) {
     throw new ReplicatorError(
-      `peer ${peer}: this build syncs with local directories and file:// URLs only; ` +
-        `ssh:// and http(s):// transports are not available yet`,
+      `peer ${peer}: this build syncs with directories, file:// and ssh:// URLs; ` +
+        `https:// is not available yet`,
     );
   }
   return resolve(peer);

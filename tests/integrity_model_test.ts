@@ -323,7 +323,7 @@ class History {
       const reports = await sync(this.b, [this.a]);
       for (const r of reports) {
         if ("error" in r) problems.push(`peer failure: ${r.error.message}`);
-        else problems.push(...r.local.pull.problems, ...r.remote.pull.problems);
+        else problems.push(...r.local.pull.problems, ...(r.remote.pull?.problems ?? []));
       }
     } catch (e) {
       problems.push(`sync threw: ${(e as Error).message}`);

@@ -178,7 +178,7 @@ Deno.test("review 7: a chmod after a deferred store reaches the file when it arr
     put(`${a}/p`, "Y!\n"); // changed again before beta fetched it
     const vb = openReplica(b);
     try {
-      assertEquals(pull(vb, localPeer(va)).deferred, ["p"]);
+      assertEquals((await pull(vb, localPeer(va))).deferred, ["p"]);
     } finally {
       vb.close();
     }

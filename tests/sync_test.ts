@@ -119,7 +119,7 @@ Deno.test("a file renamed on the writer while its content was deferred still arr
   capture(va); // recorded as "store doc.txt"
   Deno.renameSync(`${a}/doc.txt`, `${a}/renamed.txt`); // before beta fetched it
   const vb = openReplica(b);
-  const first = pull(vb, localPeer(va));
+  const first = await pull(vb, localPeer(va));
   vb.close();
   va.close();
   assertEquals(first.deferred, ["doc.txt"], "the content could not be had");

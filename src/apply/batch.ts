@@ -9,8 +9,8 @@ import type { KmlRecord } from "../kml/record.ts";
 import type { ExpectEntry } from "../expect/expect.ts";
 import { Beneath } from "../fs/beneath.ts";
 import type { Volume } from "../volume/volume.ts";
-import { planBatch } from "./plan.ts";
-import { type Amount, type ContentSource, type Progress, stage } from "./stage.ts";
+import { type Plan, planBatch } from "./plan.ts";
+import { type ContentSource, stage } from "./stage.ts";
 import { runTxn, TXN_VERSION } from "./txn.ts";
 import { pausePoint } from "./crash.ts";
 
@@ -35,27 +35,32 @@ export interface Batch {
   expect: ExpectEntry[];
 }
 
-/** Fetch counters shared by the batches of one pull, for progress. */
-export interface FetchCount {
-  done: Amount;
-  total: Amount;
-  progress?: Progress;
+/**
+ * The first plan of `batch`: its `needs` name the content to fetch before
+ * applyBatch runs.
+ */
+export function planFirst(vol: Volume, batch: Batch): Plan {
+  const t = Beneath.open(vol.root);
+  try {
+    return planBatch(vol, t, batch.records, batch.finals);
+  } finally {
+    t.close();
+  }
 }
 
-/** Applies `batch` from `source` to `vol` as one transaction. */
+/** Applies `batch` (first planned as `first`) from `source` to `vol` as one transaction. */
 export function applyBatch(
   vol: Volume,
   source: ContentSource,
   batch: Batch,
-  count: FetchCount,
+  first: Plan,
 ): BatchResult {
   const { records, finals } = batch;
   const t = Beneath.open(vol.root);
   let plan;
   let staged;
   try {
-    const first = planBatch(vol, t, records, finals);
-    staged = stage(vol, t, records, first.needs, source, count.done, count.total, count.progress);
+    staged = stage(vol, t, records, first.needs, source);
     pausePoint("staged");
     plan = planBatch(vol, t, records, finals, staged.entries, first.adopted);
   } finally {

@@ -9,8 +9,8 @@
  */
 
 export { openReplica } from "./open.ts";
-export { applyBatch, type Batch, type BatchResult, type FetchCount } from "./batch.ts";
-export { finalContent } from "./plan.ts";
+export { applyBatch, type Batch, type BatchResult, planFirst } from "./batch.ts";
+export { finalContent, type Plan } from "./plan.ts";
 export { type Amount, type ContentSource, type Progress, StagingError } from "./stage.ts";
 export { fetchWanted, type WantedResult } from "./wanted.ts";
 export { checkRecord } from "./validate.ts";

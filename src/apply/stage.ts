@@ -22,16 +22,15 @@ import { FsError, HostilePeerError, ReplicatorError } from "../errors.ts";
 import { type Need, ownerFor, permOf, wantedOf } from "./plan.ts";
 import { STAGING } from "./steps.ts";
 
-/** Where content comes from: the peer of a pull. */
+/** Where content comes from: what a pull fetched from its peer. */
 export interface ContentSource {
   hostName: string;
   /**
-   * Copies the source's current file at `path` to the new local file `dest`
-   * (created, never followed), returning the SHA-256 of the bytes copied.
-   * Throws Deno.errors.NotFound (or an FsError ENOENT) if no regular file is
-   * there any more.
+   * Puts the content `digest` (the peer's file at `path`) at the new file
+   * `dest` below `t`'s root, returning the SHA-256 of what it put there.
+   * Throws Deno.errors.NotFound if the content is not available.
    */
-  fetchFile(path: string, dest: string, perm: number): string;
+  take(t: Beneath, path: string, digest: string, dest: string, perm: number): string;
 }
 
 /** Files and bytes, for progress. */
@@ -54,16 +53,13 @@ export interface Staged {
 /** The batch could not be staged; nothing of it was applied. */
 export class StagingError extends ReplicatorError {}
 
-/** Stages what `needs` asks for. `done` counts fetched files and bytes. */
+/** Stages what `needs` asks for, taking fetched content from `source`. */
 export function stage(
   vol: Volume,
   t: Beneath,
   records: KmlRecord[],
   needs: Map<number, Need>,
   source: ContentSource,
-  done: Amount,
-  total: Amount,
-  progress?: Progress,
 ): Staged {
   const out: Staged = { entries: new Map(), deferred: [] };
   makeDir(t, STAGING);
@@ -84,9 +80,6 @@ export function stage(
         out.deferred.push(wantedOf(vol, need.from, r));
         continue;
       }
-      done.files++;
-      done.bytes += r.size;
-      progress?.(done, total);
     }
     const st = t.stat(name);
     if (!st) throw new StagingError(`${t.abs(name)} vanished while staging; run sync again`);
@@ -130,7 +123,7 @@ export function fetchVerified(
 ): boolean {
   let got: string;
   try {
-    got = source.fetchFile(from, t.abs(name), perm);
+    got = source.take(t, from, digest, name, perm);
   } catch (e) {
     drop(t, name);
     if (e instanceof HostilePeerError) throw e;

@@ -19,19 +19,19 @@ import { type ContentSource, fetchVerified, StagingError } from "./stage.ts";
 import { newOutcome, runStep, same, STAGING, type StepContext } from "./steps.ts";
 import { utcStamp } from "./batch.ts";
 
-/** What fetching wanted content did. */
+/** What installing wanted content did. */
 export interface WantedResult {
-  fetched: number;
-  fetchedBytes: number;
+  /** Files installed. */
+  installed: number;
   kept: string[];
   problems: string[];
 }
 
 const TMP = "wanted";
 
-/** Fetches and installs what `vol` still wants, from `source`. */
+/** Installs what `vol` still wants, taking fetched content from `source`. */
 export function fetchWanted(vol: Volume, source: ContentSource): WantedResult {
-  const result: WantedResult = { fetched: 0, fetchedBytes: 0, kept: [], problems: [] };
+  const result: WantedResult = { installed: 0, kept: [], problems: [] };
   const wanted = vol.state.wanted();
   if (wanted.length === 0) return result;
   const t = Beneath.open(vol.root);
@@ -107,8 +107,7 @@ function install(
   const now = t.stat(w.path);
   if (!same(now, post)) return false;
   vol.state.putEntry(w.path, entryOf(now!, w.digest, ""));
-  result.fetched++;
-  result.fetchedBytes += w.size;
+  result.installed++;
   return true;
 }
 

@@ -12,6 +12,8 @@ import { Exit, ReplicatorError, UsageError } from "../errors.ts";
 import { printLog, printStatus, printSyncReports, toJson } from "./output.ts";
 import { progressBar } from "./progress.ts";
 import { runLento } from "../capture/lento.ts";
+import { serveReplica } from "../sync/connect.ts";
+import { streamChannel } from "../wire/session.ts";
 
 const USAGE = `usage:
   replicator init [DIR] [--host NAME]
@@ -21,6 +23,7 @@ const USAGE = `usage:
   replicator log [-C DIR] [--json]
   replicator fsck [-C DIR] [--repair]
   replicator lento [-C DIR] [-v]
+  replicator serve --stdio [-C DIR] [--read-only]
   replicator peer (add NAME URL | remove NAME | list) [-C DIR]
 options: -C DIR, --json, -v, --host NAME, --ssh CMD, --remote-cmd PATH, --token-file F`;
 
@@ -33,6 +36,8 @@ const OPTIONS = {
   ssh: { type: "string" },
   "remote-cmd": { type: "string" },
   "token-file": { type: "string" },
+  stdio: { type: "boolean" },
+  "read-only": { type: "boolean" },
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -42,6 +47,10 @@ type Flags = {
   verbose?: boolean;
   host?: string;
   repair?: boolean;
+  ssh?: string;
+  "remote-cmd"?: string;
+  stdio?: boolean;
+  "read-only"?: boolean;
 };
 
 /** Runs the CLI with `args`; returns the exit status. */
@@ -102,7 +111,7 @@ function parse(args: string[]) {
   }
 }
 
-function run(command: string, rest: string[], f: Flags): number | Promise<number> {
+async function run(command: string, rest: string[], f: Flags): Promise<number> {
   const dir = f.C ?? ".";
   switch (command) {
     case "init":
@@ -112,11 +121,21 @@ function run(command: string, rest: string[], f: Flags): number | Promise<number
       return Exit.ok;
     case "clone": {
       arity(rest, 1, 2);
-      const report = clone(rest[0], rest[1] ?? dir, { host: f.host, progress: progressBar(f) });
+      const report = await clone(rest[0], rest[1] ?? dir, {
+        host: f.host,
+        progress: progressBar(f),
+      });
       return printSyncReports([report], f);
     }
     case "sync":
-      return printSyncReports(sync(dir, rest, progressBar(f)), f);
+      return printSyncReports(
+        await sync(dir, rest, {
+          progress: progressBar(f),
+          ssh: f.ssh,
+          remoteCmd: f["remote-cmd"],
+        }),
+        f,
+      );
     case "status":
       arity(rest, 0, 0);
       return printStatus(status(dir), f);
@@ -131,6 +150,8 @@ function run(command: string, rest: string[], f: Flags): number | Promise<number
       arity(rest, 0, 0);
       return runLentoCommand(dir, f);
     case "serve":
+      arity(rest, 0, 0);
+      return runServe(dir, f);
     case "lock":
       throw new ReplicatorError(`'${command}' is not available in this version yet`);
     default:
@@ -184,6 +205,20 @@ async function runLentoCommand(dir: string, f: Flags): Promise<number> {
     Deno.removeSignalListener("SIGTERM", onStop);
     Deno.removeSignalListener("SIGINT", onStop);
   }
+}
+
+/**
+ * Serves the replica: over stdin and stdout (`--stdio`, what ssh runs). The
+ * session's own failures go to stderr, which ssh carries back to the client.
+ */
+async function runServe(dir: string, f: Flags): Promise<number> {
+  if (!f.stdio) throw new UsageError("serve takes --stdio (--listen is not available yet)");
+  const ch = streamChannel(Deno.stdin.readable, Deno.stdout.writable);
+  const bye = await serveReplica(ch, dir, {
+    readOnly: f["read-only"],
+    log: (line) => console.error(`replicator: ${line}`),
+  });
+  return bye ? Exit.ok : Exit.failed;
 }
 
 function arity(rest: string[], min: number, max: number): void {

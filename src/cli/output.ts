@@ -29,17 +29,19 @@ export function printSyncReports(outcomes: (SyncReport | PeerFailure)[], f: Outp
     ...r.local.capture.problems,
     ...r.local.pull.problems,
     ...r.remote.capture.problems.map((p) => `peer: ${p}`),
-    ...r.remote.pull.problems.map((p) => `peer: ${p}`),
+    ...(r.remote.pull?.problems ?? []).map((p) => `peer: ${p}`),
   ]);
-  const conflicts = reports.flatMap((
-    r,
-  ) => [...r.local.pull.conflicts, ...r.remote.pull.conflicts.map((c) => `${r.peer}/${c}`)]);
+  const conflicts = reports.flatMap((r) => [
+    ...r.local.pull.conflicts,
+    ...(r.remote.pull?.conflicts ?? []).map((c) => `${r.peer}/${c}`),
+  ]);
   if (f.json) {
     const failed = failures.map((x) => ({ peer: x.peer, error: x.error.message }));
     console.log(toJson([
       ...failed,
       ...reports.map((r) => ({
         peer: r.peer,
+        peerName: r.peerName,
         capture: r.local.capture.via,
         peerCapture: r.remote.capture.via,
         recorded: r.local.capture.recorded,
@@ -47,13 +49,14 @@ export function printSyncReports(outcomes: (SyncReport | PeerFailure)[], f: Outp
         applied: r.local.pull.applied,
         fetched: r.local.pull.fetched,
         fetchedBytes: r.local.pull.fetchedBytes,
-        sent: r.remote.pull.received,
+        receivedBytes: r.local.pull.receivedBytes,
+        sent: r.remote.pull?.received ?? null,
         conflicts: r.local.pull.conflicts,
-        peerConflicts: r.remote.pull.conflicts,
+        peerConflicts: r.remote.pull?.conflicts ?? [],
         deferred: r.local.pull.deferred,
         rejected: r.local.pull.rejected,
         problems: [...r.local.capture.problems, ...r.local.pull.problems],
-        peerProblems: [...r.remote.capture.problems, ...r.remote.pull.problems],
+        peerProblems: [...r.remote.capture.problems, ...(r.remote.pull?.problems ?? [])],
       })),
     ]));
   } else {
@@ -67,7 +70,8 @@ export function printSyncReports(outcomes: (SyncReport | PeerFailure)[], f: Outp
         console.log(
           `${r.peer}: recorded ${r.local.capture.recorded} local changes, ` +
             `received ${r.local.pull.received} records (${r.local.pull.fetched} files, ` +
-            `${r.local.pull.applied} steps applied), sent ${r.remote.pull.received}`,
+            `${r.local.pull.applied} steps applied), ` +
+            (r.remote.pull ? `sent ${r.remote.pull.received}` : "sent nothing (read-only peer)"),
         );
       }
     }

@@ -34,6 +34,9 @@ const RESOLVE_BENEATH = 0x08n;
 const O_NOFOLLOW = 0o400000;
 const O_NONBLOCK = 0o4000;
 const O_PATH = 0o10000000;
+const O_WRONLY = 0o1;
+const O_CREAT = 0o100;
+const O_APPEND = 0o2000;
 const AT_REMOVEDIR = 0x200;
 const AT_SYMLINK_NOFOLLOW = 0x100;
 const RENAME_NOREPLACE = 1;
@@ -249,16 +252,30 @@ export class Beneath {
     }
   }
 
+  /** Opens the regular file at `rel` to append to it, created (mode 0600) if missing. */
+  openAppend(rel: string): Deno.FsFile {
+    const flags = O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_NONBLOCK;
+    const fd = this.mustResolve(rel, "open", rel, flags, 0o600);
+    try {
+      if (statAt(fd, "", this.abs(rel), true)?.type !== "f") {
+        throw new FsError("open", this.abs(rel), 0, "EEXIST", "not a regular file");
+      }
+      return Deno.openSync(`/proc/self/fd/${fd}`, { write: true, append: true });
+    } finally {
+      libc().close(fd);
+    }
+  }
+
   private lastErrno = 0;
 
   /**
    * openat2 of `rel` beneath the root, no symlinks anywhere; -1 with
    * lastErrno set on failure (ENOENT missing, ELOOP/ENOTDIR/EXDEV not confined).
    */
-  private resolve(rel: string, flags: number, _op: string): number {
+  private resolve(rel: string, flags: number, _op: string, mode = 0): number {
     const how = new BigUint64Array([
       BigInt(flags | O_CLOEXEC),
-      0n,
+      BigInt(mode),
       RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
     ]);
     const fd = Number(
@@ -279,8 +296,9 @@ export class Beneath {
     op: string,
     label: string,
     flags = O_RDONLY | O_DIRECTORY,
+    mode = 0,
   ): number {
-    const fd = this.resolve(rel, flags, op);
+    const fd = this.resolve(rel, flags, op, mode);
     if (fd >= 0) return fd;
     const e = this.lastErrno;
     if (e === ELOOP || e === ENOTDIR || e === EXDEV) {

@@ -1,6 +1,9 @@
 /**
- * What a sync needs from the other replica. A directory peer is another
- * Volume opened in this process; network transports implement the same shape.
+ * What a sync needs from the other replica, as a session (docs/protocol.md,
+ * "Decisions"): who it is, its records from an offset, a file's bytes, how far
+ * it has read our log, and that it record its own changes and pull ours.
+ * A local directory (`localPeer`) and a network session (`remotePeer`) are
+ * the two implementations; the planning and apply code never knows which.
  *
  * @module
  */
@@ -9,54 +12,134 @@ import type { Frame } from "../kml/log.ts";
 import type { Volume } from "../volume/volume.ts";
 import { checkRelativePath } from "../fs/paths.ts";
 import { Beneath } from "../fs/beneath.ts";
-import { copyHashing } from "./copy.ts";
+import { capture, type CaptureResult } from "../capture/capture.ts";
+import type { PullResult } from "./pull.ts";
 
-/** A replica records are read from and files fetched from. */
-export interface PeerSource {
+/** Who a peer is (the handshake's fields). */
+export interface PeerIdentity {
   volumeId: string;
   hostId: string;
   hostName: string;
   /** Incarnation of the peer's KML. */
   incarnation: string;
-  /** Raw records of the peer's KML from `offset` to its end. */
-  frames(offset: number): Iterable<Frame>;
-  /**
-   * Copies the peer's current file at `path` to the local file `dest`
-   * (created, with permission bits `perm`), returning the bytes' SHA-256.
-   * Never follows symlinks; throws FsError ENOENT/ELOOP/ENOTDIR if no
-   * regular file is there.
-   */
-  fetchFile(path: string, dest: string, perm: number): string;
-  /**
-   * How far the peer has read and applied the log of `host` (item 3 of that
-   * host's Expect), if it refers to `incarnation`.
-   */
-  readPosition(host: string, incarnation: string): { seq: number; offset: number } | null;
+  /** The permit epoch the peer knows. */
+  epoch: number;
+  /** The peer takes nothing from us (`serve --read-only`). */
+  readOnly: boolean;
 }
 
-/** A peer that is a volume on a local path. */
-export function localPeer(v: Volume): PeerSource {
+/** A read position in a log. */
+export interface Position {
+  seq: number;
+  offset: number;
+}
+
+/** The content at a path has changed or gone: it stays wanted, a later pull brings it. */
+export class ContentGoneError extends Error {}
+
+/** The other replica of a sync. */
+export interface Peer {
+  readonly who: PeerIdentity;
+  /** How the user named it (a path or a URL), for messages. */
+  readonly label: string;
+  /** Raw records of the peer's KML from `offset` (a record boundary) to its end. */
+  records(offset: number): AsyncIterable<Frame>;
+  /**
+   * The bytes of the peer's regular file at `path`, from byte `from`. Throws
+   * ContentGoneError if no regular file is there. The bytes are not trusted:
+   * the receiver hashes them.
+   */
+  read(path: string, from: number): AsyncIterable<Uint8Array>;
+  /** How far the peer has read and applied the log of `host` in `incarnation`. */
+  readPosition(host: string, incarnation: string): Promise<Position | null>;
+  /** The peer records its own local changes. */
+  capture(): Promise<CaptureResult>;
+  /** The peer pulls from us (`local`); a read-only peer refuses. */
+  pullFromUs(): Promise<PullResult>;
+  /** Ends the session (releases the peer's lock). */
+  close(): Promise<void>;
+}
+
+/** Bytes per chunk a file is read in. */
+export const CHUNK_BYTES = 1 << 20;
+
+/** Identity of an open replica. */
+export function identityOf(v: Volume, readOnly = false): PeerIdentity {
   return {
     volumeId: v.config.volumeId,
     hostId: v.hostId,
     hostName: v.config.hostName,
     incarnation: v.kml.header.incarnation,
-    frames: (offset) => v.kml.frames(offset),
-    fetchFile: (path, dest, perm) => copyOut(v.root, path, dest, perm),
-    readPosition: (host, incarnation) => {
-      const e = v.readExpect().find((x) => x.host === host && x.incarnation === incarnation);
-      return e ? { seq: e.readSeq, offset: e.readOffset } : null;
-    },
+    epoch: v.permit().epoch,
+    readOnly,
   };
 }
 
-/** Copies a file of the replica at `root`, confined beneath it. */
-function copyOut(root: string, path: string, dest: string, perm: number): string {
+/** The read position `v` keeps for `host`'s log, if it refers to `incarnation`. */
+export function positionIn(v: Volume, host: string, incarnation: string): Position | null {
+  const e = v.readExpect().find((x) => x.host === host && x.incarnation === incarnation);
+  return e ? { seq: e.readSeq, offset: e.readOffset } : null;
+}
+
+/** The bytes of `path` below `root` from `from`, confined beneath it. */
+export async function* readBeneath(
+  root: string,
+  path: string,
+  from: number,
+): AsyncGenerator<Uint8Array> {
   checkRelativePath(path);
+  let file: Deno.FsFile;
   const t = Beneath.open(root);
   try {
-    return copyHashing(t.openFile(path), dest, perm);
+    file = t.openFile(path);
+  } catch (e) {
+    if (gone(e)) throw new ContentGoneError(`${path}: no regular file there now`);
+    throw e;
   } finally {
     t.close();
   }
+  try {
+    await file.seek(from, Deno.SeekMode.Start);
+    for (;;) {
+      const buf = new Uint8Array(CHUNK_BYTES);
+      const n = await file.read(buf);
+      if (n === null || n === 0) return;
+      yield buf.subarray(0, n);
+    }
+  } finally {
+    file.close();
+  }
+}
+
+/** True if `e` says there is no regular file at a path. */
+export function gone(e: unknown): boolean {
+  if (e instanceof Deno.errors.NotFound || e instanceof ContentGoneError) return true;
+  const code = (e as { code?: string }).code;
+  return code === "ENOENT" || code === "ENOTDIR" || code === "ELOOP";
+}
+
+/**
+ * A peer that is a replica opened in this process. `pullFromUs` runs the
+ * pull the other way with `us` as its peer (given by the sync, which holds
+ * both).
+ */
+export function localPeer(
+  v: Volume,
+  opts: { journaled?: boolean; pullFromUs?: () => Promise<PullResult> } = {},
+): Peer {
+  return {
+    who: identityOf(v),
+    label: v.root,
+    records: async function* (offset) {
+      yield* v.kml.frames(offset);
+    },
+    read: (path, from) => readBeneath(v.root, path, from),
+    readPosition: (host, incarnation) => Promise.resolve(positionIn(v, host, incarnation)),
+    capture: () =>
+      Promise.resolve(
+        opts.journaled ? { via: "lento" as const, recorded: 0, problems: [] } : capture(v),
+      ),
+    pullFromUs: () => opts.pullFromUs ? opts.pullFromUs() : Promise.reject(new Error("no pull")),
+    close: () => Promise.resolve(),
+  };
 }

@@ -11,15 +11,17 @@ import { KML_HEADER_BYTES } from "../kml/log.ts";
 import { type ExpectEntry, newExpect } from "../expect/expect.ts";
 import { FormatError, HostilePeerError } from "../errors.ts";
 import type { Volume } from "../volume/volume.ts";
-import type { PeerSource } from "./peer.ts";
+import type { Peer } from "./peer.ts";
 import {
   applyBatch,
+  type Batch,
   checkRecord,
-  type FetchCount,
   fetchWanted,
   finalContent,
+  planFirst,
   type Progress,
 } from "../apply/mod.ts";
+import { FetchCache, type Transfer, type Want } from "./prefetch.ts";
 
 export type { Progress };
 
@@ -32,6 +34,8 @@ export interface PullResult {
   /** Files whose content was copied from the peer, and their bytes. */
   fetched: number;
   fetchedBytes: number;
+  /** Bytes that crossed from the peer in this pull (a resumed transfer counts only the rest). */
+  receivedBytes: number;
   /** Conflict copies made (volume-relative paths). */
   conflicts: string[];
   /** Content not taken because it changed again on the peer (wanted: a later pull brings it). */
@@ -61,36 +65,55 @@ function batchRecords(): number {
   return Number.isInteger(n) && n > 0 ? n : 4096;
 }
 
-/** Pulls everything new from `peer` into `vol`. */
-export function pull(vol: Volume, peer: PeerSource, progress?: Progress): PullResult {
+/**
+ * Pulls everything new from `peer` into `vol`: records first, then for each
+ * batch the content it needs (prefetched into `.replicator/fetch/`), then the
+ * batch's transaction; last, content still wanted from earlier pulls.
+ */
+export async function pull(vol: Volume, peer: Peer, progress?: Progress): Promise<PullResult> {
   const result: PullResult = {
     received: 0,
     applied: 0,
     fetched: 0,
     fetchedBytes: 0,
+    receivedBytes: 0,
     conflicts: [],
     deferred: [],
     rejected: 0,
     heldBack: 0,
     problems: [],
   };
+  const { who } = peer;
   const expects = vol.readExpect();
-  const before = expects.find((e) => e.host === peer.hostId) ?? newExpect(peer.hostId);
-  const exp: ExpectEntry = before.incarnation === peer.incarnation
+  const before = expects.find((e) => e.host === who.hostId) ?? newExpect(who.hostId);
+  const exp: ExpectEntry = before.incarnation === who.incarnation
     ? { ...before }
-    : { ...before, incarnation: peer.incarnation, readSeq: 0, readOffset: KML_HEADER_BYTES };
-  const accepted = readNew(vol, peer, exp, result);
-  const confirmed = peer.readPosition(vol.hostId, vol.kml.header.incarnation);
+    : { ...before, incarnation: who.incarnation, readSeq: 0, readOffset: KML_HEADER_BYTES };
+  const accepted = await readNew(vol, peer, exp, result);
+  const confirmed = await peer.readPosition(vol.hostId, vol.kml.header.incarnation);
   if (confirmed) [exp.confirmedSeq, exp.confirmedOffset] = [confirmed.seq, confirmed.offset];
-  const others = expects.filter((e) => e.host !== peer.hostId);
+  const others = expects.filter((e) => e.host !== who.hostId);
+  const cache = new FetchCache(vol, peer);
+  const xfer: Transfer = {
+    done: { files: 0, bytes: 0 },
+    total: { files: 0, bytes: 0 },
+    received: 0,
+    progress,
+  };
   result.received = accepted.length;
-  if (accepted.length > 0) applyAll(vol, peer, accepted, exp, others, result, progress);
+  if (accepted.length > 0) await applyAll(vol, cache, accepted, exp, others, result, xfer);
   else if (JSON.stringify(exp) !== JSON.stringify(before)) vol.writeExpect([...others, exp]);
-  const w = fetchWanted(vol, peer);
-  result.fetched += w.fetched;
-  result.fetchedBytes += w.fetchedBytes;
-  result.conflicts.push(...w.kept);
-  result.problems.push(...w.problems);
+  const wanted = vol.state.wanted();
+  if (wanted.length > 0) {
+    await cache.fill(wanted, xfer);
+    const w = fetchWanted(vol, cache.source());
+    result.conflicts.push(...w.kept);
+    result.problems.push(...w.problems);
+  }
+  cache.clear();
+  result.fetched = xfer.done.files;
+  result.fetchedBytes = xfer.done.bytes;
+  result.receivedBytes = xfer.received;
   return result;
 }
 
@@ -98,26 +121,21 @@ export function pull(vol: Volume, peer: PeerSource, progress?: Progress): PullRe
  * Applies `accepted` in batches, each one transaction that also moves this
  * peer's Expect entry (the last one to `exp`), never past a held-back record.
  */
-function applyAll(
+async function applyAll(
   vol: Volume,
-  peer: PeerSource,
+  cache: FetchCache,
   accepted: Accepted[],
   exp: ExpectEntry,
   others: ExpectEntry[],
   result: PullResult,
-  progress?: Progress,
-): void {
+  xfer: Transfer,
+): Promise<void> {
   const records = accepted.map((a) => a.record);
   const finals = finalContent(records);
-  const count: FetchCount = {
-    done: { files: 0, bytes: 0 },
-    total: { files: 0, bytes: 0 },
-    progress,
-  };
   for (const i of finals.keys()) {
     if (records[i].op !== Op.Store) continue;
-    count.total.files++;
-    count.total.bytes += records[i].size;
+    xfer.total.files++;
+    xfer.total.bytes += records[i].size;
   }
   const size = batchRecords();
   for (let start = 0; start < accepted.length; start += size) {
@@ -126,19 +144,31 @@ function applyAll(
     const upTo = start + size >= accepted.length || lastOne.end > exp.readOffset
       ? exp
       : { ...exp, readSeq: lastOne.seq, readOffset: lastOne.end };
-    const batch = applyBatch(vol, peer, {
+    const batch: Batch = {
       records: part.map((a) => a.record),
       frames: part.map((a) => a.bytes),
       finals: shifted(finals, start, part.length),
       expect: [...others, upTo],
-    }, count);
-    result.applied += batch.applied;
-    result.conflicts.push(...batch.kept);
-    result.deferred.push(...batch.deferred);
-    result.problems.push(...batch.problems);
+    };
+    const first = planFirst(vol, batch);
+    await cache.fill(wantsOf(batch, first.needs), xfer);
+    const done = applyBatch(vol, cache.source(), batch, first);
+    result.applied += done.applied;
+    result.conflicts.push(...done.kept);
+    result.deferred.push(...done.deferred);
+    result.problems.push(...done.problems);
   }
-  result.fetched += count.done.files;
-  result.fetchedBytes += count.done.bytes;
+}
+
+/** The content staging will ask for: each fetch need, with its record's digest. */
+function wantsOf(batch: Batch, needs: Map<number, { kind: string; from?: string }>): Want[] {
+  const out: Want[] = [];
+  for (const [i, need] of needs) {
+    if (need.kind !== "fetch") continue;
+    const r = batch.records[i];
+    out.push({ path: need.from!, digest: r.digest, size: r.size });
+  }
+  return out;
 }
 
 /** The entries of `finals` for indices start..start+n, renumbered from 0. */
@@ -159,20 +189,25 @@ function shifted(finals: Map<number, string>, start: number, n: number): Map<num
  * number a relay sends can mark records this replica has not seen as applied
  * (rule 10).
  */
-function readNew(vol: Volume, peer: PeerSource, exp: ExpectEntry, result: PullResult): Accepted[] {
+async function readNew(
+  vol: Volume,
+  peer: Peer,
+  exp: ExpectEntry,
+  result: PullResult,
+): Promise<Accepted[]> {
   const applied = vol.state.origins();
   let permit = vol.permit();
   const holders = new Map<number, string>();
   const out: Accepted[] = [];
   let stop: { seq: number; offset: number } | undefined;
   const gaps = new Map<string, number>();
-  for (const f of peer.frames(exp.readOffset)) {
+  for await (const f of peer.records(exp.readOffset)) {
     let r: KmlRecord;
     try {
       r = decodeRecord(f.bytes);
     } catch (e) {
       throw new HostilePeerError(
-        `peer ${peer.hostName} sent a bad record at ${f.offset}: ${(e as FormatError).message}`,
+        `peer ${peer.who.hostName} sent a bad record at ${f.offset}: ${(e as FormatError).message}`,
       );
     }
     const at = { seq: exp.readSeq, offset: exp.readOffset };
@@ -180,7 +215,7 @@ function readNew(vol: Volume, peer: PeerSource, exp: ExpectEntry, result: PullRe
     exp.readSeq++;
     const last = applied.get(r.originHost) ?? 0;
     if (r.originHost === vol.hostId || r.originSeq <= last) continue;
-    checkRecord(r, `peer ${peer.hostName}`);
+    checkRecord(r, `peer ${peer.who.hostName}`);
     if (r.op === Op.Permit) {
       if (r.epoch <= permit.epoch || (permit.epoch > 0 && r.originHost !== permit.holder)) {
         result.rejected++;
@@ -191,7 +226,7 @@ function readNew(vol: Volume, peer: PeerSource, exp: ExpectEntry, result: PullRe
       continue;
     }
     // The origin itself may skip numbers (a log cut by fsck --repair); relays may not.
-    if (r.originSeq !== last + 1 && r.originHost !== peer.hostId) {
+    if (r.originSeq !== last + 1 && r.originHost !== peer.who.hostId) {
       result.heldBack++;
       stop ??= at;
       if (!gaps.has(r.originHost)) gaps.set(r.originHost, last);
@@ -207,7 +242,7 @@ function readNew(vol: Volume, peer: PeerSource, exp: ExpectEntry, result: PullRe
   if (stop) [exp.readSeq, exp.readOffset] = [stop.seq, stop.offset];
   for (const [host, last] of gaps) {
     result.problems.push(
-      `peer ${peer.hostName}: records of host ${host} after its record ${last} are missing from ` +
+      `peer ${peer.who.hostName}: records of host ${host} after its record ${last} are missing from ` +
         `its log; later ones are held back (check that peer's log with 'replicator fsck' there)`,
     );
   }

@@ -3,7 +3,7 @@
  * pulls what the other has (noting, in the same Expect update, how far the
  * other has read it).
  * The order is the same whichever side started, so `sync -C A B` and
- * `sync -C B A` reach the same state.
+ * `sync -C B A` reach the same state, whether B is a directory or a host.
  *
  * @module
  */
@@ -11,44 +11,65 @@
 import { capture, type CaptureResult } from "../capture/capture.ts";
 import type { Volume } from "../volume/volume.ts";
 import { PeerMismatchError } from "../errors.ts";
-import { localPeer } from "./peer.ts";
+import { localPeer, type Peer } from "./peer.ts";
 import { type Progress, pull, type PullResult } from "./pull.ts";
 
 /** The outcome of syncing with one peer, from this replica's point of view. */
 export interface SyncReport {
   peer: string;
+  /** The peer's host name (from its handshake). */
+  peerName: string;
   local: { capture: CaptureResult; pull: PullResult };
-  remote: { capture: CaptureResult; pull: PullResult };
+  /** The peer's side; `pull` is null if the peer is read-only. */
+  remote: { capture: CaptureResult; pull: PullResult | null };
 }
 
 /** How a sync runs. */
 export interface SyncOptions {
   progress?: Progress;
-  /** Roots of replicas whose lento has recorded every change: not scanned. */
-  journaled?: Set<string>;
+  /** This replica's lento has recorded every change: no scan here. */
+  journaled?: boolean;
 }
 
-/** Syncs two open replicas of the same volume in both directions. */
-export function syncVolumes(local: Volume, remote: Volume, opts: SyncOptions = {}): SyncReport {
-  const { progress, journaled } = opts;
-  if (local.config.volumeId !== remote.config.volumeId) {
+/** Syncs the open replica `local` with `peer`, in both directions. */
+export async function syncWith(
+  local: Volume,
+  peer: Peer,
+  opts: SyncOptions = {},
+): Promise<SyncReport> {
+  const { who } = peer;
+  if (local.config.volumeId !== who.volumeId) {
     throw new PeerMismatchError(
-      `${remote.root} is a replica of another volume (${remote.config.volumeId}, ` +
+      `${peer.label} is a replica of another volume (${who.volumeId}, ` +
         `not ${local.config.volumeId}); check the peer's path`,
     );
   }
-  if (local.hostId === remote.hostId) {
-    throw new PeerMismatchError(`${remote.root} is this same replica`);
+  if (local.hostId === who.hostId) {
+    throw new PeerMismatchError(`${peer.label} is this same replica`);
   }
-  const record = (v: Volume) =>
-    journaled?.has(v.root) ? { via: "lento" as const, recorded: 0, problems: [] } : capture(v);
-  const localCapture = record(local);
-  const remoteCapture = record(remote);
-  const localPull = pull(local, localPeer(remote), progress);
-  const remotePull = pull(remote, localPeer(local), progress);
+  const localCapture = opts.journaled
+    ? { via: "lento" as const, recorded: 0, problems: [] }
+    : capture(local);
+  const remoteCapture = await peer.capture();
+  const localPull = await pull(local, peer, opts.progress);
+  const remotePull = who.readOnly ? null : await peer.pullFromUs();
   return {
-    peer: remote.root,
+    peer: peer.label,
+    peerName: who.hostName,
     local: { capture: localCapture, pull: localPull },
     remote: { capture: remoteCapture, pull: remotePull },
   };
+}
+
+/** Syncs two replicas open in this process (both locked by the caller). */
+export function syncVolumes(
+  local: Volume,
+  remote: Volume,
+  opts: SyncOptions & { remoteJournaled?: boolean } = {},
+): Promise<SyncReport> {
+  const peer = localPeer(remote, {
+    journaled: opts.remoteJournaled,
+    pullFromUs: () => pull(remote, localPeer(local), opts.progress),
+  });
+  return syncWith(local, peer, opts);
 }

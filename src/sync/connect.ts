@@ -1,0 +1,117 @@
+/**
+ * Both ends of a network sync over one channel: `connect` (the client, whose
+ * replica is already open and locked) and `serveReplica` (the server: opens
+ * and locks its replica at HELLO, serves until BYE or the channel ends, and
+ * only then releases the lock).
+ *
+ * @module
+ */
+
+import { BusyError, ReplicatorError, VolumeNotFoundError } from "../errors.ts";
+import { openReplica } from "../apply/open.ts";
+import { findRoot, type Volume } from "../volume/volume.ts";
+import { flushLento } from "../capture/lento_client.ts";
+import { awaitHello, sayHello, type Verdict } from "../wire/handshake.ts";
+import type { Identity } from "../wire/messages.ts";
+import { type Channel, Session } from "../wire/session.ts";
+import { identityOf, type Peer } from "./peer.ts";
+import { fromWire, remotePeer, toWire } from "./remote.ts";
+import { volumeHandler } from "./serve.ts";
+
+/** Opens a session with the server at the other end of `ch`, for the open replica `local`. */
+export async function connect(ch: Channel, local: Volume, label: string): Promise<Peer> {
+  let welcome;
+  let rest;
+  try {
+    ({ welcome, rest } = await sayHello(ch, toWire(identityOf(local)), label));
+  } catch (e) {
+    ch.close();
+    throw e;
+  }
+  const session = new Session(ch, "client", {
+    peer: `${label} (${welcome.name})`,
+    handler: volumeHandler(local, { server: false }),
+  });
+  session.start(rest).catch(() => {/* reported by the calls it fails */});
+  return remotePeer(session, fromWire(welcome), label);
+}
+
+/** How a server serves. */
+export interface ServerOptions {
+  readOnly?: boolean;
+  /** Called with what went wrong in a session (the server itself goes on). */
+  log?: (line: string) => void;
+}
+
+/**
+ * Serves the replica at `dir` to the client at the other end of `ch`, until
+ * it says BYE or the channel ends. Resolves true after a BYE.
+ */
+export async function serveReplica(
+  ch: Channel,
+  dir: string,
+  opts: ServerOptions = {},
+): Promise<boolean> {
+  let vol: Volume | undefined;
+  let journaled = false;
+  try {
+    const hello = await awaitHello(ch, (h) => {
+      const v = admit(dir, h, (opened, j) => [vol, journaled] = [opened, j]);
+      if ("welcome" in v) v.welcome.readOnly = !!opts.readOnly;
+      return Promise.resolve(v);
+    });
+    if (!hello || !vol) return false;
+    const open: Volume = vol;
+    const session: Session = new Session(ch, "server", {
+      peer: hello.hello.name,
+      handler: volumeHandler(open, {
+        server: true,
+        readOnly: opts.readOnly,
+        journaled,
+        peer: () => remotePeer(session, fromWire(hello.hello), hello.hello.name),
+      }),
+    });
+    try {
+      await session.start(hello.rest);
+    } catch (e) {
+      opts.log?.(`session with ${hello.hello.name} ended: ${(e as Error).message}`);
+    }
+    await session.settled();
+    return session.byeSeen;
+  } finally {
+    vol?.close();
+    ch.close();
+  }
+}
+
+/**
+ * Opens the replica for a client that said `h`: the verdict WELCOME carries,
+ * or the ERROR it gets instead.
+ */
+function admit(
+  dir: string,
+  h: Identity,
+  opened: (v: Volume, journaled: boolean) => void,
+): Verdict {
+  let vol: Volume;
+  let journaled: boolean;
+  try {
+    const root = findRoot(dir);
+    journaled = flushLento(root); // before the lock: lento takes it to record
+    vol = openReplica(root);
+  } catch (e) {
+    if (e instanceof BusyError) return { code: "busy", message: e.message };
+    if (e instanceof VolumeNotFoundError) return { code: "volume", message: e.message };
+    if (e instanceof ReplicatorError) return { code: "internal", message: e.message };
+    throw e;
+  }
+  if (vol.config.volumeId !== h.volume || vol.hostId === h.host) {
+    const why = vol.hostId === h.host
+      ? `${vol.root} is the client's own replica`
+      : `${vol.root} is a replica of another volume (${vol.config.volumeId}); check the path`;
+    vol.close();
+    return { code: "volume", message: why };
+  }
+  opened(vol, journaled);
+  return { welcome: { ...toWire(identityOf(vol)), readOnly: false } };
+}

@@ -1,0 +1,208 @@
+/**
+ * Prefetching: the content a batch needs is copied from the peer into
+ * `.replicator/fetch/` before the batch's synchronous apply, so that only the
+ * transport waits on the network and the apply engine runs as it does for a
+ * local peer.
+ *
+ * - The receiver hashes: a file is kept under its expected digest only if the
+ *   bytes that arrived hash to it; otherwise the peer changed it since its
+ *   record (it stays wanted) or lied (nothing of it is used).
+ * - Resumable: bytes arrive in `<digest>.part`; a transfer cut off is resumed
+ *   from what arrived (its bytes hashed again first), and started over once
+ *   if the whole does not match.
+ * - Several files travel at once (REPLICATOR_PARALLEL, default 4), each
+ *   through a bounded window of frames.
+ * - Everything goes through Beneath: nothing is written outside the volume.
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+import { Beneath } from "../fs/beneath.ts";
+import type { Volume } from "../volume/volume.ts";
+import type { Amount, ContentSource, Progress } from "../apply/mod.ts";
+import { copyHashing } from "./copy.ts";
+import { gone, type Peer } from "./peer.ts";
+import { META_DIR } from "../volume/layout.ts";
+
+/** Content to fetch: where the peer has it, and what it must hash to. */
+export interface Want {
+  path: string;
+  digest: string;
+  size: number;
+}
+
+/** Counters of one pull's transfers, for its result and the progress display. */
+export interface Transfer {
+  done: Amount;
+  total: Amount;
+  /** Bytes that crossed from the peer in this run (resumed and shared content not counted again). */
+  received: number;
+  progress?: Progress;
+}
+
+const DIR = `${META_DIR}/fetch`;
+
+/** Files fetched at once: REPLICATOR_PARALLEL, default 4. */
+function parallel(): number {
+  const n = Number(Deno.env.get("REPLICATOR_PARALLEL") ?? "4");
+  return Number.isInteger(n) && n > 0 && n <= 32 ? n : 4;
+}
+
+/** The fetch directory of one volume during one pull. */
+export class FetchCache {
+  /** Digests fetched by this run (trusted without hashing again). */
+  #fresh = new Set<string>();
+  /** Uses left per digest in the batch being applied: the last one takes the file. */
+  #uses = new Map<string, number>();
+
+  constructor(readonly vol: Volume, readonly peer: Peer) {}
+
+  /**
+   * Fetches what `wants` names and is not here yet; counts into `xfer` (a
+   * content several wants share travels once, and counts for each).
+   */
+  async fill(wants: Want[], xfer: Transfer): Promise<void> {
+    this.#uses.clear();
+    for (const w of wants) this.#uses.set(w.digest, (this.#uses.get(w.digest) ?? 0) + 1);
+    const todo: Want[] = [];
+    const t = Beneath.open(this.vol.root);
+    try {
+      if (t.stat(DIR)?.type !== "d") t.mkdir(DIR, 0o700);
+      const seen = new Set<string>();
+      for (const w of wants) {
+        if (seen.has(w.digest)) continue;
+        seen.add(w.digest);
+        if (t.stat(`${DIR}/${w.digest}`)?.type !== "f") todo.push(w);
+        else this.#count(w, xfer, 0);
+      }
+    } finally {
+      t.close();
+    }
+    const worker = async () => {
+      for (let w; (w = todo.shift());) await this.#fetch(w, xfer);
+    };
+    await Promise.all(Array.from({ length: Math.min(parallel(), todo.length) }, worker));
+  }
+
+  /** Counts `w` done, for each of its uses; `streamed` of its bytes were counted as they came. */
+  #count(w: Want, xfer: Transfer, streamed: number): void {
+    const uses = this.#uses.get(w.digest) ?? 1;
+    xfer.done.files += uses;
+    xfer.done.bytes += w.size * uses - streamed;
+    xfer.progress?.(xfer.done, xfer.total);
+  }
+
+  /** The source staging takes fetched content from. */
+  source(): ContentSource {
+    return {
+      hostName: this.peer.who.hostName,
+      take: (t, _path, digest, dest, perm) => {
+        const rel = `${DIR}/${digest}`;
+        const left = (this.#uses.get(digest) ?? 1) - 1;
+        this.#uses.set(digest, left);
+        if (t.stat(rel)?.type !== "f") throw new Deno.errors.NotFound(`${digest} was not fetched`);
+        if (left <= 0 && this.#fresh.has(digest)) {
+          t.rename(rel, dest, true);
+          return digest;
+        }
+        // Shared with a later record, or left by an earlier run: copy, hashing again.
+        return copyHashing(t.openFile(rel), t.abs(dest), perm);
+      },
+    };
+  }
+
+  /** Removes what is left: called once a pull has finished. */
+  clear(): void {
+    const t = Beneath.open(this.vol.root);
+    try {
+      if (t.stat(DIR)?.type !== "d") return;
+      for (const e of Deno.readDirSync(t.abs(DIR))) t.unlink(`${DIR}/${e.name}`);
+    } finally {
+      t.close();
+    }
+  }
+
+  /** Fetches one file into the cache (or finds the peer no longer has it). */
+  async #fetch(w: Want, xfer: Transfer): Promise<void> {
+    const part = `${DIR}/${w.digest}.part`;
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const t = Beneath.open(this.vol.root);
+      try {
+        const h = createHash("sha256");
+        const from = rehash(t, part, w.size, h);
+        const got = await this.#receive(t, part, w, from, h, xfer);
+        if (got === "gone") return drop(t, part);
+        if (h.digest("hex") === w.digest) {
+          t.rename(part, `${DIR}/${w.digest}`);
+          this.#fresh.add(w.digest);
+          this.#count(w, xfer, w.size - from);
+          return;
+        }
+        drop(t, part);
+        if (from === 0) return; // changed on the peer since its record: stays wanted
+      } finally {
+        t.close();
+      }
+    }
+  }
+
+  /** Appends the peer's bytes from `from` to `part`; "gone" if the peer has no such file. */
+  async #receive(
+    t: Beneath,
+    part: string,
+    w: Want,
+    from: number,
+    h: ReturnType<typeof createHash>,
+    xfer: Transfer,
+  ): Promise<"ok" | "gone"> {
+    const out = t.openAppend(part);
+    let have = from;
+    try {
+      for await (const chunk of this.peer.read(w.path, from)) {
+        // More than the record's size cannot hash to its digest: stop taking it.
+        if (have + chunk.length > w.size) return "gone";
+        h.update(chunk);
+        for (let n = 0; n < chunk.length;) n += await out.write(chunk.subarray(n));
+        have += chunk.length;
+        xfer.done.bytes += chunk.length;
+        xfer.received += chunk.length;
+        if (have < w.size) xfer.progress?.(xfer.done, xfer.total);
+      }
+      return "ok";
+    } catch (e) {
+      if (gone(e)) return "gone";
+      throw e;
+    } finally {
+      out.close();
+    }
+  }
+}
+
+/** Hashes what a part file holds; returns its size (0 if none, or if it is too long). */
+function rehash(t: Beneath, part: string, size: number, h: ReturnType<typeof createHash>): number {
+  const st = t.stat(part);
+  if (!st) return 0;
+  if (st.type !== "f" || st.size > size) {
+    drop(t, part);
+    return 0;
+  }
+  const f = t.openFile(part);
+  try {
+    const buf = new Uint8Array(1 << 20);
+    let n = 0;
+    for (let got; (got = f.readSync(buf)) && got > 0;) {
+      h.update(buf.subarray(0, got));
+      n += got;
+    }
+    return n;
+  } finally {
+    f.close();
+  }
+}
+
+function drop(t: Beneath, rel: string): void {
+  try {
+    t.unlink(rel);
+  } catch { /* not there */ }
+}

@@ -1,0 +1,124 @@
+/**
+ * Serving a replica over a session: the answers to the other side's calls
+ * (docs/protocol.md). Both ends serve: the server answers the client's
+ * RECORDS?, FILE?, POSITION?, CAPTURE? and PULL?; the client answers the
+ * server's RECORDS?, FILE? and POSITION? while the server pulls from it.
+ *
+ * Every path a request names was checked by decodeMessage and is opened
+ * through Beneath; nothing a request says can reach outside the volume.
+ *
+ * @module
+ */
+
+import { capture } from "../capture/capture.ts";
+import { KML_HEADER_BYTES } from "../kml/log.ts";
+import type { Volume } from "../volume/volume.ts";
+import { CorruptLogError } from "../errors.ts";
+import { MsgType, ProtocolError } from "../wire/frame.ts";
+import { encodeJson } from "../wire/json.ts";
+import type { Message } from "../wire/messages.ts";
+import type { Handler, Reply } from "../wire/session.ts";
+import { ContentGoneError, type Peer, positionIn, readBeneath } from "./peer.ts";
+import { pull } from "./pull.ts";
+
+/** Bytes of records or data one frame carries (docs/protocol.md, "Limits"). */
+export const SEND_BYTES = 1 << 20;
+
+/** What a side serves. */
+export interface ServeOptions {
+  /** Answer CAPTURE? and PULL? (the server side only). */
+  server: boolean;
+  /** Refuse PULL? (`serve --read-only`). */
+  readOnly?: boolean;
+  /** This replica's lento records its changes: CAPTURE? scans nothing. */
+  journaled?: boolean;
+  /** The other side, as a peer to pull from (PULL?). */
+  peer?: () => Peer;
+}
+
+/** The handler that answers calls about `vol`. */
+export function volumeHandler(vol: Volume, opts: ServeOptions): Handler {
+  return async (m: Message, reply: Reply) => {
+    switch (m.type) {
+      case MsgType.RecordsRequest:
+        return await sendRecords(vol, m.offset, reply);
+      case MsgType.FileRequest:
+        return await sendFile(vol, m.path, m.from, reply);
+      case MsgType.PositionRequest:
+        return await reply.message({
+          type: MsgType.Position,
+          position: positionIn(vol, m.host, m.incarnation),
+        });
+      case MsgType.CaptureRequest: {
+        if (!opts.server) break;
+        const r = opts.journaled ? { via: "lento", recorded: 0, problems: [] } : capture(vol);
+        return await reply.message({ type: MsgType.Result, result: fit({ ...r }) });
+      }
+      case MsgType.PullRequest: {
+        if (!opts.server || !opts.peer) break;
+        if (opts.readOnly) {
+          return await reply.error("read-only", "this server is read-only: it takes no changes");
+        }
+        const r = await pull(vol, opts.peer());
+        return await reply.message({ type: MsgType.Result, result: fit({ ...r }) });
+      }
+    }
+    throw new ProtocolError("protocol", `${MsgType[m.type]} is not a request this side answers`);
+  };
+}
+
+/** RECORDS: whole records from `offset`, up to SEND_BYTES per frame. */
+async function sendRecords(vol: Volume, offset: number, reply: Reply): Promise<void> {
+  const end = vol.kml.size;
+  if (offset < KML_HEADER_BYTES || offset > end) {
+    return await reply.error("protocol", `offset ${offset} is outside the log (${end} bytes)`);
+  }
+  let buf = new Uint8Array(SEND_BYTES);
+  let len = 0;
+  try {
+    for (const f of vol.kml.frames(offset, end)) {
+      if (len + f.bytes.length > buf.length) {
+        await reply.frame(MsgType.Records, buf.subarray(0, len), false);
+        buf = new Uint8Array(SEND_BYTES);
+        len = 0;
+      }
+      buf.set(f.bytes, len);
+      len += f.bytes.length;
+    }
+  } catch (e) {
+    if (!(e instanceof CorruptLogError) || e.offset !== offset) throw e;
+    return await reply.error("protocol", `offset ${offset} is not the start of a record`);
+  }
+  await reply.frame(MsgType.Records, buf.subarray(0, len), true);
+}
+
+/** DATA: the file's bytes from `from`, then an empty END frame. */
+async function sendFile(vol: Volume, path: string, from: number, reply: Reply): Promise<void> {
+  try {
+    for await (const chunk of readBeneath(vol.root, path, from)) {
+      for (let i = 0; i < chunk.length; i += SEND_BYTES) {
+        await reply.frame(MsgType.Data, chunk.subarray(i, i + SEND_BYTES), false);
+      }
+    }
+  } catch (e) {
+    if (!(e instanceof ContentGoneError) || reply.ended) throw e;
+    return await reply.error("changed", (e as Error).message);
+  }
+  await reply.frame(MsgType.Data, new Uint8Array(), true);
+}
+
+/** A report made to fit one RESULT payload: long lists are cut, and say so. */
+export function fit(r: Record<string, unknown>): Record<string, unknown> {
+  for (const keep of [200, 50, 10, 0]) {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(r)) {
+      if (!Array.isArray(v) || v.length <= keep) out[k] = v;
+      else out[k] = [...v.slice(0, keep), `… and ${v.length - keep} more`];
+    }
+    try {
+      encodeJson(out);
+      return out;
+    } catch { /* still too long: keep fewer */ }
+  }
+  return { ...r, conflicts: [], deferred: [], problems: ["the report was too long to send"] };
+}

@@ -1,0 +1,86 @@
+/**
+ * The handshake that opens a session (docs/protocol.md): the client says
+ * HELLO with who it is, the server answers WELCOME with who it is, or ERROR
+ * and closes. Only then do calls start.
+ *
+ * @module
+ */
+
+import { encodeFrame, FLAG_END, type Frame, MsgType, ProtocolError } from "./frame.ts";
+import {
+  decodeMessage,
+  encodeMessage,
+  type ErrorCode,
+  type Identity,
+  type Message,
+  PROTOCOL_VERSION,
+} from "./messages.ts";
+import { type Channel, ConnectionError, RemoteError } from "./session.ts";
+
+/** The server's identity as WELCOME carries it. */
+export type Welcome = Identity & { readOnly: boolean };
+
+/** What a server decides about a HELLO. */
+export type Verdict = { welcome: Welcome } | { code: ErrorCode; message: string };
+
+/** Frames of a channel after the handshake, for Session.start(). */
+export type Rest = AsyncIterator<Frame>;
+
+/** Client side: sends HELLO, returns the server's WELCOME. Throws RemoteError on ERROR. */
+export async function sayHello(
+  ch: Channel,
+  me: Identity,
+  peer: string,
+): Promise<{ welcome: Welcome; rest: Rest }> {
+  await ch.send(frame({ type: MsgType.Hello, ...me }));
+  const rest = ch.frames[Symbol.asyncIterator]();
+  const first = await rest.next();
+  if (first.done) {
+    throw new ConnectionError(`${peer} closed the connection before answering`);
+  }
+  const f = first.value;
+  if (f.call !== 0 || (f.type !== MsgType.Welcome && f.type !== MsgType.Error)) {
+    throw new ProtocolError("protocol", `${MsgType[f.type]} in answer to HELLO`);
+  }
+  const m = decodeMessage(f.type, f.payload);
+  if (m.type === MsgType.Error) throw new RemoteError(peer, m.code, m.message);
+  const { type: _, ...welcome } = m as Extract<Message, { type: MsgType.Welcome }>;
+  if (welcome.protocol !== PROTOCOL_VERSION) {
+    throw new ProtocolError("protocol", `${peer} speaks protocol ${welcome.protocol}, not 1`);
+  }
+  return { welcome, rest };
+}
+
+/**
+ * Server side: reads HELLO and answers as `decide` says. Returns the client's
+ * identity, or null after an ERROR (the caller closes).
+ */
+export async function awaitHello(
+  ch: Channel,
+  decide: (hello: Identity) => Promise<Verdict>,
+): Promise<{ hello: Identity; rest: Rest } | null> {
+  const rest = ch.frames[Symbol.asyncIterator]();
+  const first = await rest.next();
+  if (first.done) return null;
+  const f = first.value;
+  if (f.call !== 0 || f.type !== MsgType.Hello) {
+    throw new ProtocolError("protocol", `${MsgType[f.type]} before HELLO`);
+  }
+  const { type: _, ...hello } = decodeMessage(f.type, f.payload) as Extract<
+    Message,
+    { type: MsgType.Hello }
+  >;
+  const v: Verdict = hello.protocol === PROTOCOL_VERSION
+    ? await decide(hello)
+    : { code: "protocol", message: `this server speaks protocol ${PROTOCOL_VERSION} only` };
+  if ("code" in v) {
+    await ch.send(frame({ type: MsgType.Error, code: v.code, message: v.message }));
+    return null;
+  }
+  await ch.send(frame({ type: MsgType.Welcome, ...v.welcome }));
+  return { hello, rest };
+}
+
+function frame(m: Message): Uint8Array {
+  return encodeFrame({ type: m.type, flags: FLAG_END, call: 0, payload: encodeMessage(m) });
+}
