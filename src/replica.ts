@@ -57,8 +57,9 @@ export function init(dir: string, opts: HostOptions = {}): void {
 export async function clone(
   source: string,
   dir: string,
-  opts: HostOptions = {},
+  opts: HostOptions & SshOptions = {},
 ): Promise<SyncReport> {
+  if (source.startsWith("ssh://")) return await cloneSsh(source, dir, opts);
   const src = openReplica(localPath(source));
   let vol: Volume | undefined;
   try {
@@ -71,6 +72,30 @@ export async function clone(
   } finally {
     vol?.close();
     src.close();
+  }
+}
+
+/** Clones the replica at an ssh:// URL: this side pulls; the peer takes nothing yet. */
+async function cloneSsh(url: string, dir: string, opts: HostOptions & SshOptions) {
+  const conn = openSsh(parseSshUrl(url), opts);
+  try {
+    const peer = await connect(conn.channel, null, url);
+    let vol: Volume | undefined;
+    try {
+      const command = commandLine(["clone", url, resolve(dir)], opts);
+      vol = Volume.create(dir, peer.who.volumeId, opts.host ?? hostname(), command);
+      exitHereForTests("created");
+      const report = await syncWith(vol, peer, { progress: opts.progress, oneWay: true });
+      vol.finishCreating();
+      return report;
+    } finally {
+      vol?.close();
+      await peer.close();
+    }
+  } catch (e) {
+    throw await conn.explain(e);
+  } finally {
+    await conn.close();
   }
 }
 

@@ -209,3 +209,28 @@ Deno.test({
     }
   }),
 });
+
+Deno.test({
+  name: "ssh: clone from an ssh:// URL makes a replica that then syncs both ways",
+  ignore,
+  fn: withSshd(async (s) => {
+    const { a, dir } = await replicas();
+    const c = `${dir}/c`;
+    const r = await cli([
+      "clone",
+      s.url(a),
+      c,
+      "--host",
+      "gamma",
+      "--ssh",
+      s.ssh,
+      "--remote-cmd",
+      s.remoteCmd,
+    ]);
+    assertEquals([r.code, r.stderr], [0, ""]);
+    assertEquals(listing(c), listing(a));
+    changeAll(a, 3);
+    assertEquals((await syncSsh(s, c, a)).code, 0);
+    assertEquals(listing(c), listing(a));
+  }),
+});

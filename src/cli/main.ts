@@ -124,6 +124,8 @@ async function run(command: string, rest: string[], f: Flags): Promise<number> {
       const report = await clone(rest[0], rest[1] ?? dir, {
         host: f.host,
         progress: progressBar(f),
+        ssh: f.ssh,
+        remoteCmd: f["remote-cmd"],
       });
       return printSyncReports([report], f);
     }

@@ -18,19 +18,41 @@ import { identityOf, type Peer } from "./peer.ts";
 import { fromWire, remotePeer, toWire } from "./remote.ts";
 import { volumeHandler } from "./serve.ts";
 
-/** Opens a session with the server at the other end of `ch`, for the open replica `local`. */
-export async function connect(ch: Channel, local: Volume, label: string): Promise<Peer> {
+/**
+ * The identity a client without a replica says HELLO with (a clone): every
+ * id zero. The server welcomes it whatever its volume.
+ */
+const NEWCOMER: Identity = {
+  protocol: 1,
+  volume: "0".repeat(32),
+  host: "0".repeat(32),
+  name: "",
+  incarnation: "0".repeat(32),
+  epoch: 0,
+};
+
+/** True for the HELLO of a client that has no replica yet. */
+function isNewcomer(h: Identity): boolean {
+  return h.volume === NEWCOMER.volume && h.host === NEWCOMER.host;
+}
+
+/**
+ * Opens a session with the server at the other end of `ch`, for the open
+ * replica `local` (null: a clone, which has none yet).
+ */
+export async function connect(ch: Channel, local: Volume | null, label: string): Promise<Peer> {
   let welcome;
   let rest;
   try {
-    ({ welcome, rest } = await sayHello(ch, toWire(identityOf(local)), label));
+    const me = local ? toWire(identityOf(local)) : NEWCOMER;
+    ({ welcome, rest } = await sayHello(ch, me, label));
   } catch (e) {
     ch.close();
     throw e;
   }
   const session = new Session(ch, "client", {
     peer: `${label} (${welcome.name})`,
-    handler: volumeHandler(local, { server: false }),
+    handler: local ? volumeHandler(local, { server: false }) : undefined,
   });
   session.start(rest).catch(() => {/* reported by the calls it fails */});
   return remotePeer(session, fromWire(welcome), label);
@@ -68,7 +90,10 @@ export async function serveReplica(
         server: true,
         readOnly: opts.readOnly,
         journaled,
-        peer: () => remotePeer(session, fromWire(hello.hello), hello.hello.name),
+        // A newcomer has nothing to pull from: its PULL? is refused.
+        peer: isNewcomer(hello.hello)
+          ? undefined
+          : () => remotePeer(session, fromWire(hello.hello), hello.hello.name),
       }),
     });
     try {
@@ -105,7 +130,7 @@ function admit(
     if (e instanceof ReplicatorError) return { code: "internal", message: e.message };
     throw e;
   }
-  if (vol.config.volumeId !== h.volume || vol.hostId === h.host) {
+  if (!isNewcomer(h) && (vol.config.volumeId !== h.volume || vol.hostId === h.host)) {
     const why = vol.hostId === h.host
       ? `${vol.root} is the client's own replica`
       : `${vol.root} is a replica of another volume (${vol.config.volumeId}); check the path`;

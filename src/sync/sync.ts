@@ -29,6 +29,8 @@ export interface SyncOptions {
   progress?: Progress;
   /** This replica's lento has recorded every change: no scan here. */
   journaled?: boolean;
+  /** Only this side pulls (a clone: the peer knew nothing of this replica at the handshake). */
+  oneWay?: boolean;
 }
 
 /** Syncs the open replica `local` with `peer`, in both directions. */
@@ -52,7 +54,7 @@ export async function syncWith(
     : capture(local);
   const remoteCapture = await peer.capture();
   const localPull = await pull(local, peer, opts.progress);
-  const remotePull = who.readOnly ? null : await peer.pullFromUs();
+  const remotePull = who.readOnly || opts.oneWay ? null : await peer.pullFromUs();
   return {
     peer: peer.label,
     peerName: who.hostName,
