@@ -21,11 +21,23 @@
  *   BENCH_KEEP      1: keep the work directory
  *   BENCH_STRICT    1: exit 1 if any line is a MISS
  *   BENCH_MAX_RATIO (default 1.5), BENCH_MAX_RSS_MB (default 300): targets
+ *   BENCH_SSH       0: skip the part over ssh; 1: fail if it cannot run
+ *                   (default: run it where sshd can be started, as root)
+ *   BENCH_SSH_COPY_RATIO  target for the initial copy over ssh (default 1.25)
+ *   BENCH_HUGE_GIB  N > 0: also clone a tree of one N GiB file over ssh
+ *                   (and rsync it), reporting both ends' peak RSS
+ *
+ * Over ssh (second table): a throwaway sshd on 127.0.0.1 (tools/sshd.ts);
+ * the replicator clones and syncs from ssh://root@127.0.0.1:PORT/…/src, rsync
+ * pulls with `-e` set to the same ssh command. Both servers run under GNU
+ * time (the --remote-cmd wrapper, --rsync-path), so both ends' peak RSS is
+ * reported.
  *
  * @module
  */
 
 import { summarize } from "./profsum.ts";
+import { haveSshd, type Sshd, startSshd } from "../tools/sshd.ts";
 
 const env = (k: string, d: number) => {
   const v = Deno.env.get(k);
@@ -47,6 +59,9 @@ const MAX_RSS_MB = env("BENCH_MAX_RSS_MB", 300);
 const PROFILE = Deno.env.get("BENCH_PROFILE") === "1";
 const KEEP = Deno.env.get("BENCH_KEEP") === "1";
 const STRICT = Deno.env.get("BENCH_STRICT") === "1";
+const SSH = Deno.env.get("BENCH_SSH") ?? "";
+const SSH_COPY_RATIO = env("BENCH_SSH_COPY_RATIO", 1.25);
+const HUGE_GIB = env("BENCH_HUGE_GIB", 0);
 
 const REPO = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const DENO = Deno.env.get("DENO") ?? `${REPO}/node_modules/.bin/deno`;
@@ -65,9 +80,11 @@ const REV = Deno.env.get("BENCH_REV") || "HEAD";
 const CODE = REV === "worktree" ? REPO : `${WORK}/replicator`;
 const MOD = `${CODE}/mod.ts`;
 const SRC = `${WORK}/src`;
-let DST = `${WORK}/dst-replicator`;
-let DST2 = `${WORK}/dst-rsync`;
+const HUGE = `${WORK}/huge-src`;
 const PROF = `${WORK}/prof`;
+/** GNU time's output for the server side of a run over ssh (appended to by each connection). */
+const SERVER_TIME = `${WORK}/ssh-server-time`;
+const SERVER_TIME_FMT = "%e %M";
 
 // ---------------------------------------------------------------- PRNG
 
@@ -162,6 +179,14 @@ interface Timing {
   rssKiB: number; // GNU time %M
   stdout: string;
   stderr: string;
+  /** Over ssh: the server side, from GNU time on the remote command. */
+  server?: ServerTiming;
+}
+
+interface ServerTiming {
+  wall: number; // seconds, GNU time %e (the longest connection)
+  rssKiB: number; // GNU time %M (the largest of all connections)
+  connections: number; // server processes started for this run
 }
 
 /** Runs argv under /usr/bin/time -f '%e %M'; fails loudly on a nonzero exit. */
@@ -184,6 +209,44 @@ function timed(argv: string[], okCodes = [0]): Timing {
   }
   const [e, m] = timeOut.split(/\s+/).map(Number);
   return { wall, timeWall: e, rssKiB: m, stdout, stderr };
+}
+
+/** timed(), for a run over ssh: also reads what GNU time wrote on the server side. */
+function timedSsh(argv: string[]): Timing {
+  rmrf(SERVER_TIME);
+  const t = timed(argv);
+  t.server = serverTiming();
+  return t;
+}
+
+/**
+ * The server's GNU time lines. ssh ends after its remote command, so they
+ * are normally there when the client is; a client that does not wait for
+ * ssh to end gets a few seconds' grace.
+ */
+function serverTiming(): ServerTiming {
+  for (let i = 0; i < 100; i++) {
+    const lines = readIfExists(SERVER_TIME).split("\n")
+      .map((l) => l.match(/^(\d+(?:\.\d+)?) (\d+)$/)).filter((m) => m !== null);
+    if (lines.length > 0) {
+      return {
+        wall: Math.max(...lines.map((m) => Number(m[1]))),
+        rssKiB: Math.max(...lines.map((m) => Number(m[2]))),
+        connections: lines.length,
+      };
+    }
+    sh(["sleep", "0.05"]);
+  }
+  throw new Error(`no server timing in ${SERVER_TIME}: did the remote command run?`);
+}
+
+function readIfExists(p: string): string {
+  try {
+    return Deno.readTextFileSync(p);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return "";
+    throw e;
+  }
 }
 
 const repl = (...args: string[]) => [DENO, "run", "-A", MOD, ...args];
@@ -334,8 +397,8 @@ function listing(dir: string): string[] {
   return r.out.split("\n").filter((l) => l !== "").sort();
 }
 
-function verify(label: string, dst: string): void {
-  const a = listing(SRC);
+function verify(label: string, dst: string, src = SRC): void {
+  const a = listing(src);
   const b = listing(dst);
   const bad: string[] = [];
   const sa = new Set(a), sb = new Set(b);
@@ -343,12 +406,12 @@ function verify(label: string, dst: string): void {
   for (const l of b) if (!sa.has(l)) bad.push(`  only in destination: ${l}`);
   if (bad.length > 0) {
     throw new Error(
-      `VERIFY FAILED (${label}): ${dst} differs from ${SRC} (${bad.length} lines)\n${
+      `VERIFY FAILED (${label}): ${dst} differs from ${src} (${bad.length} lines)\n${
         bad.slice(0, 20).join("\n")
       }`,
     );
   }
-  const d = sh(["diff", "-r", "-q", "--no-dereference", "--exclude=.replicator", SRC, dst], {
+  const d = sh(["diff", "-r", "-q", "--no-dereference", "--exclude=.replicator", src, dst], {
     allowFail: true,
   });
   if (d.code !== 0) {
@@ -366,8 +429,35 @@ interface Row {
   name: string;
   repl: Timing[];
   rsync: Timing[];
+  /** Target for the ratio replicator/rsync (default BENCH_MAX_RATIO). */
+  maxRatio?: number;
 }
-const rows: Row[] = [];
+
+/** How a section runs both tools: directory to directory, or pulling over ssh. */
+interface Mode {
+  /** Prefix of log lines, verify labels, destination directories and host names. */
+  tag: string;
+  src: string;
+  /** The replicator's and rsync's destinations of the latest initial copy: what the syncs update. */
+  dst: string;
+  dst2: string;
+  clone(dst: string, host: string): string[];
+  sync(dst: string): string[];
+  /** rsync `src` to `to`; `del` adds --delete (syncs). */
+  rsync(to: string, del: boolean): string[];
+  timed(argv: string[]): Timing;
+}
+
+const local: Mode = {
+  tag: "",
+  src: SRC,
+  dst: `${WORK}/dst-replicator`,
+  dst2: `${WORK}/dst-rsync`,
+  clone: (dst, host) => repl("clone", SRC, dst, "--host", host),
+  sync: (dst) => repl("sync", "-C", dst, SRC),
+  rsync: (to, del) => rsync(SRC, to, del),
+  timed: (argv) => timed(argv),
+};
 
 function caseInit(): Row {
   const row: Row = { name: "init (setup, source)", repl: [], rsync: [] };
@@ -379,17 +469,17 @@ function caseInit(): Row {
   return row;
 }
 
-function caseClone(): Row {
-  const row: Row = { name: "initial copy", repl: [], rsync: [] };
-  for (let i = 0; i < REPS; i++) {
-    DST = `${WORK}/dst-replicator-${i + 1}`;
-    DST2 = `${WORK}/dst-rsync-${i + 1}`;
-    row.repl.push(timed(repl("clone", SRC, DST, "--host", `dst${i}`)));
-    verify(`clone rep ${i + 1}`, DST);
-    row.rsync.push(timed(rsync(SRC, DST2, false)));
-    verify(`rsync initial rep ${i + 1}`, DST2);
+function caseClone(m: Mode, name = "initial copy", reps = REPS, maxRatio?: number): Row {
+  const row: Row = { name, repl: [], rsync: [], maxRatio };
+  for (let i = 0; i < reps; i++) {
+    m.dst = `${WORK}/dst-${m.tag}replicator-${i + 1}`;
+    m.dst2 = `${WORK}/dst-${m.tag}rsync-${i + 1}`;
+    row.repl.push(m.timed(m.clone(m.dst, `${m.tag}dst${i}`)));
+    verify(`${m.tag}clone rep ${i + 1}`, m.dst, m.src);
+    row.rsync.push(m.timed(m.rsync(m.dst2, false)));
+    verify(`${m.tag}rsync initial rep ${i + 1}`, m.dst2, m.src);
     log(
-      `initial copy rep ${i + 1}: replicator ${row.repl.at(-1)!.wall.toFixed(2)} s, rsync ${
+      `${m.tag}${name} rep ${i + 1}: replicator ${row.repl.at(-1)!.wall.toFixed(2)} s, rsync ${
         row.rsync.at(-1)!.wall.toFixed(2)
       } s`,
     );
@@ -397,15 +487,15 @@ function caseClone(): Row {
   return row;
 }
 
-function caseNoop(): Row {
+function caseNoop(m: Mode): Row {
   const row: Row = { name: "no-op sync", repl: [], rsync: [] };
   for (let i = 0; i < REPS; i++) {
-    row.repl.push(timed(repl("sync", "-C", DST, SRC)));
-    verify(`no-op sync rep ${i + 1}`, DST);
-    row.rsync.push(timed(rsync(SRC, DST2)));
-    verify(`rsync no-op rep ${i + 1}`, DST2);
+    row.repl.push(m.timed(m.sync(m.dst)));
+    verify(`${m.tag}no-op sync rep ${i + 1}`, m.dst, m.src);
+    row.rsync.push(m.timed(m.rsync(m.dst2, true)));
+    verify(`${m.tag}rsync no-op rep ${i + 1}`, m.dst2, m.src);
     log(
-      `no-op rep ${i + 1}: replicator ${row.repl.at(-1)!.wall.toFixed(2)} s, rsync ${
+      `${m.tag}no-op rep ${i + 1}: replicator ${row.repl.at(-1)!.wall.toFixed(2)} s, rsync ${
         row.rsync.at(-1)!.wall.toFixed(2)
       } s`,
     );
@@ -413,21 +503,129 @@ function caseNoop(): Row {
   return row;
 }
 
-function caseIncremental(): Row {
+/** `firstRound`: each section gets its own batches of changes. */
+function caseIncremental(m: Mode, firstRound: number): Row {
   const row: Row = { name: "incremental (10M 2R 2D)", repl: [], rsync: [] };
   for (let i = 0; i < REPS; i++) {
-    const what = mutate(i);
-    row.repl.push(timed(repl("sync", "-C", DST, SRC)));
-    verify(`incremental sync rep ${i + 1}`, DST);
-    row.rsync.push(timed(rsync(SRC, DST2)));
-    verify(`rsync incremental rep ${i + 1}`, DST2);
+    const what = mutate(firstRound + i);
+    row.repl.push(m.timed(m.sync(m.dst)));
+    verify(`${m.tag}incremental sync rep ${i + 1}`, m.dst, m.src);
+    row.rsync.push(m.timed(m.rsync(m.dst2, true)));
+    verify(`${m.tag}rsync incremental rep ${i + 1}`, m.dst2, m.src);
     log(
-      `incremental rep ${i + 1} (${what}): replicator ${
+      `${m.tag}incremental rep ${i + 1} (${what}): replicator ${
         row.repl.at(-1)!.wall.toFixed(2)
       } s, rsync ${row.rsync.at(-1)!.wall.toFixed(2)} s`,
     );
   }
   return row;
+}
+
+// ---------------------------------------------------------------- over ssh
+
+/** The pull from `src` over ssh, for both tools: the same ssh command, both servers under time. */
+function sshMode(s: Sshd, src: string): Mode {
+  const opts = ["--ssh", s.ssh, "--remote-cmd", s.remoteCmd];
+  return {
+    tag: "ssh-",
+    src,
+    dst: "",
+    dst2: "",
+    clone: (dst, host) => repl("clone", s.url(src), dst, "--host", host, ...opts),
+    sync: (dst) => repl("sync", "-C", dst, s.url(src), ...opts),
+    rsync: (to, del) => [
+      "rsync",
+      "-a",
+      ...(del ? ["--delete"] : []),
+      "--exclude=.replicator",
+      "-e",
+      `${s.ssh} -p ${s.port}`,
+      `--rsync-path=/usr/bin/time -f '${SERVER_TIME_FMT}' -a -o ${SERVER_TIME} rsync`,
+      `root@127.0.0.1:${src}/`,
+      `${to}/`,
+    ],
+    timed: timedSsh,
+  };
+}
+
+/** Whether to run the part over ssh: on by default where it can run, loudly if asked for. */
+function sshWanted(): boolean {
+  if (SSH === "0") return false;
+  if (haveSshd()) return true;
+  const why = "the part over ssh needs root and /usr/sbin/sshd";
+  if (SSH === "1") throw new Error(`${why} (BENCH_SSH=1)`);
+  log(`${why}: skipped (BENCH_SSH=0 to say so)`);
+  return false;
+}
+
+/** An sshd whose --remote-cmd runs MOD (the measured revision) under GNU time. */
+async function startBenchSshd(): Promise<{ sshd: Sshd; cipher: string }> {
+  const sshd = await startSshd({
+    mod: MOD,
+    wrap: ["/usr/bin/time", "-f", SERVER_TIME_FMT, "-a", "-o", SERVER_TIME],
+    parent: WORK,
+  });
+  // One untimed round trip: warms the server's module cache (sshd starts it
+  // with its own environment) and names the cipher ssh negotiates.
+  const r = sh([
+    ...sshd.ssh.split(" "),
+    "-v",
+    "-p",
+    String(sshd.port),
+    "root@127.0.0.1",
+    sshd.remoteCmd,
+    "--help",
+  ]);
+  const cipher = r.err.match(/kex: server->client cipher: (\S+)/)?.[1] ?? "unknown";
+  return { sshd, cipher };
+}
+
+/** The three cases over ssh, from the same source as the local part. */
+function sshCases(s: Sshd): Row[] {
+  const m = sshMode(s, SRC);
+  return [
+    caseClone(m, "initial copy", REPS, SSH_COPY_RATIO),
+    caseNoop(m),
+    caseIncremental(m, REPS),
+  ];
+}
+
+/** BENCH_HUGE_GIB: a tree of one big file, initialised locally, cloned over ssh once. */
+function hugeCases(s: Sshd): Row[] {
+  generateHuge();
+  flush();
+  const init: Row = { name: `init (local, 1 x ${HUGE_GIB} GiB)`, repl: [], rsync: [] };
+  init.repl.push(timed(repl("init", HUGE, "--host", "huge")));
+  log(`init of the ${HUGE_GIB} GiB tree: ${init.repl[0].wall.toFixed(2)} s`);
+  const m = { ...sshMode(s, HUGE), tag: "ssh-huge-" };
+  return [init, caseClone(m, `initial copy, 1 x ${HUGE_GIB} GiB`, 1, SSH_COPY_RATIO)];
+}
+
+/** One file of HUGE_GIB GiB of pseudo-random bytes (nothing for ssh to compress or skip). */
+function generateHuge(): void {
+  Deno.mkdirSync(HUGE);
+  const rng = new Rng(SEED + 1);
+  const buf = new Uint8Array(1 << 20);
+  const fh = Deno.openSync(`${HUGE}/huge.bin`, { write: true, createNew: true });
+  for (let left = Math.round(HUGE_GIB * 1024); left > 0; left--) {
+    rng.fill(buf);
+    let w = 0;
+    while (w < buf.length) w += fh.writeSync(buf.subarray(w));
+  }
+  fh.close();
+  log(`generated ${HUGE}/huge.bin: ${HUGE_GIB} GiB`);
+}
+
+/** Fails before any work if the huge case's three copies (source, two clones) would not fit. */
+function checkHugeSpace(): void {
+  const avail = Number(sh(["df", "-B1", "--output=avail", PARENT]).out.trim().split("\n").pop());
+  const need = (3 * HUGE_GIB + 1) * 2 ** 30;
+  if (avail < need) {
+    throw new Error(
+      `BENCH_HUGE_GIB=${HUGE_GIB} needs ~${(need / 2 ** 30).toFixed(0)} GiB free in ${PARENT}, ` +
+        `there are ${(avail / 2 ** 30).toFixed(1)} GiB`,
+    );
+  }
 }
 
 // ---------------------------------------------------------------- profiling
@@ -454,11 +652,11 @@ function profileAll(): void {
   const cl = `${WORK}/dst-prof`;
   profiled("clone", ["clone", SRC, cl, "--host", "dst-prof"]);
   verify("profiled clone", cl);
-  profiled("noop-sync", ["sync", "-C", DST, SRC]);
-  verify("profiled no-op", DST);
+  profiled("noop-sync", ["sync", "-C", local.dst, SRC]);
+  verify("profiled no-op", local.dst);
   mutate(100);
-  profiled("incremental-sync", ["sync", "-C", DST, SRC]);
-  verify("profiled incremental", DST);
+  profiled("incremental-sync", ["sync", "-C", local.dst, SRC]);
+  verify("profiled incremental", local.dst);
 }
 
 // ---------------------------------------------------------------- report

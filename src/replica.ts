@@ -23,6 +23,10 @@ import { walk } from "./capture/walk.ts";
 import { type SyncReport, syncVolumes, syncWith } from "./sync/sync.ts";
 import { connect } from "./sync/connect.ts";
 import { openSsh, parseSshUrl, type SshOptions } from "./transport/ssh.ts";
+import { type HttpsOptions, openWebSocket } from "./transport/websocket.ts";
+import { type Channel, streamChannel } from "./wire/session.ts";
+import { serveReplica } from "./sync/connect.ts";
+import { listen, parseListen } from "./transport/listen.ts";
 import type { Progress } from "./sync/pull.ts";
 import { flushLento } from "./capture/lento_client.ts";
 import type { ExpectEntry } from "./expect/expect.ts";
@@ -57,9 +61,9 @@ export function init(dir: string, opts: HostOptions = {}): void {
 export async function clone(
   source: string,
   dir: string,
-  opts: HostOptions & SshOptions = {},
+  opts: HostOptions & RemoteOptions = {},
 ): Promise<SyncReport> {
-  if (source.startsWith("ssh://")) return await cloneSsh(source, dir, opts);
+  if (isRemote(source)) return await cloneRemote(source, dir, opts);
   const src = openReplica(localPath(source));
   let vol: Volume | undefined;
   try {
@@ -75,9 +79,82 @@ export async function clone(
   }
 }
 
-/** Clones the replica at an ssh:// URL: this side pulls; the peer takes nothing yet. */
-async function cloneSsh(url: string, dir: string, opts: HostOptions & SshOptions) {
-  const conn = openSsh(parseSshUrl(url), opts);
+/** How a replica is served. */
+export interface ServeOptions {
+  readOnly?: boolean;
+  /** What went wrong in a session (the server goes on). */
+  log?: (line: string) => void;
+}
+
+/**
+ * Serves the replica containing `dir` over stdin and stdout (what an ssh
+ * peer runs), for one session. Resolves true if it ended with BYE.
+ */
+export function serveStdio(dir: string, opts: ServeOptions = {}): Promise<boolean> {
+  findRoot(dir); // not a replica: say so now, not to the client
+  return serveReplica(streamChannel(Deno.stdin.readable, Deno.stdout.writable), dir, opts);
+}
+
+/** How `serve --listen` runs. */
+export interface ListenServeOptions extends ServeOptions {
+  /** HOST:PORT */
+  listen: string;
+  /** The token clients must present; null: none. */
+  token: string | null;
+  cert?: string;
+  key?: string;
+  signal: AbortSignal;
+  onListen?: (port: number) => void;
+}
+
+/** Serves the replica containing `dir` over HTTPS until `signal` aborts. */
+export async function serveHttps(dir: string, opts: ListenServeOptions): Promise<void> {
+  const root = findRoot(dir);
+  await listen({
+    ...parseListen(opts.listen),
+    token: opts.token,
+    cert: opts.cert,
+    key: opts.key,
+    signal: opts.signal,
+    log: opts.log,
+    onListen: opts.onListen,
+    session: async (ch, from) => {
+      await serveReplica(ch, root, {
+        readOnly: opts.readOnly,
+        log: (line) => opts.log?.(`${from}: ${line}`),
+      });
+    },
+  });
+}
+
+/** How to reach peers on other hosts. */
+export type RemoteOptions = SshOptions & HttpsOptions;
+
+/** True for a peer on another host (ssh://, https://, http://). */
+function isRemote(peer: string): boolean {
+  return /^(ssh|https?):\/\//.test(peer);
+}
+
+/** A connection to a peer on another host, whatever the transport. */
+interface Dialed {
+  channel: Channel;
+  explain(e: unknown): Promise<unknown>;
+  close(): Promise<void>;
+}
+
+async function dial(url: string, opts: RemoteOptions): Promise<Dialed> {
+  if (url.startsWith("ssh://")) return openSsh(parseSshUrl(url), opts);
+  const channel = await openWebSocket(url, opts);
+  return {
+    channel,
+    explain: (e) => Promise.resolve(e),
+    close: () => Promise.resolve(channel.close()),
+  };
+}
+
+/** Clones the replica at a URL: this side pulls; the peer takes nothing yet. */
+async function cloneRemote(url: string, dir: string, opts: HostOptions & RemoteOptions) {
+  const conn = await dial(url, opts);
   try {
     const peer = await connect(conn.channel, null, url);
     let vol: Volume | undefined;
@@ -106,9 +183,7 @@ export interface PeerFailure {
 }
 
 /** How a sync reaches its peers. */
-export interface SyncOptions extends SshOptions {
-  progress?: Progress;
-}
+export type SyncOptions = RemoteOptions & { progress?: Progress };
 
 /**
  * Syncs the volume containing `dir` with each peer (default: its named peers):
@@ -137,9 +212,7 @@ export async function sync(
   for (const p of targets) {
     try {
       out.push(
-        p.startsWith("ssh://")
-          ? await syncSsh(root, p, opts)
-          : await syncOne(root, localPath(p), opts),
+        isRemote(p) ? await syncRemote(root, p, opts) : await syncOne(root, localPath(p), opts),
       );
     } catch (e) {
       if (targets.length === 1 || !(e instanceof ReplicatorError)) throw e;
@@ -149,13 +222,13 @@ export async function sync(
   return out;
 }
 
-/** Syncs with a replica on another host, over ssh. */
-async function syncSsh(root: string, url: string, opts: SyncOptions): Promise<SyncReport> {
-  const target = parseSshUrl(url);
+/** Syncs with a replica on another host. */
+async function syncRemote(root: string, url: string, opts: SyncOptions): Promise<SyncReport> {
+  if (url.startsWith("ssh://")) parseSshUrl(url); // a malformed URL is a usage error, before locking
   const journaled = flushLento(root);
   const vol = openReplica(root);
   try {
-    const conn = openSsh(target, opts);
+    const conn = await dial(url, opts);
     try {
       const peer = await connect(conn.channel, vol, url);
       try {
@@ -239,8 +312,7 @@ function localPath(peer: string): string {
   if (peer.startsWith("file://")) return decodeURIComponent(new URL(peer).pathname);
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(peer)) {
     throw new ReplicatorError(
-      `peer ${peer}: this build syncs with directories, file:// and ssh:// URLs; ` +
-        `https:// is not available yet`,
+      `peer ${peer}: give a directory, or a file://, ssh:// or https:// URL`,
     );
   }
   return resolve(peer);

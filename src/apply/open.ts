@@ -9,9 +9,12 @@
 import { Volume } from "../volume/volume.ts";
 import { indexRecords, recoverTxn } from "./txn.ts";
 
-/** Opens and recovers the replica containing `dir`. Close it to release the lock. */
-export function openReplica(dir: string): Volume {
-  const vol = Volume.open(dir);
+/**
+ * Opens and recovers the replica containing `dir`. Close it to release the
+ * lock. Waits for the lock up to `lockWaitMs` (default: lockWaitMs()).
+ */
+export function openReplica(dir: string, lockWaitMs?: number): Volume {
+  const vol = Volume.open(dir, lockWaitMs);
   try {
     recoverTxn(vol);
     vol.reconcile(indexRecords);

@@ -6,14 +6,23 @@
  */
 
 import { parseArgs } from "node:util";
-import { clone, init, listPeers, log, setPeer, status, sync } from "../replica.ts";
+import {
+  clone,
+  init,
+  listPeers,
+  log,
+  type RemoteOptions,
+  serveHttps,
+  serveStdio,
+  setPeer,
+  status,
+  sync,
+} from "../replica.ts";
 import { fsck } from "../fsck.ts";
 import { Exit, ReplicatorError, UsageError } from "../errors.ts";
 import { printLog, printStatus, printSyncReports, toJson } from "./output.ts";
 import { progressBar } from "./progress.ts";
 import { runLento } from "../capture/lento.ts";
-import { serveReplica } from "../sync/connect.ts";
-import { streamChannel } from "../wire/session.ts";
 
 const USAGE = `usage:
   replicator init [DIR] [--host NAME]
@@ -24,8 +33,11 @@ const USAGE = `usage:
   replicator fsck [-C DIR] [--repair]
   replicator lento [-C DIR] [-v]
   replicator serve --stdio [-C DIR] [--read-only]
+  replicator serve --listen HOST:PORT [-C DIR] [--read-only] [--token-file F | --insecure-no-auth]
+                   [--tls-cert F --tls-key F]
   replicator peer (add NAME URL | remove NAME | list) [-C DIR]
-options: -C DIR, --json, -v, --host NAME, --ssh CMD, --remote-cmd PATH, --token-file F`;
+options: -C DIR, --json, -v, --host NAME, --ssh CMD, --remote-cmd PATH, --token-file F,
+  --ca-file F (https peers: a CA to trust)`;
 
 const OPTIONS = {
   C: { type: "string", short: "C" },
@@ -37,7 +49,12 @@ const OPTIONS = {
   "remote-cmd": { type: "string" },
   "token-file": { type: "string" },
   stdio: { type: "boolean" },
+  listen: { type: "string" },
   "read-only": { type: "boolean" },
+  "insecure-no-auth": { type: "boolean" },
+  "tls-cert": { type: "string" },
+  "tls-key": { type: "string" },
+  "ca-file": { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -50,7 +67,13 @@ type Flags = {
   ssh?: string;
   "remote-cmd"?: string;
   stdio?: boolean;
+  listen?: string;
   "read-only"?: boolean;
+  "token-file"?: string;
+  "insecure-no-auth"?: boolean;
+  "tls-cert"?: string;
+  "tls-key"?: string;
+  "ca-file"?: string;
 };
 
 /** Runs the CLI with `args`; returns the exit status. */
@@ -124,18 +147,13 @@ async function run(command: string, rest: string[], f: Flags): Promise<number> {
       const report = await clone(rest[0], rest[1] ?? dir, {
         host: f.host,
         progress: progressBar(f),
-        ssh: f.ssh,
-        remoteCmd: f["remote-cmd"],
+        ...remoteOptions(f),
       });
       return printSyncReports([report], f);
     }
     case "sync":
       return printSyncReports(
-        await sync(dir, rest, {
-          progress: progressBar(f),
-          ssh: f.ssh,
-          remoteCmd: f["remote-cmd"],
-        }),
+        await sync(dir, rest, { progress: progressBar(f), ...remoteOptions(f) }),
         f,
       );
     case "status":
@@ -209,18 +227,73 @@ async function runLentoCommand(dir: string, f: Flags): Promise<number> {
   }
 }
 
+/** How this run reaches peers on other hosts, from its flags. */
+function remoteOptions(f: Flags): RemoteOptions {
+  return {
+    ssh: f.ssh,
+    remoteCmd: f["remote-cmd"],
+    token: readToken(f["token-file"]) ?? undefined,
+    caFile: f["ca-file"],
+  };
+}
+
+/** The token from --token-file (its first line) or REPLICATOR_TOKEN; null if neither. */
+function readToken(file?: string): string | null {
+  if (file) {
+    let text: string;
+    try {
+      text = Deno.readTextFileSync(file);
+    } catch (e) {
+      throw new UsageError(`cannot read --token-file ${file}: ${(e as Error).message}`);
+    }
+    const token = text.split("\n")[0].trim();
+    if (!token) throw new UsageError(`--token-file ${file} is empty`);
+    return token;
+  }
+  return Deno.env.get("REPLICATOR_TOKEN")?.trim() || null;
+}
+
 /**
- * Serves the replica: over stdin and stdout (`--stdio`, what ssh runs). The
- * session's own failures go to stderr, which ssh carries back to the client.
+ * Serves the replica: over stdin and stdout (`--stdio`, what ssh runs), or
+ * over HTTPS (`--listen`) until SIGTERM or SIGINT. Session failures go to
+ * stderr (which ssh carries back to the client).
  */
 async function runServe(dir: string, f: Flags): Promise<number> {
-  if (!f.stdio) throw new UsageError("serve takes --stdio (--listen is not available yet)");
-  const ch = streamChannel(Deno.stdin.readable, Deno.stdout.writable);
-  const bye = await serveReplica(ch, dir, {
-    readOnly: f["read-only"],
-    log: (line) => console.error(`replicator: ${line}`),
-  });
-  return bye ? Exit.ok : Exit.failed;
+  const log = (line: string) => console.error(`replicator: ${line}`);
+  if (f.stdio) {
+    return await serveStdio(dir, { readOnly: f["read-only"], log }) ? Exit.ok : Exit.failed;
+  }
+  if (!f.listen) throw new UsageError("serve takes --stdio or --listen HOST:PORT");
+  const token = readToken(f["token-file"]);
+  if (!token && !f["insecure-no-auth"]) {
+    throw new UsageError(
+      "serve --listen needs a token (--token-file F or REPLICATOR_TOKEN), or --insecure-no-auth",
+    );
+  }
+  if (!f["tls-cert"] !== !f["tls-key"]) {
+    throw new UsageError("give both --tls-cert and --tls-key, or neither");
+  }
+  const pem = (p?: string) => p ? Deno.readTextFileSync(p) : undefined;
+  const stop = new AbortController();
+  const onStop = () => stop.abort();
+  Deno.addSignalListener("SIGTERM", onStop);
+  Deno.addSignalListener("SIGINT", onStop);
+  try {
+    await serveHttps(dir, {
+      listen: f.listen,
+      token: f["insecure-no-auth"] ? null : token,
+      cert: pem(f["tls-cert"]),
+      key: pem(f["tls-key"]),
+      readOnly: f["read-only"],
+      signal: stop.signal,
+      log,
+      onListen: (port) => f.verbose && console.log(`serving on port ${port}`),
+    });
+    return Exit.ok;
+  } finally {
+    Deno.removeSignalListener("SIGTERM", onStop);
+    Deno.removeSignalListener("SIGINT", onStop);
+  }
 }
 
 function arity(rest: string[], min: number, max: number): void {

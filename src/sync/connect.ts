@@ -11,6 +11,7 @@ import { BusyError, ReplicatorError, VolumeNotFoundError } from "../errors.ts";
 import { openReplica } from "../apply/open.ts";
 import { findRoot, type Volume } from "../volume/volume.ts";
 import { flushLento } from "../capture/lento_client.ts";
+import { lockWaitMs } from "../volume/lock.ts";
 import { awaitHello, sayHello, type Verdict } from "../wire/handshake.ts";
 import type { Identity } from "../wire/messages.ts";
 import { type Channel, Session } from "../wire/session.ts";
@@ -58,6 +59,19 @@ export async function connect(ch: Channel, local: Volume | null, label: string):
   return remotePeer(session, fromWire(welcome), label);
 }
 
+/** openReplica, waiting for a busy lock without blocking the event loop (other sessions run). */
+async function openWaiting(root: string): Promise<Volume> {
+  const deadline = Date.now() + lockWaitMs();
+  for (;;) {
+    try {
+      return openReplica(root, 0);
+    } catch (e) {
+      if (!(e instanceof BusyError) || Date.now() >= deadline) throw e;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
 /** How a server serves. */
 export interface ServerOptions {
   readOnly?: boolean;
@@ -77,10 +91,10 @@ export async function serveReplica(
   let vol: Volume | undefined;
   let journaled = false;
   try {
-    const hello = await awaitHello(ch, (h) => {
-      const v = admit(dir, h, (opened, j) => [vol, journaled] = [opened, j]);
+    const hello = await awaitHello(ch, async (h) => {
+      const v = await admit(dir, h, (opened, j) => [vol, journaled] = [opened, j]);
       if ("welcome" in v) v.welcome.readOnly = !!opts.readOnly;
-      return Promise.resolve(v);
+      return v;
     });
     if (!hello || !vol) return false;
     const open: Volume = vol;
@@ -113,17 +127,17 @@ export async function serveReplica(
  * Opens the replica for a client that said `h`: the verdict WELCOME carries,
  * or the ERROR it gets instead.
  */
-function admit(
+async function admit(
   dir: string,
   h: Identity,
   opened: (v: Volume, journaled: boolean) => void,
-): Verdict {
+): Promise<Verdict> {
   let vol: Volume;
   let journaled: boolean;
   try {
     const root = findRoot(dir);
     journaled = flushLento(root); // before the lock: lento takes it to record
-    vol = openReplica(root);
+    vol = await openWaiting(root);
   } catch (e) {
     if (e instanceof BusyError) return { code: "busy", message: e.message };
     if (e instanceof VolumeNotFoundError) return { code: "volume", message: e.message };

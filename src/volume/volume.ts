@@ -129,11 +129,11 @@ export class Volume {
    * interrupted transaction is not finished here: open replicas with
    * `openReplica` (src/apply/), which does that first.
    */
-  static open(dir: string): Volume {
+  static open(dir: string, lockWaitMs?: number): Volume {
     const root = findRoot(dir);
     const layout = layoutOf(root);
     checkMeta(layout.meta, "directory");
-    const release = acquireLock(layout.lock, root);
+    const release = acquireLock(layout.lock, root, lockWaitMs);
     try {
       checkLayout(layout);
       refuseIncomplete(layout);
