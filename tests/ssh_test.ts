@@ -1,14 +1,14 @@
 /**
- * The ssh transport against a real sshd on 127.0.0.1 (tests/sshd.ts):
- * syncs in both directions, ssh's own failures as one clear line, a busy
- * remote, and connections cut at random byte offsets in either direction.
+ * What only the ssh transport has, against a real sshd on 127.0.0.1
+ * (tests/sshd.ts): ssh's own failures as one clear line, a transfer cut off
+ * and resumed, connections cut at random byte offsets in either direction,
+ * clone from an ssh:// URL. What every transport shares is in
+ * transport_contract_test.ts.
  */
 
 import { assert, assertEquals, assertMatch } from "./assert.ts";
 import { cli, json, listing, pair, prng, put, type Run } from "./helpers.ts";
 import { haveSshd, type Sshd, startSshd } from "./sshd.ts";
-import { tryLockNoFollow } from "../src/fs/nofollow.ts";
-import { layoutOf } from "../src/volume/layout.ts";
 
 const ignore = !haveSshd();
 const CUT_PIPE = new URL("./cut_pipe.ts", import.meta.url).pathname;
@@ -52,27 +52,6 @@ function changeAll(a: string, round: number): void {
 }
 
 Deno.test({
-  name: "ssh: a sync started from either side brings both replicas to the same state",
-  ignore,
-  fn: withSshd(async (s) => {
-    const { a, b } = await replicas();
-    changeAll(a, 1);
-    let r = await syncSsh(s, a, b); // the holder is the client: the server pulls from it
-    assertEquals([r.code, r.stderr], [0, ""]);
-    assertEquals(listing(b), listing(a));
-    changeAll(a, 2);
-    r = await syncSsh(s, b, a, "--json"); // the replica is the client: it pulls from the server
-    assertEquals([r.code, r.stderr], [0, ""]);
-    const [report] = json<{ peerName: string; received: number }[]>(r);
-    assertEquals(report.peerName, "alpha", "the handshake names the peer");
-    assert(report.received > 0);
-    assertEquals(listing(b), listing(a));
-    r = await syncSsh(s, a, b); // nothing new: silent
-    assertEquals([r.code, r.stdout, r.stderr], [0, "", ""]);
-  }),
-});
-
-Deno.test({
   name: "ssh: its failures are one line that says what to do, exit 1",
   ignore,
   fn: withSshd(async (s) => {
@@ -107,23 +86,6 @@ Deno.test({
     r = await syncSsh(s, a, `${dir}/nothing-here`);
     assertEquals(r.code, 1, r.stderr);
     assertMatch(r.stderr, /is not inside a replicator volume/);
-  }),
-});
-
-Deno.test({
-  name: "ssh: a remote whose volume is busy is exit 75, and the sync after it completes",
-  ignore,
-  fn: withSshd(async (s) => {
-    const { a, b } = await replicas();
-    put(`${a}/later`, "x");
-    const release = tryLockNoFollow(layoutOf(b).lock);
-    assert(release, "the test takes b's lock");
-    const r = await syncSsh(s, a, b);
-    release();
-    assertEquals(r.code, 75, r.stderr);
-    assertMatch(r.stderr, /busy: another replicator run holds it/);
-    assertEquals((await syncSsh(s, a, b)).code, 0);
-    assertEquals(listing(b), listing(a));
   }),
 });
 

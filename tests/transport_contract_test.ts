@@ -1,0 +1,155 @@
+/**
+ * One contract, three transports: the same scenarios run with the peer as a
+ * local directory, over ssh (a real sshd on 127.0.0.1) and over https (a real
+ * `serve --listen`), as litestream runs one suite against every replica
+ * client. What a user sees must not depend on how the peer is reached.
+ */
+
+import { assert, assertEquals, assertMatch } from "./assert.ts";
+import { cli, json, listing, pair, put, type Run } from "./helpers.ts";
+import { haveSshd, type Sshd, startSshd } from "./sshd.ts";
+import { haveOpenssl, makeTls, type Server, startServer } from "./https_server.ts";
+import { tryLockNoFollow } from "../src/fs/nofollow.ts";
+import { layoutOf } from "../src/volume/layout.ts";
+
+/** How the scenarios reach a replica at a path. */
+interface Reach {
+  /** The peer argument and extra arguments for a replica at `dir`. */
+  peer(dir: string): Promise<string[]>;
+  stop(): Promise<void>;
+}
+
+interface Transport {
+  name: string;
+  ignore: boolean;
+  start(): Promise<Reach>;
+}
+
+const TRANSPORTS: Transport[] = [
+  {
+    name: "local",
+    ignore: false,
+    start: () => Promise.resolve({ peer: (dir) => Promise.resolve([dir]), stop: async () => {} }),
+  },
+  {
+    name: "ssh",
+    ignore: !haveSshd(),
+    start: async () => {
+      const s: Sshd = await startSshd();
+      return {
+        peer: (dir) => Promise.resolve([s.url(dir), "--ssh", s.ssh, "--remote-cmd", s.remoteCmd]),
+        stop: () => s.stop(),
+      };
+    },
+  },
+  {
+    name: "https",
+    ignore: !haveOpenssl(),
+    start: async () => {
+      const tls = await makeTls();
+      const servers = new Map<string, Server>();
+      return {
+        peer: async (dir) => {
+          if (!servers.has(dir)) servers.set(dir, await startServer(tls, dir));
+          const s = servers.get(dir)!;
+          return [s.url, ...s.args];
+        },
+        stop: async () => {
+          for (const s of servers.values()) assertEquals((await s.stop()).code, 0);
+        },
+      };
+    },
+  },
+];
+
+/** `replicator sync -C from <to, as the transport reaches it>`. */
+async function syncTo(reach: Reach, from: string, to: string, ...more: string[]): Promise<Run> {
+  return await cli(["sync", "-C", from, ...await reach.peer(to), ...more]);
+}
+
+/** A holder `a` with a small tree and its replica `b`. */
+async function replicas(): Promise<{ dir: string; a: string; b: string }> {
+  const p = await pair();
+  put(`${p.a}/docs/readme`, "hello\n");
+  put(`${p.a}/bin/tool`, new Uint8Array(300_000).map((_, i) => i % 251));
+  Deno.chmodSync(`${p.a}/bin/tool`, 0o755);
+  assertEquals((await cli(["init", p.a, "--host", "alpha"])).code, 0);
+  assertEquals((await cli(["clone", p.a, p.b, "--host", "beta"])).code, 0);
+  return p;
+}
+
+/** Changes of every kind on the holder `a`. */
+function changeAll(a: string, round: number): void {
+  put(`${a}/docs/readme`, `hello ${round}\n`);
+  put(`${a}/new${round}/deep/file`, `new ${round}`);
+  Deno.renameSync(`${a}/docs`, `${a}/docs${round}`);
+  Deno.symlinkSync(`docs${round}/readme`, `${a}/link${round}`);
+  Deno.linkSync(`${a}/new${round}/deep/file`, `${a}/hard${round}`);
+  Deno.chmodSync(`${a}/bin/tool`, 0o700 + round);
+  Deno.removeSync(`${a}/bin/tool.old`);
+}
+
+type Scenario = (reach: Reach) => Promise<void>;
+
+const SCENARIOS: Record<string, Scenario> = {
+  "changes of every kind converge, whichever side starts": async (reach) => {
+    const { a, b } = await replicas();
+    put(`${a}/bin/tool.old`, "old");
+    assertEquals((await syncTo(reach, a, b)).code, 0);
+    changeAll(a, 1);
+    let r = await syncTo(reach, a, b); // the holder starts: the peer pulls from it
+    assertEquals([r.code, r.stderr], [0, ""]);
+    assertEquals(listing(b), listing(a));
+    put(`${a}/bin/tool.old`, "again");
+    changeAll(a, 2);
+    r = await syncTo(reach, b, a, "--json"); // the replica starts: it pulls from the peer
+    assertEquals([r.code, r.stderr], [0, ""]);
+    assertEquals(json<{ peerName: string }[]>(r)[0].peerName, "alpha");
+    assertEquals(listing(b), listing(a));
+    r = await syncTo(reach, a, b);
+    assertEquals([r.code, r.stdout, r.stderr], [0, "", ""], "nothing new: silent");
+  },
+  "a replica of another volume is refused and nothing changes": async (reach) => {
+    const { a } = await replicas();
+    const other = await pair();
+    put(`${other.a}/x`, "x");
+    assertEquals((await cli(["init", other.a, "--host", "omega"])).code, 0);
+    const before = listing(a);
+    const r = await syncTo(reach, a, other.a);
+    assertEquals(r.code, 1, r.stderr);
+    assertMatch(r.stderr, /replica of another volume/);
+    assertEquals(listing(a), before);
+  },
+  "a busy peer is exit 75 and the next sync completes": async (reach) => {
+    const { a, b } = await replicas();
+    put(`${a}/later`, "x");
+    await reach.peer(b); // an https server is started before the lock is taken
+    const release = tryLockNoFollow(layoutOf(b).lock);
+    assert(release, "the test takes b's lock");
+    const r = await cli(["sync", "-C", a, ...await reach.peer(b)], {
+      env: { REPLICATOR_LOCK_WAIT: "0" },
+    });
+    release();
+    assertEquals(r.code, 75, r.stderr);
+    assertMatch(r.stderr, /busy/);
+    assertEquals((await syncTo(reach, a, b)).code, 0);
+    assertEquals(listing(b), listing(a));
+  },
+};
+
+for (const t of TRANSPORTS) {
+  for (const [name, scenario] of Object.entries(SCENARIOS)) {
+    Deno.test({
+      name: `contract (${t.name}): ${name}`,
+      ignore: t.ignore,
+      fn: async () => {
+        const reach = await t.start();
+        try {
+          await scenario(reach);
+        } finally {
+          await reach.stop();
+        }
+      },
+    });
+  }
+}
