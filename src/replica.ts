@@ -328,6 +328,8 @@ export interface Status {
   kml: { bytes: number; incarnation: string };
   peers: Record<string, string>;
   expect: ExpectEntry[];
+  /** Names of the hosts this replica has met (from handshakes), by id. */
+  hosts: Record<string, string>;
   /** Local changes not yet recorded (holder) or not publishable (others). */
   pending: { op: string; path: string; target?: string }[];
   /** Conflict copies present in the tree. */
@@ -350,6 +352,7 @@ export function status(dir: string): Status {
       kml: { bytes: vol.kml.size, incarnation: vol.kml.header.incarnation },
       peers: vol.config.peers,
       expect: vol.readExpect(),
+      hosts: Object.fromEntries(vol.hostNames()),
       pending: found.changes.map(describeChange),
       conflicts: [...tree.seen.keys()].filter((p) => CONFLICT_COPY.test(p)).sort(),
     };
@@ -366,16 +369,24 @@ function describeChange(c: Change): { op: string; path: string; target?: string 
 /** The name of a conflict copy: `NAME.conflict-<host>-<UTC time>`, maybe with `-N`. */
 const CONFLICT_COPY = /\.conflict-[^/]+-\d{8}T\d{6}Z(-\d+)?$/;
 
-/** A record with its place in the log. */
+/** A record with its place in the log, and its origin's name if known. */
 export interface LogEntry extends KmlRecord {
   offset: number;
+  originName?: string;
+  /** A permit record's holder, by name, if known. */
+  targetName?: string;
 }
 
 /** Every record of the replica's KML, oldest first. */
 export function log(dir: string): LogEntry[] {
   const vol = openReplica(dir);
   try {
-    return [...vol.kml.frames()].map((f) => ({ offset: f.offset, ...decodeRecord(f.bytes) }));
+    const names = vol.hostNames();
+    return [...vol.kml.frames()].map((f) => {
+      const r = decodeRecord(f.bytes);
+      const targetName = r.op === Op.Permit ? names.get(r.target) : undefined;
+      return { offset: f.offset, ...r, originName: names.get(r.originHost), targetName };
+    });
   } finally {
     vol.close();
   }

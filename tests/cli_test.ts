@@ -276,3 +276,22 @@ Deno.test("a peer that fails does not stop the sync with the others", async () =
   assertEquals(alone.code, 1);
   assertMatch(alone.stderr, /^replicator: .*is not a replica/);
 });
+
+Deno.test("status and log name hosts by the names their handshakes gave, ids on request", async () => {
+  const { a, b } = await pair();
+  put(`${a}/f`, "x");
+  await cli(["init", a, "--host", "alpha"]);
+  await cli(["clone", a, b, "--host", "beta"]);
+  put(`${a}/g`, "y");
+  assertEquals((await cli(["sync", "-C", b, a])).code, 0);
+  const status = await cli(["status", "-C", b]);
+  assertMatch(status.stdout, /permit: held by alpha \(epoch 1\)/);
+  assertMatch(status.stdout, /^host alpha: read \d+ records of its log/m);
+  const ids = await cli(["status", "-C", b, "--ids"]);
+  const alphaId = json<{ expect: { host: string }[] }>(await cli(["status", "-C", b, "--json"]))
+    .expect[0].host;
+  assertMatch(ids.stdout, new RegExp(`^host alpha \\(${alphaId}\\): read`, "m"));
+  const log = await cli(["log", "-C", a]);
+  assertMatch(log.stdout, /\talpha:1\tepoch 1\tpermit\tholder alpha$/m);
+  assertMatch((await cli(["status", "-C", a])).stdout, /^host beta: read/m);
+});

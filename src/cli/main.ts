@@ -28,8 +28,8 @@ const USAGE = `usage:
   replicator init [DIR] [--host NAME]
   replicator clone SOURCE [DIR] [--host NAME]
   replicator sync [PEER...] [-C DIR]
-  replicator status [-C DIR] [--json]
-  replicator log [-C DIR] [--json]
+  replicator status [-C DIR] [--json] [--ids]
+  replicator log [-C DIR] [--json] [--ids]
   replicator fsck [-C DIR] [--repair]
   replicator lento [-C DIR] [-v]
   replicator serve --stdio [-C DIR] [--read-only]
@@ -42,6 +42,7 @@ options: -C DIR, --json, -v, --host NAME, --ssh CMD, --remote-cmd PATH, --token-
 const OPTIONS = {
   C: { type: "string", short: "C" },
   json: { type: "boolean" },
+  ids: { type: "boolean" },
   verbose: { type: "boolean", short: "v" },
   host: { type: "string" },
   repair: { type: "boolean" },
@@ -62,6 +63,7 @@ type Flags = {
   C?: string;
   json?: boolean;
   verbose?: boolean;
+  ids?: boolean;
   host?: string;
   repair?: boolean;
   ssh?: string;

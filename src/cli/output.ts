@@ -14,6 +14,16 @@ import { Exit } from "../errors.ts";
 export interface OutputFlags {
   json?: boolean;
   verbose?: boolean;
+  /** Name hosts by id (status, log). */
+  ids?: boolean;
+}
+
+/** How a host is named: its name if known (its id with --ids, or if unknown). */
+function hostLabel(id: string, names: Record<string, string>, f: OutputFlags): string {
+  const name = names[id];
+  if (!id) return "unknown";
+  if (f.ids) return name ? `${name} (${id})` : id;
+  return name ?? id.slice(0, 8);
 }
 
 /** JSON with bigints as strings. */
@@ -93,13 +103,14 @@ export function printStatus(s: Status, f: OutputFlags): number {
     s.permit.held
       ? `permit: held by this replica (epoch ${s.permit.epoch})`
       : `permit: held by ${
-        s.permit.holder || "unknown"
+        hostLabel(s.permit.holder, s.hosts, f)
       } (epoch ${s.permit.epoch}); local changes are kept, not published`,
   );
   for (const [name, url] of Object.entries(s.peers)) console.log(`peer ${name}: ${url}`);
   for (const e of s.expect) {
     console.log(
-      `host ${e.host}: read ${e.readSeq} records of its log; it has read ${e.confirmedSeq} of ours`,
+      `host ${hostLabel(e.host, s.hosts, f)}: read ${e.readSeq} records of its log; ` +
+        `it has read ${e.confirmedSeq} of ours`,
     );
   }
   for (const p of s.pending) {
@@ -119,12 +130,17 @@ export function printLog(entries: LogEntry[], f: OutputFlags): number {
     console.log(toJson(entries.map((e) => ({ ...e, op: Op[e.op].toLowerCase() }))));
     return Exit.ok;
   }
+  const names: Record<string, string> = {};
+  for (const e of entries) {
+    if (e.originName) names[e.originHost] = e.originName;
+    if (e.targetName) names[e.target] = e.targetName;
+  }
   for (const e of entries) {
     const what = e.op === Op.Permit
-      ? `holder ${e.target}`
+      ? `holder ${hostLabel(e.target, names, f)}`
       : e.path + (e.op === Op.Rename || e.op === Op.Symlink ? ` -> ${e.target}` : "");
     console.log(
-      `${e.offset}\t${e.originHost.slice(0, 8)}:${e.originSeq}\tepoch ${e.epoch}\t${
+      `${e.offset}\t${hostLabel(e.originHost, names, f)}:${e.originSeq}\tepoch ${e.epoch}\t${
         Op[e.op].toLowerCase()
       }\t${what}`,
     );

@@ -98,6 +98,7 @@ export async function serveReplica(
     });
     if (!hello || !vol) return false;
     const open: Volume = vol;
+    if (!isNewcomer(hello.hello)) open.rememberHost(hello.hello.host, hello.hello.name);
     const session: Session = new Session(ch, "server", {
       peer: hello.hello.name,
       handler: volumeHandler(open, {

@@ -49,6 +49,7 @@ export async function syncWith(
   if (local.hostId === who.hostId) {
     throw new PeerMismatchError(`${peer.label} is this same replica`);
   }
+  local.rememberHost(who.hostId, who.hostName);
   const localCapture = opts.journaled
     ? { via: "lento" as const, recorded: 0, problems: [] }
     : capture(local);
@@ -69,6 +70,7 @@ export function syncVolumes(
   remote: Volume,
   opts: SyncOptions & { remoteJournaled?: boolean } = {},
 ): Promise<SyncReport> {
+  remote.rememberHost(local.hostId, local.config.hostName);
   const peer = localPeer(remote, {
     journaled: opts.remoteJournaled,
     pullFromUs: () => pull(remote, localPeer(local), opts.progress),

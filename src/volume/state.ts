@@ -285,6 +285,13 @@ export class State {
   setMeta(key: string, value: string | number): void {
     this.sql("INSERT OR REPLACE INTO meta VALUES (?, ?)").run(key, String(value));
   }
+
+  /** Every meta entry whose key starts with `prefix`, keyed by the rest. */
+  metaByPrefix(prefix: string): Map<string, string> {
+    const rows = this.sql("SELECT key, value FROM meta WHERE substr(key, 1, ?) = ?")
+      .all(prefix.length, prefix) as { key: string; value: string }[];
+    return new Map(rows.map((r) => [r.key.slice(prefix.length), r.value]));
+  }
 }
 
 /** The error for a state database SQLite cannot use. */

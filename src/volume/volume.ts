@@ -231,6 +231,20 @@ export class Volume {
     };
   }
 
+  /** Remembers the name host `id` gave itself in a handshake: status and log show names. */
+  rememberHost(id: string, name: string): void {
+    const key = `host_name:${id}`;
+    const clean = name.replace(/[\x00-\x1f\x7f]/g, "?").slice(0, 255);
+    if (clean && this.state.getMeta(key) !== clean) this.state.setMeta(key, clean);
+  }
+
+  /** Names of the hosts this replica has met, by id, its own included. */
+  hostNames(): Map<string, string> {
+    const names = this.state.metaByPrefix("host_name:");
+    names.set(this.hostId, this.config.hostName);
+    return names;
+  }
+
   /** Holder of the permit in `epoch`, or "" if unknown. */
   holderOf(epoch: number): string {
     return this.state.getMeta(`permit:${epoch}`) ?? "";
