@@ -14,7 +14,7 @@ import { resolve } from "node:path";
 import { hostname } from "node:os";
 import { findRoot, isReplica, Volume } from "./volume/volume.ts";
 import { openReplica } from "./apply/open.ts";
-import { randomId, readConfig, writeConfig } from "./volume/config.ts";
+import { type PeerOptions, randomId, readConfig, writeConfig } from "./volume/config.ts";
 import { layoutOf } from "./volume/layout.ts";
 import { decodeRecord, encodeRecord, type KmlRecord, NO_DIGEST, Op } from "./kml/record.ts";
 import { capture } from "./capture/capture.ts";
@@ -154,7 +154,7 @@ async function dial(url: string, opts: RemoteOptions): Promise<Dialed> {
 
 /** Clones the replica at a URL: this side pulls; the peer takes nothing yet. */
 async function cloneRemote(url: string, dir: string, opts: HostOptions & RemoteOptions) {
-  const conn = await dial(url, opts);
+  const conn = await dial(url, withPeerOptions(opts));
   try {
     const peer = await connect(conn.channel, null, url);
     let vol: Volume | undefined;
@@ -198,10 +198,19 @@ export async function sync(
 ): Promise<(SyncReport | PeerFailure)[]> {
   const root = findRoot(dir);
   // volume.json is replaced atomically: reading it needs no lock.
-  const named = readConfig(layoutOf(root).config).peers;
-  let targets = peers.map((p) => named[p] ?? p);
+  const config = readConfig(layoutOf(root).config);
+  const named = config.peers;
+  const optionsOf = new Map<string, PeerOptions>();
+  const nameOf = new Map<string, string>();
+  const byName = (p: string) => {
+    if (!(p in named)) return p;
+    optionsOf.set(named[p], config.peerOptions?.[p] ?? {});
+    nameOf.set(named[p], p);
+    return named[p];
+  };
+  let targets = peers.map(byName);
   if (targets.length === 0) {
-    targets = Object.values(named);
+    targets = Object.keys(named).map(byName);
     if (targets.length === 0) {
       throw new UsageError(
         "no peer given and none configured; name one, or add one with 'replicator peer add NAME URL'",
@@ -212,14 +221,46 @@ export async function sync(
   for (const p of targets) {
     try {
       out.push(
-        isRemote(p) ? await syncRemote(root, p, opts) : await syncOne(root, localPath(p), opts),
+        isRemote(p)
+          ? await syncRemote(root, p, withPeerOptions(opts, optionsOf.get(p)))
+          : await syncOne(root, localPath(p), opts),
       );
     } catch (e) {
       if (targets.length === 1 || !(e instanceof ReplicatorError)) throw e;
-      out.push({ peer: p, error: e });
+      out.push({ peer: nameOf.get(p) ?? p, error: e });
     }
   }
   return out;
+}
+
+/**
+ * `opts` completed by a named peer's stored options (the command line's win);
+ * the token, last, from REPLICATOR_TOKEN.
+ */
+function withPeerOptions(opts: SyncOptions, stored: PeerOptions = {}): SyncOptions {
+  let token = opts.token;
+  if (token === undefined && stored.tokenFile) token = readTokenFile(stored.tokenFile);
+  token ??= Deno.env.get("REPLICATOR_TOKEN")?.trim() || undefined;
+  return {
+    ...opts,
+    ssh: opts.ssh ?? stored.ssh,
+    remoteCmd: opts.remoteCmd ?? stored.remoteCmd,
+    caFile: opts.caFile ?? stored.caFile,
+    token,
+  };
+}
+
+/** The token in `file` (its first line). */
+export function readTokenFile(file: string): string {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(file);
+  } catch (e) {
+    throw new UsageError(`cannot read the token file ${file}: ${(e as Error).message}`);
+  }
+  const token = text.split("\n")[0].trim();
+  if (!token) throw new UsageError(`the token file ${file} is empty`);
+  return token;
 }
 
 /** Syncs with a replica on another host. */
@@ -392,22 +433,33 @@ export function log(dir: string): LogEntry[] {
   }
 }
 
-/** Adds, replaces or removes a named peer. */
-export function setPeer(dir: string, name: string, url: string | null): void {
+/** Adds, replaces or removes a named peer, with how to reach it (ssh, token, CA). */
+export function setPeer(
+  dir: string,
+  name: string,
+  url: string | null,
+  options: PeerOptions = {},
+): void {
   const vol = openReplica(dir);
   try {
     if (url === null && !(name in vol.config.peers)) {
       throw new ReplicatorError(`no peer named ${name}`);
     }
     const peers = { ...vol.config.peers };
+    const peerOptions = { ...vol.config.peerOptions };
+    delete peerOptions[name];
     if (url === null) delete peers[name];
     else peers[name] = url;
-    vol.config = { ...vol.config, peers };
+    const set = Object.entries(options).filter(([, v]) => v !== undefined);
+    if (url !== null && set.length > 0) peerOptions[name] = Object.fromEntries(set);
+    vol.config = { ...vol.config, peers, peerOptions };
     writeConfig(vol.layout.config, vol.config);
   } finally {
     vol.close();
   }
 }
+
+export type { PeerOptions };
 
 /** The named peers. */
 export function listPeers(dir: string): Record<string, string> {

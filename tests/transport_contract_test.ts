@@ -153,3 +153,39 @@ for (const t of TRANSPORTS) {
     });
   }
 }
+
+Deno.test({
+  name: "named peers keep how to reach them; one unreachable is reported, the others sync",
+  ignore: !haveSshd() || !haveOpenssl(),
+  fn: async () => {
+    const s = await startSshd();
+    const tls = await makeTls();
+    const { a, b, dir } = await replicas();
+    const c = `${dir}/c`;
+    assertEquals((await cli(["clone", a, c, "--host", "gamma"])).code, 0);
+    const server = await startServer(tls, c);
+    try {
+      const add = (name: string, ...args: string[]) => cli(["peer", "add", name, ...args, "-C", a]);
+      assertEquals(
+        (await add("beta", s.url(b), "--ssh", s.ssh, "--remote-cmd", s.remoteCmd)).code,
+        0,
+      );
+      assertEquals((await add("gamma", server.url, ...server.args)).code, 0);
+      const unreachable = s.url(b).replace(`:${s.port}/`, ":1/");
+      assertEquals((await add("delta", unreachable, "--ssh", s.ssh)).code, 0);
+      put(`${a}/news`, "to every peer\n");
+      const r = await cli(["sync", "-C", a], { env: { REPLICATOR_TOKEN: "" } });
+      assertEquals(r.code, 1, r.stderr);
+      assertMatch(
+        r.stderr,
+        /^replicator: peer delta: ssh \S+ failed: .*cannot be reached/,
+      );
+      assertEquals(r.stderr.trim().split("\n").length, 1, r.stderr);
+      assertEquals(listing(b), listing(a));
+      assertEquals(listing(c), listing(a));
+    } finally {
+      await s.stop();
+      assertEquals((await server.stop()).code, 0);
+    }
+  },
+});

@@ -6,11 +6,13 @@
  */
 
 import { parseArgs } from "node:util";
+import { resolve } from "node:path";
 import {
   clone,
   init,
   listPeers,
   log,
+  readTokenFile,
   type RemoteOptions,
   serveHttps,
   serveStdio,
@@ -36,6 +38,7 @@ const USAGE = `usage:
   replicator serve --listen HOST:PORT [-C DIR] [--read-only] [--token-file F | --insecure-no-auth]
                    [--tls-cert F --tls-key F]
   replicator peer (add NAME URL | remove NAME | list) [-C DIR]
+      (add: --ssh, --remote-cmd, --token-file, --ca-file are kept for that peer)
 options: -C DIR, --json, -v, --host NAME, --ssh CMD, --remote-cmd PATH, --token-file F,
   --ca-file F (https peers: a CA to trust)`;
 
@@ -201,13 +204,24 @@ function runFsck(dir: string, rest: string[], f: Flags): number {
 
 function runPeer(dir: string, rest: string[], f: Flags): number {
   const [sub, ...args] = rest;
-  if (sub === "add" && args.length === 2) setPeer(dir, args[0], args[1]);
-  else if (sub === "remove" && args.length === 1) setPeer(dir, args[0], null);
+  if (sub === "add" && args.length === 2) {
+    setPeer(dir, args[0], args[1], {
+      ssh: f.ssh,
+      remoteCmd: f["remote-cmd"],
+      tokenFile: f["token-file"] && resolve(f["token-file"]),
+      caFile: f["ca-file"] && resolve(f["ca-file"]),
+    });
+  } else if (sub === "remove" && args.length === 1) setPeer(dir, args[0], null);
   else if (sub === "list" && args.length === 0) {
     const peers = listPeers(dir);
     if (f.json) console.log(toJson(peers));
     else for (const [name, url] of Object.entries(peers)) console.log(`${name}\t${url}`);
-  } else throw new UsageError("peer takes: add NAME URL | remove NAME | list");
+  } else {
+    throw new UsageError(
+      "peer takes: add NAME URL [--ssh CMD] [--remote-cmd PATH] [--token-file F] [--ca-file F] " +
+        "| remove NAME | list",
+    );
+  }
   return Exit.ok;
 }
 
@@ -234,24 +248,14 @@ function remoteOptions(f: Flags): RemoteOptions {
   return {
     ssh: f.ssh,
     remoteCmd: f["remote-cmd"],
-    token: readToken(f["token-file"]) ?? undefined,
+    token: f["token-file"] ? readTokenFile(f["token-file"]) : undefined,
     caFile: f["ca-file"],
   };
 }
 
 /** The token from --token-file (its first line) or REPLICATOR_TOKEN; null if neither. */
 function readToken(file?: string): string | null {
-  if (file) {
-    let text: string;
-    try {
-      text = Deno.readTextFileSync(file);
-    } catch (e) {
-      throw new UsageError(`cannot read --token-file ${file}: ${(e as Error).message}`);
-    }
-    const token = text.split("\n")[0].trim();
-    if (!token) throw new UsageError(`--token-file ${file} is empty`);
-    return token;
-  }
+  if (file) return readTokenFile(file);
   return Deno.env.get("REPLICATOR_TOKEN")?.trim() || null;
 }
 

@@ -23,8 +23,18 @@ export interface VolumeConfig {
   hostName: string;
   /** Named peers: name -> URL or path. */
   peers: Record<string, string>;
+  /** How to reach named peers on other hosts, by name (`peer add … --ssh …`). */
+  peerOptions?: Record<string, PeerOptions>;
   /** Apply setuid/setgid bits as received (default: dropped, as Unison does). */
   keepSetid?: boolean;
+}
+
+/** Per-peer transport options, as the command line's flags of the same names. */
+export interface PeerOptions {
+  ssh?: string;
+  remoteCmd?: string;
+  tokenFile?: string;
+  caFile?: string;
 }
 
 /** Reads and validates volume.json (never through a symlink). */
