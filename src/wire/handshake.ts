@@ -34,7 +34,13 @@ export async function sayHello(
 ): Promise<{ welcome: Welcome; rest: Rest }> {
   await ch.send(frame({ type: MsgType.Hello, ...me }));
   const rest = ch.frames[Symbol.asyncIterator]();
-  const first = await rest.next();
+  let first;
+  try {
+    first = await rest.next();
+  } catch (e) {
+    if (e instanceof ProtocolError) throw new ConnectionError(`${peer}: ${e.message}`);
+    throw e;
+  }
   if (first.done) {
     throw new ConnectionError(`${peer} closed the connection before answering`);
   }

@@ -288,9 +288,11 @@ export class Session {
       }
       this.#fail(new ConnectionError(`${this.peer} closed the connection`));
     } catch (e) {
-      const err = e instanceof ReplicatorError ? e : new ConnectionError(
-        `the connection to ${this.peer} broke: ${msg(e)}`,
-      );
+      const err = e instanceof ProtocolError
+        ? new ConnectionError(`${this.peer}: ${e.message}`)
+        : e instanceof ReplicatorError
+        ? e
+        : new ConnectionError(`the connection to ${this.peer} broke: ${msg(e)}`);
       if (e instanceof ProtocolError) {
         await this.send({
           type: MsgType.Error,
