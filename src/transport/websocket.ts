@@ -13,6 +13,11 @@ import type { Channel } from "../wire/session.ts";
 
 /** Bytes queued for sending before send() waits (the only flow control a WebSocket offers). */
 const SEND_WINDOW = 8 << 20;
+/**
+ * Bytes received and not yet taken before the peer counts as flooding: a
+ * WebSocket reads eagerly, so this is what bounds the memory a peer can fill.
+ */
+const RECEIVE_LIMIT = 256 << 20;
 
 /** The https peer could not be reached, or refused us. */
 export class HttpsError extends ReplicatorError {}
@@ -21,6 +26,7 @@ export class HttpsError extends ReplicatorError {}
 export function wsChannel(ws: WebSocket): Channel {
   ws.binaryType = "arraybuffer";
   const queue: (Frame | Error | null)[] = [];
+  let queued = 0;
   let wake: (() => void) | undefined;
   const put = (x: Frame | Error | null) => {
     queue.push(x);
@@ -28,9 +34,18 @@ export function wsChannel(ws: WebSocket): Channel {
   };
   ws.onmessage = (e) => {
     try {
-      put(oneFrame(e.data));
+      const f = oneFrame(e.data);
+      queued += f.payload.length;
+      if (queued > RECEIVE_LIMIT) {
+        throw new ProtocolError(
+          "limit",
+          `more than ${RECEIVE_LIMIT} bytes sent ahead of the reader`,
+        );
+      }
+      put(f);
     } catch (err) {
       put(err as Error);
+      ws.onmessage = null;
     }
   };
   ws.onclose = () => put(null);
@@ -41,6 +56,7 @@ export function wsChannel(ws: WebSocket): Channel {
       const x = queue.shift()!;
       if (x === null) return;
       if (x instanceof Error) throw x;
+      queued -= x.payload.length;
       yield x;
     }
   }
