@@ -5,6 +5,7 @@
 
 import { createHash } from "node:crypto";
 import { lstatNs, mtimeNsOf } from "../src/fs/stat.ts";
+import { assertEquals } from "./assert.ts";
 
 const MOD = new URL("../mod.ts", import.meta.url).pathname;
 
@@ -104,6 +105,34 @@ export async function pair(): Promise<{ dir: string; a: string; b: string }> {
   const a = `${dir}/a`;
   Deno.mkdirSync(a);
   return { dir, a, b: `${dir}/b` };
+}
+
+/** A holder `a` ("alpha") made of what `setup` puts there, and its clone `b` ("beta"). */
+export async function holderAndReplica(
+  setup: (a: string) => void,
+): Promise<{ dir: string; a: string; b: string }> {
+  const p = await pair();
+  setup(p.a);
+  assertEquals((await cli(["init", p.a, "--host", "alpha"])).code, 0);
+  assertEquals((await cli(["clone", p.a, p.b, "--host", "beta"])).code, 0);
+  return p;
+}
+
+/** The tree the network tests start from: a text file and a 300 kB executable. */
+export function smallTree(a: string): void {
+  put(`${a}/docs/readme`, "hello\n");
+  put(`${a}/bin/tool`, new Uint8Array(300_000).map((_, i) => i % 251));
+  Deno.chmodSync(`${a}/bin/tool`, 0o755);
+}
+
+/** Changes of every kind to smallTree() on the holder `a`, different for each `round`. */
+export function changeEveryKind(a: string, round: number): void {
+  put(`${a}/docs/readme`, `hello ${round}\n`);
+  put(`${a}/new${round}/deep/file`, `new ${round}`);
+  Deno.renameSync(`${a}/docs`, `${a}/docs${round}`);
+  Deno.symlinkSync(`docs${round}/readme`, `${a}/link${round}`);
+  Deno.linkSync(`${a}/new${round}/deep/file`, `${a}/hard${round}`);
+  Deno.chmodSync(`${a}/bin/tool`, 0o700 + round);
 }
 
 /**

@@ -5,27 +5,18 @@
  */
 
 import { assert, assertEquals, assertMatch } from "./assert.ts";
-import { cli, json, listing, pair, put } from "./helpers.ts";
+import { cli, holderAndReplica, json, listing, put, smallTree } from "./helpers.ts";
 import { haveOpenssl, makeTls, startServer } from "./https_server.ts";
 import { openReplica } from "../src/apply/open.ts";
 
 const ignore = !haveOpenssl();
-
-/** A holder `a` and its replica `b`. */
-async function replicas(): Promise<{ dir: string; a: string; b: string }> {
-  const p = await pair();
-  put(`${p.a}/docs/readme`, "hello\n");
-  assertEquals((await cli(["init", p.a, "--host", "alpha"])).code, 0);
-  assertEquals((await cli(["clone", p.a, p.b, "--host", "beta"])).code, 0);
-  return p;
-}
 
 Deno.test({
   name: "https: syncs both ways with a token; a wrong or missing token is one line, exit 1",
   ignore,
   fn: async () => {
     const tls = await makeTls();
-    const { a, b } = await replicas();
+    const { a, b } = await holderAndReplica(smallTree);
     const server = await startServer(tls, a);
     try {
       put(`${a}/docs/more`, "more\n");
@@ -56,7 +47,7 @@ Deno.test({
   ignore,
   fn: async () => {
     const tls = await makeTls();
-    const { a, b } = await replicas();
+    const { a, b } = await holderAndReplica(smallTree);
     // The writer (a) syncs with a read-only edge (b): a pulls from b, b takes nothing.
     const server = await startServer(tls, b, "--read-only");
     try {
@@ -75,7 +66,7 @@ Deno.test({
   name: "https: insecure set-ups are refused with what to do",
   ignore,
   fn: async () => {
-    const { a, b } = await replicas();
+    const { a, b } = await holderAndReplica(smallTree);
     let r = await cli(["serve", "--listen", "127.0.0.1:1", "-C", a], {
       env: { REPLICATOR_TOKEN: "" },
     });

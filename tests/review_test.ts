@@ -5,19 +5,11 @@
  */
 
 import { assert, assertEquals } from "./assert.ts";
-import { cli, listing, pair, put } from "./helpers.ts";
+import { cli, holderAndReplica, listing, put } from "./helpers.ts";
 import { openReplica } from "../src/apply/open.ts";
 import { capture } from "../src/capture/capture.ts";
 import { pull } from "../src/sync/pull.ts";
 import { localPeer } from "../src/sync/peer.ts";
-
-async function holderAndReplica(setup: (a: string) => void) {
-  const p = await pair();
-  setup(p.a);
-  assertEquals((await cli(["init", p.a, "--host", "alpha"])).code, 0);
-  assertEquals((await cli(["clone", p.a, p.b, "--host", "beta"])).code, 0);
-  return p;
-}
 
 async function log(dir: string): Promise<string> {
   return (await cli(["log", "-C", dir])).stdout;

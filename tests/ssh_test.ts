@@ -7,7 +7,17 @@
  */
 
 import { assert, assertEquals, assertMatch } from "./assert.ts";
-import { cli, json, listing, pair, prng, put, type Run } from "./helpers.ts";
+import {
+  changeEveryKind,
+  cli,
+  holderAndReplica,
+  json,
+  listing,
+  prng,
+  put,
+  type Run,
+  smallTree,
+} from "./helpers.ts";
 import { haveSshd, type Sshd, startSshd } from "./sshd.ts";
 
 const ignore = !haveSshd();
@@ -32,30 +42,17 @@ function syncSsh(s: Sshd, from: string, to: string, ...more: string[]): Promise<
   return cli(["sync", "-C", from, s.url(to), "--ssh", s.ssh, "--remote-cmd", s.remoteCmd, ...more]);
 }
 
-/** A holder `a` with a few files and its replica `b`. */
-async function replicas(): Promise<{ dir: string; a: string; b: string }> {
-  const p = await pair();
-  put(`${p.a}/docs/readme`, "hello\n");
-  put(`${p.a}/big`, new Uint8Array(3 << 20).map((_, i) => i * 7));
-  assertEquals((await cli(["init", p.a, "--host", "alpha"])).code, 0);
-  assertEquals((await cli(["clone", p.a, p.b, "--host", "beta"])).code, 0);
-  return p;
-}
-
-/** Changes of every kind on the holder `a`. */
-function changeAll(a: string, round: number): void {
-  put(`${a}/docs/readme`, `hello ${round}\n`);
-  put(`${a}/new/${round}/file`, `new ${round}`);
-  Deno.renameSync(`${a}/docs`, `${a}/docs${round}`);
-  Deno.symlinkSync(`docs${round}/readme`, `${a}/link${round}`);
-  Deno.chmodSync(`${a}/big`, 0o600 + round);
+/** smallTree() plus a 3 MiB file, so transfers take several frames. */
+function treeWithBig(a: string): void {
+  smallTree(a);
+  put(`${a}/big`, new Uint8Array(3 << 20).map((_, i) => i * 7));
 }
 
 Deno.test({
   name: "ssh: its failures are one line that says what to do, exit 1",
   ignore,
   fn: withSshd(async (s) => {
-    const { a, b, dir } = await replicas();
+    const { a, b, dir } = await holderAndReplica(treeWithBig);
     const cases: [string, string[], RegExp][] = [
       [
         "wrong key",
@@ -108,7 +105,7 @@ Deno.test({
   name: "ssh: a large file cut off mid-transfer resumes from what arrived",
   ignore,
   fn: withSshd(async (s) => {
-    const { a, b } = await replicas();
+    const { a, b } = await holderAndReplica(treeWithBig);
     const size = 24 << 20;
     put(`${a}/huge`, new Uint8Array(size).map((_, i) => (i * 131) >> 3));
     let r = await cli([
@@ -145,8 +142,8 @@ Deno.test({
   fn: withSshd(async (s) => {
     const rand = prng(9);
     for (let round = 0; round < 6; round++) {
-      const { a, b } = await replicas();
-      changeAll(a, round);
+      const { a, b } = await holderAndReplica(treeWithBig);
+      changeEveryKind(a, round);
       put(`${a}/bulk/${round}`, new Uint8Array(2 << 20).map(() => rand() * 256));
       const [client, server] = round % 2 ? [a, b] : [b, a];
       const upstream = round % 3 === 0;
@@ -176,7 +173,7 @@ Deno.test({
   name: "ssh: clone from an ssh:// URL makes a replica that then syncs both ways",
   ignore,
   fn: withSshd(async (s) => {
-    const { a, dir } = await replicas();
+    const { a, dir } = await holderAndReplica(treeWithBig);
     const c = `${dir}/c`;
     const r = await cli([
       "clone",
@@ -191,7 +188,7 @@ Deno.test({
     ]);
     assertEquals([r.code, r.stderr], [0, ""]);
     assertEquals(listing(c), listing(a));
-    changeAll(a, 3);
+    changeEveryKind(a, 3);
     assertEquals((await syncSsh(s, c, a)).code, 0);
     assertEquals(listing(c), listing(a));
   }),

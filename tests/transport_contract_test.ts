@@ -6,7 +6,17 @@
  */
 
 import { assert, assertEquals, assertMatch } from "./assert.ts";
-import { cli, json, listing, pair, put, type Run } from "./helpers.ts";
+import {
+  changeEveryKind,
+  cli,
+  holderAndReplica,
+  json,
+  listing,
+  pair,
+  put,
+  type Run,
+  smallTree,
+} from "./helpers.ts";
 import { haveSshd, type Sshd, startSshd } from "./sshd.ts";
 import { haveOpenssl, makeTls, type Server, startServer } from "./https_server.ts";
 import { tryLockNoFollow } from "../src/fs/nofollow.ts";
@@ -67,41 +77,21 @@ async function syncTo(reach: Reach, from: string, to: string, ...more: string[])
   return await cli(["sync", "-C", from, ...await reach.peer(to), ...more]);
 }
 
-/** A holder `a` with a small tree and its replica `b`. */
-async function replicas(): Promise<{ dir: string; a: string; b: string }> {
-  const p = await pair();
-  put(`${p.a}/docs/readme`, "hello\n");
-  put(`${p.a}/bin/tool`, new Uint8Array(300_000).map((_, i) => i % 251));
-  Deno.chmodSync(`${p.a}/bin/tool`, 0o755);
-  assertEquals((await cli(["init", p.a, "--host", "alpha"])).code, 0);
-  assertEquals((await cli(["clone", p.a, p.b, "--host", "beta"])).code, 0);
-  return p;
-}
-
-/** Changes of every kind on the holder `a`. */
-function changeAll(a: string, round: number): void {
-  put(`${a}/docs/readme`, `hello ${round}\n`);
-  put(`${a}/new${round}/deep/file`, `new ${round}`);
-  Deno.renameSync(`${a}/docs`, `${a}/docs${round}`);
-  Deno.symlinkSync(`docs${round}/readme`, `${a}/link${round}`);
-  Deno.linkSync(`${a}/new${round}/deep/file`, `${a}/hard${round}`);
-  Deno.chmodSync(`${a}/bin/tool`, 0o700 + round);
-  Deno.removeSync(`${a}/bin/tool.old`);
-}
-
 type Scenario = (reach: Reach) => Promise<void>;
 
 const SCENARIOS: Record<string, Scenario> = {
   "changes of every kind converge, whichever side starts": async (reach) => {
-    const { a, b } = await replicas();
+    const { a, b } = await holderAndReplica(smallTree);
     put(`${a}/bin/tool.old`, "old");
     assertEquals((await syncTo(reach, a, b)).code, 0);
-    changeAll(a, 1);
+    changeEveryKind(a, 1);
+    Deno.removeSync(`${a}/bin/tool.old`);
     let r = await syncTo(reach, a, b); // the holder starts: the peer pulls from it
     assertEquals([r.code, r.stderr], [0, ""]);
     assertEquals(listing(b), listing(a));
     put(`${a}/bin/tool.old`, "again");
-    changeAll(a, 2);
+    changeEveryKind(a, 2);
+    Deno.removeSync(`${a}/bin/tool.old`);
     r = await syncTo(reach, b, a, "--json"); // the replica starts: it pulls from the peer
     assertEquals([r.code, r.stderr], [0, ""]);
     assertEquals(json<{ peerName: string }[]>(r)[0].peerName, "alpha");
@@ -110,7 +100,7 @@ const SCENARIOS: Record<string, Scenario> = {
     assertEquals([r.code, r.stdout, r.stderr], [0, "", ""], "nothing new: silent");
   },
   "a replica of another volume is refused and nothing changes": async (reach) => {
-    const { a } = await replicas();
+    const { a } = await holderAndReplica(smallTree);
     const other = await pair();
     put(`${other.a}/x`, "x");
     assertEquals((await cli(["init", other.a, "--host", "omega"])).code, 0);
@@ -121,7 +111,7 @@ const SCENARIOS: Record<string, Scenario> = {
     assertEquals(listing(a), before);
   },
   "a busy peer is exit 75 and the next sync completes": async (reach) => {
-    const { a, b } = await replicas();
+    const { a, b } = await holderAndReplica(smallTree);
     put(`${a}/later`, "x");
     await reach.peer(b); // an https server is started before the lock is taken
     const release = tryLockNoFollow(layoutOf(b).lock);
@@ -160,7 +150,7 @@ Deno.test({
   fn: async () => {
     const s = await startSshd();
     const tls = await makeTls();
-    const { a, b, dir } = await replicas();
+    const { a, b, dir } = await holderAndReplica(smallTree);
     const c = `${dir}/c`;
     assertEquals((await cli(["clone", a, c, "--host", "gamma"])).code, 0);
     const server = await startServer(tls, c);
