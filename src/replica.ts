@@ -128,7 +128,10 @@ export async function serveHttps(dir: string, opts: ListenServeOptions): Promise
 }
 
 /** How to reach peers on other hosts. */
-export type RemoteOptions = SshOptions & HttpsOptions;
+export type RemoteOptions = SshOptions & HttpsOptions & {
+  /** Ask for file content deflated where it helps. */
+  compress?: boolean;
+};
 
 /** True for a peer on another host (ssh://, https://, http://). */
 function isRemote(peer: string): boolean {
@@ -156,7 +159,7 @@ async function dial(url: string, opts: RemoteOptions): Promise<Dialed> {
 async function cloneRemote(url: string, dir: string, opts: HostOptions & RemoteOptions) {
   const conn = await dial(url, withPeerOptions(opts));
   try {
-    const peer = await connect(conn.channel, null, url);
+    const peer = await connect(conn.channel, null, url, { compress: opts.compress });
     let vol: Volume | undefined;
     try {
       const command = commandLine(["clone", url, resolve(dir)], opts);
@@ -244,6 +247,7 @@ function withPeerOptions(opts: SyncOptions, stored: PeerOptions = {}): SyncOptio
   return {
     ...opts,
     ssh: opts.ssh ?? stored.ssh,
+    compress: opts.compress ?? stored.compress,
     remoteCmd: opts.remoteCmd ?? stored.remoteCmd,
     caFile: opts.caFile ?? stored.caFile,
     token,
@@ -271,7 +275,7 @@ async function syncRemote(root: string, url: string, opts: SyncOptions): Promise
   try {
     const conn = await dial(url, opts);
     try {
-      const peer = await connect(conn.channel, vol, url);
+      const peer = await connect(conn.channel, vol, url, { compress: opts.compress });
       try {
         return await syncWith(vol, peer, { progress: opts.progress, journaled });
       } finally {

@@ -28,6 +28,7 @@ const CASES: [string, number, RegExp][] = [
   ["bad-records", 1, /^replicator: peer alpha: refusing unsafe path "\.\.\/escape"/],
   ["oversized", 1, /^replicator: ssh:\/\/\S+ \(alpha\): protocol error: a frame of 5242880 bytes/],
   ["stall", 1, /sent nothing for \d+ s/],
+  ["deflate-bomb", 1, /protocol error: DATA: bad deflated payload/],
   // The lie is caught by the receiver's hash: nothing is installed, the content stays wanted.
   ["lying-data", 0, /^$/],
 ];

@@ -11,11 +11,13 @@
  * bad-records    RECORDS holds a well-formed record for the path "../escape"
  * oversized      answers the first call with a frame header of 5 MiB
  * stall          says WELCOME, then nothing
+ * deflate-bomb   answers FILE? with a DEFLATE frame that unpacks to 16 MiB
  */
 
 import { openReplica } from "../src/apply/open.ts";
 import { encodeRecord, Op } from "../src/kml/record.ts";
-import { encodeFrame, MsgType } from "../src/wire/frame.ts";
+import { deflateRawSync } from "node:zlib";
+import { encodeFrame, FLAG_DEFLATE, MsgType } from "../src/wire/frame.ts";
 import { awaitHello } from "../src/wire/handshake.ts";
 import type { Message } from "../src/wire/messages.ts";
 import { type Handler, Reply, Session, streamChannel } from "../src/wire/session.ts";
@@ -89,6 +91,13 @@ function handler(): Handler {
       };
     case "stall":
       return () => new Promise(() => {});
+    case "deflate-bomb":
+      return async (m, reply) => {
+        if (m.type !== MsgType.FileRequest) return await honest(m, reply);
+        const bomb = deflateRawSync(new Uint8Array(16 << 20));
+        await reply.frame(MsgType.Data, bomb, false, FLAG_DEFLATE);
+        await reply.frame(MsgType.Data, new Uint8Array(), true);
+      };
     default:
       return honest;
   }

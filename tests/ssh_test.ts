@@ -193,3 +193,20 @@ Deno.test({
     assertEquals(listing(c), listing(a));
   }),
 });
+
+Deno.test({
+  name: "ssh: --compress sends compressible content deflated, and it arrives whole",
+  ignore,
+  fn: withSshd(async (s) => {
+    const { a, b } = await holderAndReplica(smallTree);
+    const size = 8 << 20;
+    put(`${a}/log.txt`, "a line of a very repetitive log file\n".repeat(size / 37));
+    put(`${a}/noise`, crypto.getRandomValues(new Uint8Array(1 << 16)));
+    const r = await syncSsh(s, b, a, "--compress", "--json");
+    assertEquals([r.code, r.stderr], [0, ""]);
+    const [report] = json<{ receivedBytes: number; fetchedBytes: number }[]>(r);
+    assert(report.fetchedBytes > size, `${report.fetchedBytes} bytes of content`);
+    assert(report.receivedBytes < size / 4, `deflated: ${report.receivedBytes} bytes received`);
+    assertEquals(listing(b), listing(a));
+  }),
+});

@@ -40,7 +40,7 @@ const USAGE = `usage:
   replicator peer (add NAME URL | remove NAME | list) [-C DIR]
       (add: --ssh, --remote-cmd, --token-file, --ca-file are kept for that peer)
 options: -C DIR, --json, -v, --host NAME, --ssh CMD, --remote-cmd PATH, --token-file F,
-  --ca-file F (https peers: a CA to trust)`;
+  --ca-file F (https peers: a CA to trust), --compress (file content deflated on the wire)`;
 
 const OPTIONS = {
   C: { type: "string", short: "C" },
@@ -59,6 +59,7 @@ const OPTIONS = {
   "tls-cert": { type: "string" },
   "tls-key": { type: "string" },
   "ca-file": { type: "string" },
+  compress: { type: "boolean" },
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -79,6 +80,7 @@ type Flags = {
   "tls-cert"?: string;
   "tls-key"?: string;
   "ca-file"?: string;
+  compress?: boolean;
 };
 
 /** Runs the CLI with `args`; returns the exit status. */
@@ -208,6 +210,7 @@ function runPeer(dir: string, rest: string[], f: Flags): number {
     setPeer(dir, args[0], args[1], {
       ssh: f.ssh,
       remoteCmd: f["remote-cmd"],
+      compress: f.compress,
       tokenFile: f["token-file"] && resolve(f["token-file"]),
       caFile: f["ca-file"] && resolve(f["ca-file"]),
     });
@@ -250,6 +253,7 @@ function remoteOptions(f: Flags): RemoteOptions {
     remoteCmd: f["remote-cmd"],
     token: f["token-file"] ? readTokenFile(f["token-file"]) : undefined,
     caFile: f["ca-file"],
+    compress: f.compress,
   };
 }
 

@@ -16,7 +16,7 @@ import { awaitHello, sayHello, type Verdict } from "../wire/handshake.ts";
 import type { Identity } from "../wire/messages.ts";
 import { type Channel, Session } from "../wire/session.ts";
 import { identityOf, type Peer } from "./peer.ts";
-import { fromWire, remotePeer, toWire } from "./remote.ts";
+import { fromWire, type ReadOptions, remotePeer, toWire } from "./remote.ts";
 import { volumeHandler } from "./serve.ts";
 
 /**
@@ -41,7 +41,12 @@ function isNewcomer(h: Identity): boolean {
  * Opens a session with the server at the other end of `ch`, for the open
  * replica `local` (null: a clone, which has none yet).
  */
-export async function connect(ch: Channel, local: Volume | null, label: string): Promise<Peer> {
+export async function connect(
+  ch: Channel,
+  local: Volume | null,
+  label: string,
+  opts: ReadOptions = {},
+): Promise<Peer> {
   let welcome;
   let rest;
   try {
@@ -56,7 +61,7 @@ export async function connect(ch: Channel, local: Volume | null, label: string):
     handler: local ? volumeHandler(local, { server: false }) : undefined,
   });
   session.start(rest).catch(() => {/* reported by the calls it fails */});
-  return remotePeer(session, fromWire(welcome), label);
+  return remotePeer(session, fromWire(welcome), label, opts);
 }
 
 /** openReplica, waiting for a busy lock without blocking the event loop (other sessions run). */

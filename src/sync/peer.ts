@@ -50,6 +50,8 @@ export interface Peer {
    * the receiver hashes them.
    */
   read(path: string, from: number): AsyncIterable<Uint8Array>;
+  /** Bytes of file content received from the peer so far, as they travelled (deflated or not). */
+  received(): number;
   /** How far the peer has read and applied the log of `host` in `incarnation`. */
   readPosition(host: string, incarnation: string): Promise<Position | null>;
   /** The peer records its own local changes. */
@@ -127,13 +129,20 @@ export function localPeer(
   v: Volume,
   opts: { journaled?: boolean; pullFromUs?: () => Promise<PullResult> } = {},
 ): Peer {
+  let received = 0;
   return {
     who: identityOf(v),
     label: v.root,
     records: async function* (offset) {
       yield* v.kml.frames(offset);
     },
-    read: (path, from) => readBeneath(v.root, path, from),
+    read: async function* (path, from) {
+      for await (const chunk of readBeneath(v.root, path, from)) {
+        received += chunk.length;
+        yield chunk;
+      }
+    },
+    received: () => received,
     readPosition: (host, incarnation) => Promise.resolve(positionIn(v, host, incarnation)),
     capture: () =>
       Promise.resolve(

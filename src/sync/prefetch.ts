@@ -36,8 +36,6 @@ export interface Want {
 export interface Transfer {
   done: Amount;
   total: Amount;
-  /** Bytes that crossed from the peer in this run (resumed and shared content not counted again). */
-  received: number;
   progress?: Progress;
 }
 
@@ -166,7 +164,6 @@ export class FetchCache {
         for (let n = 0; n < chunk.length;) n += await out.write(chunk.subarray(n));
         have += chunk.length;
         xfer.done.bytes += chunk.length;
-        xfer.received += chunk.length;
         if (have < w.size) xfer.progress?.(xfer.done, xfer.total);
       }
       return "ok";

@@ -34,7 +34,10 @@ export interface PullResult {
   /** Files whose content was copied from the peer, and their bytes. */
   fetched: number;
   fetchedBytes: number;
-  /** Bytes that crossed from the peer in this pull (a resumed transfer counts only the rest). */
+  /**
+   * Bytes of content that crossed from the peer in this pull, as they travelled:
+   * a resumed transfer counts only the rest, deflated content its deflated size.
+   */
   receivedBytes: number;
   /** Conflict copies made (volume-relative paths). */
   conflicts: string[];
@@ -97,9 +100,9 @@ export async function pull(vol: Volume, peer: Peer, progress?: Progress): Promis
   const xfer: Transfer = {
     done: { files: 0, bytes: 0 },
     total: { files: 0, bytes: 0 },
-    received: 0,
     progress,
   };
+  const receivedBefore = peer.received();
   result.received = accepted.length;
   if (accepted.length > 0) await applyAll(vol, cache, accepted, exp, others, result, xfer);
   else if (JSON.stringify(exp) !== JSON.stringify(before)) vol.writeExpect([...others, exp]);
@@ -113,7 +116,7 @@ export async function pull(vol: Volume, peer: Peer, progress?: Progress): Promis
   cache.clear();
   result.fetched = xfer.done.files;
   result.fetchedBytes = xfer.done.bytes;
-  result.receivedBytes = xfer.received;
+  result.receivedBytes = peer.received() - receivedBefore;
   return result;
 }
 

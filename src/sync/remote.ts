@@ -10,7 +10,8 @@
 import { checkFrame, frameLength } from "../kml/record.ts";
 import type { Frame as KmlFrame } from "../kml/log.ts";
 import type { CaptureResult } from "../capture/capture.ts";
-import { FLAG_END, MsgType, ProtocolError } from "../wire/frame.ts";
+import { inflateRawSync } from "node:zlib";
+import { FLAG_DEFLATE, FLAG_END, MsgType, ProtocolError, SEND_BYTES } from "../wire/frame.ts";
 import type { Identity } from "../wire/messages.ts";
 import type { Welcome } from "../wire/handshake.ts";
 import { RemoteError, type Session } from "../wire/session.ts";
@@ -41,13 +42,26 @@ export function fromWire(w: Identity | Welcome): PeerIdentity {
   };
 }
 
+/** How this side asks for files. */
+export interface ReadOptions {
+  /** Ask for DATA deflated where it helps (--compress). */
+  compress?: boolean;
+}
+
 /** The peer at the other end of `session`. */
-export function remotePeer(session: Session, who: PeerIdentity, label: string): Peer {
+export function remotePeer(
+  session: Session,
+  who: PeerIdentity,
+  label: string,
+  opts: ReadOptions = {},
+): Peer {
+  const count = { bytes: 0 };
   return {
     who,
     label,
     records: (offset) => records(session, offset),
-    read: (path, from) => read(session, path, from),
+    read: (path, from) => read(session, path, from, !!opts.compress, count),
+    received: () => count.bytes,
     readPosition: async (host, incarnation) => {
       const m = await session.ask(
         { type: MsgType.PositionRequest, host, incarnation },
@@ -88,18 +102,35 @@ async function* records(session: Session, offset: number): AsyncGenerator<KmlFra
 }
 
 /** The bytes of a DATA stream; `changed` becomes ContentGoneError. */
-async function* read(session: Session, path: string, from: number): AsyncGenerator<Uint8Array> {
+async function* read(
+  session: Session,
+  path: string,
+  from: number,
+  compress: boolean,
+  count: { bytes: number },
+): AsyncGenerator<Uint8Array> {
   try {
-    for await (const f of session.call({ type: MsgType.FileRequest, path, from })) {
+    for await (const f of session.call({ type: MsgType.FileRequest, path, from, compress })) {
       if (f.type !== MsgType.Data) {
         throw new ProtocolError("protocol", `${MsgType[f.type]} in reply to FILE?`);
       }
-      if (f.payload.length > 0) yield f.payload;
+      count.bytes += f.payload.length;
+      const bytes = f.flags & FLAG_DEFLATE ? inflate(f.payload) : f.payload;
+      if (bytes.length > 0) yield bytes;
       if (f.flags & FLAG_END) return;
     }
   } catch (e) {
     if (e instanceof RemoteError && e.code === "changed") throw new ContentGoneError(e.message);
     throw e;
+  }
+}
+
+/** A deflated DATA payload, unpacked to at most the 1 MiB a DATA frame may carry. */
+function inflate(payload: Uint8Array): Uint8Array {
+  try {
+    return inflateRawSync(payload, { maxOutputLength: SEND_BYTES });
+  } catch (e) {
+    throw new ProtocolError("protocol", `DATA: bad deflated payload (${(e as Error).message})`);
   }
 }
 

@@ -14,15 +14,13 @@ import { capture } from "../capture/capture.ts";
 import { KML_HEADER_BYTES } from "../kml/log.ts";
 import type { Volume } from "../volume/volume.ts";
 import { CorruptLogError } from "../errors.ts";
-import { MsgType, ProtocolError } from "../wire/frame.ts";
+import { deflateRawSync } from "node:zlib";
+import { FLAG_DEFLATE, MsgType, ProtocolError, SEND_BYTES } from "../wire/frame.ts";
 import { encodeJson } from "../wire/json.ts";
 import type { Message } from "../wire/messages.ts";
 import type { Handler, Reply } from "../wire/session.ts";
 import { ContentGoneError, type Peer, positionIn, readBeneath } from "./peer.ts";
 import { pull } from "./pull.ts";
-
-/** Bytes of records or data one frame carries (docs/protocol.md, "Limits"). */
-export const SEND_BYTES = 1 << 20;
 
 /** What a side serves. */
 export interface ServeOptions {
@@ -43,7 +41,7 @@ export function volumeHandler(vol: Volume, opts: ServeOptions): Handler {
       case MsgType.RecordsRequest:
         return await sendRecords(vol, m.offset, reply);
       case MsgType.FileRequest:
-        return await sendFile(vol, m.path, m.from, reply);
+        return await sendFile(vol, m.path, m.from, m.compress, reply);
       case MsgType.PositionRequest:
         return await reply.message({
           type: MsgType.Position,
@@ -92,12 +90,25 @@ async function sendRecords(vol: Volume, offset: number, reply: Reply): Promise<v
   await reply.frame(MsgType.Records, buf.subarray(0, len), true);
 }
 
-/** DATA: the file's bytes from `from`, then an empty END frame. */
-async function sendFile(vol: Volume, path: string, from: number, reply: Reply): Promise<void> {
+/**
+ * DATA: the file's bytes from `from`, then an empty END frame. With
+ * `compress`, a frame that deflates to under 90 % goes deflated.
+ */
+async function sendFile(
+  vol: Volume,
+  path: string,
+  from: number,
+  compress: boolean,
+  reply: Reply,
+): Promise<void> {
   try {
     for await (const chunk of readBeneath(vol.root, path, from)) {
       for (let i = 0; i < chunk.length; i += SEND_BYTES) {
-        await reply.frame(MsgType.Data, chunk.subarray(i, i + SEND_BYTES), false);
+        const piece = chunk.subarray(i, i + SEND_BYTES);
+        const packed = compress ? deflateRawSync(piece, { level: 1 }) : null;
+        if (packed && packed.length < piece.length * 0.9) {
+          await reply.frame(MsgType.Data, packed, false, FLAG_DEFLATE);
+        } else await reply.frame(MsgType.Data, piece, false);
       }
     }
   } catch (e) {

@@ -32,6 +32,7 @@ export interface VolumeConfig {
 /** Per-peer transport options, as the command line's flags of the same names. */
 export interface PeerOptions {
   ssh?: string;
+  compress?: boolean;
   remoteCmd?: string;
   tokenFile?: string;
   caFile?: string;

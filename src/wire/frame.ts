@@ -22,8 +22,12 @@ import { HostilePeerError } from "../errors.ts";
 export const HEADER_BYTES = 12;
 /** Largest payload of one frame. */
 export const MAX_PAYLOAD = 4 * 1024 * 1024;
+/** Largest RECORDS or DATA payload a sender writes (and a deflated DATA unpacks to). */
+export const SEND_BYTES = 1 << 20;
 /** Flag: the last frame of a reply. */
 export const FLAG_END = 0x01;
+/** Flag (DATA only): the payload is raw DEFLATE of the bytes (FILE? asked with `compress`). */
+export const FLAG_DEFLATE = 0x02;
 
 /** Message types (docs/protocol.md, "Message types"). */
 export enum MsgType {
@@ -71,7 +75,8 @@ export class ProtocolError extends HostilePeerError {
 function headerProblem(type: number, flags: number, call: number, length: number): string | null {
   if (length > MAX_PAYLOAD) return `a frame of ${length} bytes (the limit is ${MAX_PAYLOAD})`;
   if (!(type >= 1 && type <= LAST_TYPE)) return `unknown message type ${type}`;
-  if (flags & ~FLAG_END) return `unknown flags 0x${flags.toString(16)} on message type ${type}`;
+  const allowed = FLAG_END | (type === MsgType.Data ? FLAG_DEFLATE : 0);
+  if (flags & ~allowed) return `unknown flags 0x${flags.toString(16)} on message type ${type}`;
   if (call === 0 && !SESSION_TYPES.has(type)) return `message type ${type} outside any call`;
   return null;
 }

@@ -7,8 +7,8 @@
  *
  * @example
  * ```ts
- * const bytes = encodeMessage({ type: MsgType.FileRequest, path: "a/b", from: 0 });
- * const m = decodeMessage(MsgType.FileRequest, bytes); // { type, path: "a/b", from: 0 }
+ * const bytes = encodeMessage({ type: MsgType.FileRequest, path: "a/b", from: 0, compress: false });
+ * const m = decodeMessage(MsgType.FileRequest, bytes); // { type, path: "a/b", from: 0, compress: false }
  * ```
  *
  * @module
@@ -50,7 +50,7 @@ export type Message =
   | ({ type: MsgType.Welcome; readOnly: boolean } & Identity)
   | { type: MsgType.Error; code: ErrorCode; message: string }
   | { type: MsgType.RecordsRequest; offset: number }
-  | { type: MsgType.FileRequest; path: string; from: number }
+  | { type: MsgType.FileRequest; path: string; from: number; compress: boolean }
   | { type: MsgType.PositionRequest; host: string; incarnation: string }
   | { type: MsgType.Position; position: { seq: number; offset: number } | null }
   | { type: MsgType.CaptureRequest }
@@ -65,7 +65,7 @@ const FIELDS: Partial<Record<MsgType, readonly string[]>> = {
   [MsgType.Welcome]: [...IDENTITY, "readOnly"],
   [MsgType.Error]: ["code", "message"],
   [MsgType.RecordsRequest]: ["offset"],
-  [MsgType.FileRequest]: ["path", "from"],
+  [MsgType.FileRequest]: ["path", "from", "compress"],
   [MsgType.PositionRequest]: ["host", "incarnation"],
   [MsgType.Position]: ["seq", "offset"],
   [MsgType.CaptureRequest]: [],
@@ -107,7 +107,7 @@ export function decodeMessage(type: MsgType, payload: Uint8Array): Message {
     case MsgType.RecordsRequest:
       return { type, offset: f.count("offset") };
     case MsgType.FileRequest:
-      return { type, path: f.path("path"), from: f.count("from") };
+      return { type, path: f.path("path"), from: f.count("from"), compress: f.bool("compress") };
     case MsgType.PositionRequest:
       return { type, host: f.id("host"), incarnation: f.id("incarnation") };
     case MsgType.Position:

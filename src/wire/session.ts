@@ -135,11 +135,16 @@ export class Reply {
   #ended = false;
   constructor(private readonly session: Session, readonly call: number) {}
 
-  /** Sends one frame of the reply; `end` marks the last. */
-  async frame(type: MsgType, payload: Uint8Array, end: boolean): Promise<void> {
+  /** Sends one frame of the reply; `end` marks the last; `flags` adds others (FLAG_DEFLATE). */
+  async frame(type: MsgType, payload: Uint8Array, end: boolean, flags = 0): Promise<void> {
     if (this.#ended) throw new Error(`call ${this.call} was answered already`);
     this.#ended = end;
-    await this.session.send({ type, flags: end ? FLAG_END : 0, call: this.call, payload });
+    await this.session.send({
+      type,
+      flags: flags | (end ? FLAG_END : 0),
+      call: this.call,
+      payload,
+    });
   }
   /** Answers with one control message. */
   message(m: Message): Promise<void> {
