@@ -28,6 +28,7 @@ const CASES: [string, number, RegExp][] = [
   ["bad-records", 1, /^replicator: peer alpha: refusing unsafe path "\.\.\/escape"/],
   ["oversized", 1, /^replicator: ssh:\/\/\S+ \(alpha\): protocol error: a frame of 5242880 bytes/],
   ["stall", 1, /sent nothing for \d+ s/],
+  ["mute", 1, /did not answer HELLO for 10 s/],
   ["deflate-bomb", 1, /protocol error: DATA: bad deflated payload/],
   // The lie is caught by the receiver's hash: nothing is installed, the content stays wanted.
   ["lying-data", 0, /^$/],
@@ -61,7 +62,7 @@ Deno.test({
           "--json",
         ], { env: { REPLICATOR_TIMEOUT: mode === "stall" ? "0.2" : "5" } });
         assertEquals(r.code, code, `${mode}: ${r.stderr}`);
-        assertMatch(r.stderr, re, mode);
+        assertMatch(r.stderr, re, `${mode}: ${r.stderr}`);
         assert(!/unexpected error|\n\s+at /.test(r.stderr), `${mode}: no stack trace: ${r.stderr}`);
         assertEquals(snapshot(`${dir}/sentinel`), outside, `${mode}: nothing outside`);
         if (mode === "lying-data") {

@@ -7,6 +7,7 @@
  *
  * wrong-volume   WELCOME names another volume
  * garbage        answers HELLO with random bytes
+ * mute           never answers HELLO
  * lying-data     flips a byte in every DATA frame
  * bad-records    RECORDS holds a well-formed record for the path "../escape"
  * oversized      answers the first call with a frame header of 5 MiB
@@ -26,6 +27,13 @@ import { fromWire, remotePeer, toWire } from "../src/sync/remote.ts";
 import { volumeHandler } from "../src/sync/serve.ts";
 
 const [mode, , , , dir] = Deno.args;
+
+if (mode === "mute") {
+  for await (const _ of Deno.stdin.readable) {
+    /* reads, never answers, until the client hangs up */
+  }
+  Deno.exit(0);
+}
 const vol = openReplica(dir);
 const ch = streamChannel(Deno.stdin.readable, Deno.stdout.writable);
 const me = toWire(identityOf(vol));

@@ -15,7 +15,7 @@ import {
   type Message,
   PROTOCOL_VERSION,
 } from "./messages.ts";
-import { type Channel, ConnectionError, RemoteError } from "./session.ts";
+import { type Channel, ConnectionError, RemoteError, timeoutMs } from "./session.ts";
 
 /** The server's identity as WELCOME carries it. */
 export type Welcome = Identity & { readOnly: boolean };
@@ -36,7 +36,7 @@ export async function sayHello(
   const rest = ch.frames[Symbol.asyncIterator]();
   let first;
   try {
-    first = await rest.next();
+    first = await within(rest.next(), `${peer} did not answer HELLO`);
   } catch (e) {
     if (e instanceof ProtocolError) throw new ConnectionError(`${peer}: ${e.message}`);
     throw e;
@@ -66,7 +66,7 @@ export async function awaitHello(
   decide: (hello: Identity) => Promise<Verdict>,
 ): Promise<{ hello: Identity; rest: Rest } | null> {
   const rest = ch.frames[Symbol.asyncIterator]();
-  const first = await rest.next();
+  const first = await within(rest.next(), "the client said nothing");
   if (first.done) return null;
   const f = first.value;
   if (f.call !== 0 || f.type !== MsgType.Hello) {
@@ -85,6 +85,27 @@ export async function awaitHello(
   }
   await ch.send(frame({ type: MsgType.Welcome, ...v.welcome }));
   return { hello, rest };
+}
+
+/**
+ * `p`, or a ConnectionError saying `what` after the silence limit
+ * (REPLICATOR_TIMEOUT, but at least 10 s: the answer to HELLO waits for ssh's
+ * log-in and the remote program's start).
+ */
+async function within<T>(p: Promise<T>, what: string): Promise<T> {
+  const ms = Math.max(timeoutMs(), 10_000);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new ConnectionError(`${what} for ${Math.round(ms / 1000)} s; check the peer`)),
+      ms,
+    );
+  });
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 function frame(m: Message): Uint8Array {
