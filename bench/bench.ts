@@ -448,6 +448,9 @@ interface Mode {
   timed(argv: string[]): Timing;
 }
 
+/** The mode's tag for humans: "ssh huge " for "ssh-huge-". */
+const say = (m: Mode) => m.tag.replaceAll("-", " ");
+
 const local: Mode = {
   tag: "",
   src: SRC,
@@ -475,11 +478,11 @@ function caseClone(m: Mode, name = "initial copy", reps = REPS, maxRatio?: numbe
     m.dst = `${WORK}/dst-${m.tag}replicator-${i + 1}`;
     m.dst2 = `${WORK}/dst-${m.tag}rsync-${i + 1}`;
     row.repl.push(m.timed(m.clone(m.dst, `${m.tag}dst${i}`)));
-    verify(`${m.tag}clone rep ${i + 1}`, m.dst, m.src);
+    verify(`${say(m)}clone rep ${i + 1}`, m.dst, m.src);
     row.rsync.push(m.timed(m.rsync(m.dst2, false)));
-    verify(`${m.tag}rsync initial rep ${i + 1}`, m.dst2, m.src);
+    verify(`${say(m)}rsync initial rep ${i + 1}`, m.dst2, m.src);
     log(
-      `${m.tag}${name} rep ${i + 1}: replicator ${row.repl.at(-1)!.wall.toFixed(2)} s, rsync ${
+      `${say(m)}${name} rep ${i + 1}: replicator ${row.repl.at(-1)!.wall.toFixed(2)} s, rsync ${
         row.rsync.at(-1)!.wall.toFixed(2)
       } s`,
     );
@@ -491,11 +494,11 @@ function caseNoop(m: Mode): Row {
   const row: Row = { name: "no-op sync", repl: [], rsync: [] };
   for (let i = 0; i < REPS; i++) {
     row.repl.push(m.timed(m.sync(m.dst)));
-    verify(`${m.tag}no-op sync rep ${i + 1}`, m.dst, m.src);
+    verify(`${say(m)}no-op sync rep ${i + 1}`, m.dst, m.src);
     row.rsync.push(m.timed(m.rsync(m.dst2, true)));
-    verify(`${m.tag}rsync no-op rep ${i + 1}`, m.dst2, m.src);
+    verify(`${say(m)}rsync no-op rep ${i + 1}`, m.dst2, m.src);
     log(
-      `${m.tag}no-op rep ${i + 1}: replicator ${row.repl.at(-1)!.wall.toFixed(2)} s, rsync ${
+      `${say(m)}no-op rep ${i + 1}: replicator ${row.repl.at(-1)!.wall.toFixed(2)} s, rsync ${
         row.rsync.at(-1)!.wall.toFixed(2)
       } s`,
     );
@@ -509,11 +512,11 @@ function caseIncremental(m: Mode, firstRound: number): Row {
   for (let i = 0; i < REPS; i++) {
     const what = mutate(firstRound + i);
     row.repl.push(m.timed(m.sync(m.dst)));
-    verify(`${m.tag}incremental sync rep ${i + 1}`, m.dst, m.src);
+    verify(`${say(m)}incremental sync rep ${i + 1}`, m.dst, m.src);
     row.rsync.push(m.timed(m.rsync(m.dst2, true)));
-    verify(`${m.tag}rsync incremental rep ${i + 1}`, m.dst2, m.src);
+    verify(`${say(m)}rsync incremental rep ${i + 1}`, m.dst2, m.src);
     log(
-      `${m.tag}incremental rep ${i + 1} (${what}): replicator ${
+      `${say(m)}incremental rep ${i + 1} (${what}): replicator ${
         row.repl.at(-1)!.wall.toFixed(2)
       } s, rsync ${row.rsync.at(-1)!.wall.toFixed(2)} s`,
     );
@@ -554,30 +557,41 @@ function sshWanted(): boolean {
   if (haveSshd()) return true;
   const why = "the part over ssh needs root and /usr/sbin/sshd";
   if (SSH === "1") throw new Error(`${why} (BENCH_SSH=1)`);
-  log(`${why}: skipped (BENCH_SSH=0 to say so)`);
+  log(`${why}: skipped (BENCH_SSH=0 skips it without this note)`);
   return false;
 }
 
 /** An sshd whose --remote-cmd runs MOD (the measured revision) under GNU time. */
-async function startBenchSshd(): Promise<{ sshd: Sshd; cipher: string }> {
+async function startBenchSshd(): Promise<{ sshd: Sshd; cipher: string; floor: number }> {
   const sshd = await startSshd({
     mod: MOD,
     wrap: ["/usr/bin/time", "-f", SERVER_TIME_FMT, "-a", "-o", SERVER_TIME],
     parent: WORK,
   });
-  // One untimed round trip: warms the server's module cache (sshd starts it
-  // with its own environment) and names the cipher ssh negotiates.
-  const r = sh([
+  // sshd.ssh quotes nothing: a BENCH_DIR with spaces would break it for both tools alike
+  const ssh = (...cmd: string[]) => [
     ...sshd.ssh.split(" "),
-    "-v",
     "-p",
     String(sshd.port),
     "root@127.0.0.1",
-    sshd.remoteCmd,
-    "--help",
-  ]);
+    ...cmd,
+  ];
+  // One untimed round trip: warms the server's module cache (sshd starts it
+  // with its own environment) and names the cipher ssh negotiates.
+  const r = sh(ssh("-v", sshd.remoteCmd, "--help"));
   const cipher = r.err.match(/kex: server->client cipher: (\S+)/)?.[1] ?? "unknown";
-  return { sshd, cipher };
+  return { sshd, cipher, floor: sshFloor(ssh("true")) };
+}
+
+/** Median wall time of `ssh HOST true`: connection set-up, which every run over ssh pays. */
+function sshFloor(argv: string[]): number {
+  const walls: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const t0 = performance.now();
+    sh(argv);
+    walls.push((performance.now() - t0) / 1000);
+  }
+  return median(walls);
 }
 
 /** The three cases over ssh, from the same source as the local part. */
@@ -601,7 +615,7 @@ function hugeCases(s: Sshd): Row[] {
   return [init, caseClone(m, `initial copy, 1 x ${HUGE_GIB} GiB`, 1, SSH_COPY_RATIO)];
 }
 
-/** One file of HUGE_GIB GiB of pseudo-random bytes (nothing for ssh to compress or skip). */
+/** One file of HUGE_GIB GiB of pseudo-random bytes, incompressible like the rest of the tree. */
 function generateHuge(): void {
   Deno.mkdirSync(HUGE);
   const rng = new Rng(SEED + 1);
@@ -661,7 +675,48 @@ function profileAll(): void {
 
 // ---------------------------------------------------------------- report
 
-function table(): { text: string; miss: number } {
+/** A row's medians, peaks and verdicts; RSS counts both ends of a run over ssh. */
+function judge(r: Row) {
+  const maxRatio = r.maxRatio ?? MAX_RATIO;
+  const peak = (ts: Timing[], f: (t: Timing) => number | undefined) =>
+    ts.length > 0 && ts.every((t) => f(t) !== undefined)
+      ? Math.max(...ts.map(f) as number[]) / 1024
+      : NaN;
+  const rw = median(r.repl.map((t) => t.wall));
+  const rr = peak(r.repl, (t) => t.rssKiB);
+  const rrServer = peak(r.repl, (t) => t.server?.rssKiB);
+  const hasRsync = r.rsync.length > 0;
+  const sw = hasRsync ? median(r.rsync.map((t) => t.wall)) : NaN;
+  const ratio = rw / sw;
+  const ratioOk = hasRsync ? ratio <= maxRatio : true;
+  const rssOk = rr < MAX_RSS_MB && !(rrServer >= MAX_RSS_MB);
+  return {
+    maxRatio,
+    rw,
+    rr,
+    rrServer,
+    hasRsync,
+    sw,
+    sr: peak(r.rsync, (t) => t.rssKiB),
+    srServer: peak(r.rsync, (t) => t.server?.rssKiB),
+    ratio,
+    ratioOk,
+    rssOk,
+  };
+}
+
+/** Aligned columns: the first left-aligned, the others right-aligned. */
+function grid(lines: string[][]): string {
+  const w = lines[0].map((_, i) => Math.max(...lines.map((l) => l[i].length)));
+  const fmt = (l: string[]) =>
+    l.map((c, i) => (i === 0 ? c.padEnd(w[i]) : c.padStart(w[i]))).join("  ");
+  const out = [fmt(lines[0]), w.map((n) => "-".repeat(n)).join("  "), ...lines.slice(1).map(fmt)];
+  return out.join("\n");
+}
+
+const mb = (x: number) => Number.isNaN(x) ? "-" : x.toFixed(1);
+
+function table(rows: Row[]): { text: string; miss: number } {
   const head = [
     "case",
     "replicator s",
@@ -676,39 +731,73 @@ function table(): { text: string; miss: number } {
   const lines: string[][] = [head];
   let miss = 0;
   for (const r of rows) {
-    const rw = median(r.repl.map((t) => t.wall));
-    const rr = Math.max(...r.repl.map((t) => t.rssKiB)) / 1024;
-    const hasRsync = r.rsync.length > 0;
-    const sw = hasRsync ? median(r.rsync.map((t) => t.wall)) : NaN;
-    const sr = hasRsync ? Math.max(...r.rsync.map((t) => t.rssKiB)) / 1024 : NaN;
-    const ratio = rw / sw;
-    const ratioOk = hasRsync ? ratio <= MAX_RATIO : true;
-    const rssOk = rr < MAX_RSS_MB;
-    if (!ratioOk || !rssOk) miss++;
+    const j = judge(r);
+    if (!j.ratioOk || !j.rssOk) miss++;
     lines.push([
       r.name,
-      rw.toFixed(3),
-      hasRsync ? sw.toFixed(3) : "-",
-      hasRsync ? ratio.toFixed(2) : "n/a",
-      rr.toFixed(1),
-      hasRsync ? sr.toFixed(1) : "-",
-      hasRsync ? (ratioOk ? "PASS" : "MISS") : "n/a",
-      rssOk ? "PASS" : "MISS",
-      ratioOk && rssOk ? "PASS" : "MISS",
+      j.rw.toFixed(3),
+      j.hasRsync ? j.sw.toFixed(3) : "-",
+      j.hasRsync ? j.ratio.toFixed(2) : "n/a",
+      j.rr.toFixed(1),
+      mb(j.sr),
+      j.hasRsync ? (j.ratioOk ? "PASS" : "MISS") : "n/a",
+      j.rssOk ? "PASS" : "MISS",
+      j.ratioOk && j.rssOk ? "PASS" : "MISS",
     ]);
   }
-  const w = head.map((_, i) => Math.max(...lines.map((l) => l[i].length)));
-  const fmt = (l: string[]) =>
-    l.map((c, i) => (i === 0 ? c.padEnd(w[i]) : c.padStart(w[i]))).join("  ");
-  const out = [fmt(lines[0]), w.map((n) => "-".repeat(n)).join("  "), ...lines.slice(1).map(fmt)];
-  return { text: out.join("\n"), miss };
+  return { text: grid(lines), miss };
 }
 
-function raw(): string {
+/** The table over ssh: per-row ratio targets, and the server side's peak RSS of both tools. */
+function sshTable(rows: Row[]): { text: string; miss: number } {
+  const head = [
+    "case",
+    "replicator s",
+    "rsync s",
+    "ratio",
+    "target",
+    "repl RSS MB",
+    "repl srv MB",
+    "rsync RSS MB",
+    "rsync srv MB",
+    "RSS<" + MAX_RSS_MB,
+    "verdict",
+  ];
+  const lines: string[][] = [head];
+  let miss = 0;
+  for (const r of rows) {
+    const j = judge(r);
+    if (!j.ratioOk || !j.rssOk) miss++;
+    lines.push([
+      r.name,
+      j.rw.toFixed(3),
+      j.hasRsync ? j.sw.toFixed(3) : "-",
+      j.hasRsync ? j.ratio.toFixed(2) : "n/a",
+      j.hasRsync ? `<=${j.maxRatio} ${j.ratioOk ? "PASS" : "MISS"}` : "n/a",
+      j.rr.toFixed(1),
+      mb(j.rrServer),
+      mb(j.sr),
+      mb(j.srServer),
+      j.rssOk ? "PASS" : "MISS",
+      j.ratioOk && j.rssOk ? "PASS" : "MISS",
+    ]);
+  }
+  return { text: grid(lines), miss };
+}
+
+/** wall/peak RSS of every run; over ssh also the server's peak (and its count if not one). */
+function raw(rows: Row[]): string {
+  const one = (t: Timing) => {
+    let s = `${t.wall.toFixed(3)}s/${(t.rssKiB / 1024).toFixed(0)}MB`;
+    if (t.server) {
+      s += `+srv${(t.server.rssKiB / 1024).toFixed(0)}MB`;
+      if (t.server.connections !== 1) s += `(${t.server.connections} connections)`;
+    }
+    return s;
+  };
   const out: string[] = [];
   for (const r of rows) {
-    const f = (ts: Timing[]) =>
-      ts.map((t) => `${t.wall.toFixed(3)}s/${(t.rssKiB / 1024).toFixed(0)}MB`).join(" ");
+    const f = (ts: Timing[]) => ts.map(one).join(" ");
     out.push(
       `  ${r.name}: replicator [${f(r.repl)}]` + (r.rsync.length ? ` rsync [${f(r.rsync)}]` : ""),
     );
@@ -718,46 +807,76 @@ function raw(): string {
 
 // ---------------------------------------------------------------- main
 
-function main(): number {
-  rmrf(WORK);
-  Deno.mkdirSync(SRC, { recursive: true });
-  const load0 = Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(" ");
-  let commit: string, dirty = "";
+/** The part over ssh: its rows and the lines that say how it ran. */
+async function overSsh(): Promise<{ rows: Row[]; header: string }> {
+  const { sshd, cipher, floor } = await startBenchSshd();
+  try {
+    log(`sshd on 127.0.0.1:${sshd.port}, cipher ${cipher}, 'ssh HOST true' ${floor.toFixed(3)} s`);
+    const rows = sshCases(sshd);
+    if (HUGE_GIB > 0) rows.push(...hugeCases(sshd));
+    const version = sh(["ssh", "-V"]).err.trim();
+    const header = [
+      `over ssh: ${version}; sshd on 127.0.0.1:${sshd.port}, both ends on this host; cipher ${cipher}`,
+      `  'ssh HOST true' takes ${floor.toFixed(3)} s (median of 5): a floor every run below pays`,
+      `  SSH = ${sshd.ssh}`,
+      `  replicator clone URL DST | sync -C DST URL, --ssh "$SSH" --remote-cmd W`,
+      `    URL = ${sshd.url(SRC)}`,
+      `    (W runs ${MOD} under /usr/bin/time)`,
+      `  rsync -a [--delete] --exclude=.replicator -e "$SSH -p ${sshd.port}" \\`,
+      `    --rsync-path="/usr/bin/time … rsync" root@127.0.0.1:${SRC}/ DST/`,
+      `RSS MB = client's peak (the tool or its ssh, the larger); srv MB = the server's (under GNU time)`,
+    ].join("\n");
+    return { rows, header };
+  } finally {
+    await sshd.stop();
+  }
+}
+
+/** Exports REV into CODE (unless "worktree"); returns the commit and a note on uncommitted changes. */
+function checkout(): { commit: string; dirty: string } {
   if (REV === "worktree") {
-    commit =
+    const commit =
       sh(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], { allowFail: true }).out.trim() +
       " worktree";
     const st = sh(["git", "-C", REPO, "status", "--porcelain", "src", "mod.ts"], {
       allowFail: true,
     });
-    if (st.out.trim()) dirty = " (with uncommitted changes in src)";
-  } else {
-    // a fixed snapshot: others may be editing the working tree while this runs
-    commit = sh(["git", "-C", REPO, "rev-parse", "--short", REV]).out.trim();
-    Deno.mkdirSync(CODE, { recursive: true });
-    sh([
-      "bash",
-      "-o",
-      "pipefail",
-      "-c",
-      `git -C "${REPO}" archive "${REV}" mod.ts src deno.json | tar -x -C "${CODE}"`,
-    ]);
+    return { commit, dirty: st.out.trim() ? " (with uncommitted changes in src)" : "" };
   }
+  // a fixed snapshot: others may be editing the working tree while this runs
+  const commit = sh(["git", "-C", REPO, "rev-parse", "--short", REV]).out.trim();
+  Deno.mkdirSync(CODE, { recursive: true });
+  sh([
+    "bash",
+    "-o",
+    "pipefail",
+    "-c",
+    `git -C "${REPO}" archive "${REV}" mod.ts src deno.json | tar -x -C "${CODE}"`,
+  ]);
+  return { commit, dirty: "" };
+}
+
+async function main(): Promise<number> {
+  rmrf(WORK);
+  Deno.mkdirSync(SRC, { recursive: true });
+  const load0 = Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(" ");
+  const { commit, dirty } = checkout();
   log(
     `work dir ${WORK}; replicator ${commit}${dirty}; ${navigator.hardwareConcurrency} CPUs, load ${load0}`,
   );
+  const ssh = sshWanted();
+  if (ssh && HUGE_GIB > 0) checkHugeSpace();
+  if (!ssh && HUGE_GIB > 0) log(`BENCH_HUGE_GIB is a case over ssh: skipped with it`);
   // warm Deno's module cache so no timing pays for transpiling
   sh(repl("--help"));
   generate();
   flush();
 
-  rows.push(caseInit());
-  rows.push(caseClone());
-  rows.push(caseNoop());
-  rows.push(caseIncremental());
+  const rows = [caseInit(), caseClone(local), caseNoop(local), caseIncremental(local, 0)];
+  const remote = ssh ? await overSsh() : null;
 
   const load1 = Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(" ");
-  const { text, miss } = table();
+  const { text, miss: localMiss } = table(rows);
   const totalMiB = (FILES * (MIN_KIB + MAX_KIB) / 2 / 1024 + BIG * BIG_MIB).toFixed(0);
   console.log(`\nreplicator ${commit}${dirty} vs ${sh(["rsync", "--version"]).out.split("\n")[0]}`);
   console.log(
@@ -770,7 +889,15 @@ function main(): number {
     `wall = harness clock around /usr/bin/time; RSS = peak (%M) of the process tree's largest process\n`,
   );
   console.log(text);
-  console.log(`\nall runs (wall/peak RSS):\n${raw()}`);
+  console.log(`\nall runs (wall/peak RSS):\n${raw(rows)}`);
+  let miss = localMiss;
+  if (remote) {
+    const t = sshTable(remote.rows);
+    miss += t.miss;
+    console.log(`\n${remote.header}\n`);
+    console.log(t.text);
+    console.log(`\nall runs over ssh (wall/peak RSS client+srv server):\n${raw(remote.rows)}`);
+  }
   console.log(
     `\n${
       miss === 0 ? "ALL PASS" : `${miss} line(s) MISS`
@@ -783,10 +910,8 @@ function main(): number {
   return STRICT && miss > 0 ? 1 : 0;
 }
 
-try {
-  Deno.exit(main());
-} catch (e) {
+main().then(Deno.exit, (e) => {
   console.error(`\nBENCH FAILED: ${(e as Error).message}`);
   console.error(`work dir kept for inspection: ${WORK}`);
   Deno.exit(2);
-}
+});

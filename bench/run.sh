@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Benchmark replicator against `rsync -a` (local directory to directory).
+# Benchmark replicator against `rsync -a`: local directory to directory, then over ssh on
+# 127.0.0.1 (BENCH_SSH=0 skips that).
 # See bench/README.md. Quick smoke run:  BENCH_FILES=2000 BENCH_BIG=2 bench/run.sh
 set -euo pipefail
 
