@@ -234,7 +234,8 @@ export class Volume {
   /** Remembers the name host `id` gave itself in a handshake: status and log show names. */
   rememberHost(id: string, name: string): void {
     const key = `host_name:${id}`;
-    const clean = name.replace(/[\x00-\x1f\x7f]/g, "?").slice(0, 255);
+    // Control characters could rewrite the terminal that shows the name.
+    const clean = [...name].map((c) => c < " " || c === "\x7f" ? "?" : c).join("").slice(0, 255);
     if (clean && this.state.getMeta(key) !== clean) this.state.setMeta(key, clean);
   }
 
