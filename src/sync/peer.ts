@@ -102,10 +102,17 @@ export async function* readBeneath(
   }
   try {
     await file.seek(from, Deno.SeekMode.Start);
+    // Buffers sized to what the file holds: most files are small, and a
+    // fresh 1 MiB per read would dominate their cost. One byte more tells the end.
+    let left = (await file.stat()).size - from;
+    let grew = false;
     for (;;) {
-      const buf = new Uint8Array(CHUNK_BYTES);
+      const want = left > 0 ? Math.min(CHUNK_BYTES, left) : grew ? CHUNK_BYTES : 1;
+      const buf = new Uint8Array(want);
       const n = await file.read(buf);
       if (n === null || n === 0) return;
+      left -= n;
+      grew ||= left < 0;
       yield buf.subarray(0, n);
     }
   } finally {

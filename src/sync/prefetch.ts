@@ -64,6 +64,7 @@ export class FetchCache {
     this.#uses.clear();
     for (const w of wants) this.#uses.set(w.digest, (this.#uses.get(w.digest) ?? 0) + 1);
     const todo: Want[] = [];
+    // One descriptor of the root serves every transfer (Beneath's calls are synchronous).
     const t = Beneath.open(this.vol.root);
     try {
       if (t.stat(DIR)?.type !== "d") t.mkdir(DIR, 0o700);
@@ -74,13 +75,13 @@ export class FetchCache {
         if (t.stat(`${DIR}/${w.digest}`)?.type !== "f") todo.push(w);
         else this.#count(w, xfer, 0);
       }
+      const worker = async () => {
+        for (let w; (w = todo.shift());) await this.#fetch(t, w, xfer);
+      };
+      await Promise.all(Array.from({ length: Math.min(parallel(), todo.length) }, worker));
     } finally {
       t.close();
     }
-    const worker = async () => {
-      for (let w; (w = todo.shift());) await this.#fetch(w, xfer);
-    };
-    await Promise.all(Array.from({ length: Math.min(parallel(), todo.length) }, worker));
   }
 
   /** Counts `w` done, for each of its uses; `streamed` of its bytes were counted as they came. */
@@ -122,26 +123,21 @@ export class FetchCache {
   }
 
   /** Fetches one file into the cache (or finds the peer no longer has it). */
-  async #fetch(w: Want, xfer: Transfer): Promise<void> {
+  async #fetch(t: Beneath, w: Want, xfer: Transfer): Promise<void> {
     const part = `${DIR}/${w.digest}.part`;
     for (let attempt = 0; attempt < 2; attempt++) {
-      const t = Beneath.open(this.vol.root);
-      try {
-        const h = createHash("sha256");
-        const from = rehash(t, part, w.size, h);
-        const got = await this.#receive(t, part, w, from, h, xfer);
-        if (got === "gone") return drop(t, part);
-        if (h.digest("hex") === w.digest) {
-          t.rename(part, `${DIR}/${w.digest}`);
-          this.#fresh.add(w.digest);
-          this.#count(w, xfer, w.size - from);
-          return;
-        }
-        drop(t, part);
-        if (from === 0) return; // changed on the peer since its record: stays wanted
-      } finally {
-        t.close();
+      const h = createHash("sha256");
+      const from = rehash(t, part, w.size, h);
+      const got = await this.#receive(t, part, w, from, h, xfer);
+      if (got === "gone") return drop(t, part);
+      if (h.digest("hex") === w.digest) {
+        t.rename(part, `${DIR}/${w.digest}`);
+        this.#fresh.add(w.digest);
+        this.#count(w, xfer, w.size - from);
+        return;
       }
+      drop(t, part);
+      if (from === 0) return; // changed on the peer since its record: stays wanted
     }
   }
 
