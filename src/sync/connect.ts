@@ -13,7 +13,7 @@ import { findRoot, type Volume } from "../volume/volume.ts";
 import { flushLento } from "../capture/lento_client.ts";
 import { lockWaitMs } from "../volume/lock.ts";
 import { awaitHello, sayHello, type Verdict } from "../wire/handshake.ts";
-import type { Identity } from "../wire/messages.ts";
+import { type Identity, printable } from "../wire/messages.ts";
 import { type Channel, Session } from "../wire/session.ts";
 import { identityOf, type Peer } from "./peer.ts";
 import { fromWire, type ReadOptions, remotePeer, toWire } from "./remote.ts";
@@ -57,7 +57,7 @@ export async function connect(
     throw e;
   }
   const session = new Session(ch, "client", {
-    peer: `${label} (${welcome.name})`,
+    peer: `${label} (${printable(welcome.name)})`,
     handler: local ? volumeHandler(local, { server: false }) : undefined,
   });
   session.start(rest).catch(() => {/* reported by the calls it fails */});
@@ -104,8 +104,9 @@ export async function serveReplica(
     if (!hello || !vol) return false;
     const open: Volume = vol;
     if (!isNewcomer(hello.hello)) open.rememberHost(hello.hello.host, hello.hello.name);
+    const name = printable(hello.hello.name) || "a newcomer";
     const session: Session = new Session(ch, "server", {
-      peer: hello.hello.name,
+      peer: name,
       handler: volumeHandler(open, {
         server: true,
         readOnly: opts.readOnly,
@@ -113,13 +114,13 @@ export async function serveReplica(
         // A newcomer has nothing to pull from: its PULL? is refused.
         peer: isNewcomer(hello.hello)
           ? undefined
-          : () => remotePeer(session, fromWire(hello.hello), hello.hello.name),
+          : () => remotePeer(session, fromWire(hello.hello), name),
       }),
     });
     try {
       await session.start(hello.rest);
     } catch (e) {
-      opts.log?.(`session with ${hello.hello.name} ended: ${(e as Error).message}`);
+      opts.log?.(`session with ${name} ended: ${(e as Error).message}`);
     }
     await session.settled();
     return session.byeSeen;

@@ -22,6 +22,7 @@ import { Beneath } from "../fs/beneath.ts";
 import type { Volume } from "../volume/volume.ts";
 import type { Amount, ContentSource, Progress } from "../apply/mod.ts";
 import { copyHashing } from "./copy.ts";
+import { hashOpenFile } from "../fs/hash.ts";
 import { gone, type Peer } from "./peer.ts";
 import { META_DIR } from "../volume/layout.ts";
 
@@ -49,7 +50,7 @@ function parallel(): number {
 
 /** The fetch directory of one volume during one pull. */
 export class FetchCache {
-  /** Digests fetched by this run (trusted without hashing again). */
+  /** Digests whose file here was hashed by this run (fetched, or a leftover checked). */
   #fresh = new Set<string>();
   /** Uses left per digest in the batch being applied: the last one takes the file. */
   #uses = new Map<string, number>();
@@ -72,8 +73,8 @@ export class FetchCache {
       for (const w of wants) {
         if (seen.has(w.digest)) continue;
         seen.add(w.digest);
-        if (t.stat(`${DIR}/${w.digest}`)?.type !== "f") todo.push(w);
-        else this.#count(w, xfer, 0);
+        if (this.#fresh.has(w.digest) || this.#leftOver(t, w)) this.#count(w, xfer, 0);
+        else todo.push(w);
       }
       const worker = async () => {
         for (let w; (w = todo.shift());) await this.#fetch(t, w, xfer);
@@ -82,6 +83,25 @@ export class FetchCache {
     } finally {
       t.close();
     }
+  }
+
+  /**
+   * True if an earlier run left `w`'s content complete here: hashed again, as
+   * a crash may have left it torn (a wrong one is dropped and fetched again).
+   */
+  #leftOver(t: Beneath, w: Want): boolean {
+    const rel = `${DIR}/${w.digest}`;
+    if (t.stat(rel)?.type !== "f") return false;
+    const f = t.openFile(rel);
+    let ok: boolean;
+    try {
+      ok = hashOpenFile(f) === w.digest;
+    } finally {
+      f.close();
+    }
+    if (ok) this.#fresh.add(w.digest);
+    else drop(t, rel);
+    return ok;
   }
 
   /** Counts `w` done, for each of its uses; `streamed` of its bytes were counted as they came. */
@@ -101,11 +121,11 @@ export class FetchCache {
         const left = (this.#uses.get(digest) ?? 1) - 1;
         this.#uses.set(digest, left);
         if (t.stat(rel)?.type !== "f") throw new Deno.errors.NotFound(`${digest} was not fetched`);
-        if (left <= 0 && this.#fresh.has(digest)) {
+        if (left <= 0) {
           t.rename(rel, dest, true);
-          return digest;
+          return digest; // hashed when it arrived (or, left by an earlier run, by fill)
         }
-        // Shared with a later record, or left by an earlier run: copy, hashing again.
+        // Shared with a later record of the batch: copy it (hashing the copy).
         return copyHashing(t.openFile(rel), t.abs(dest), perm);
       },
     };

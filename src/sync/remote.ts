@@ -12,7 +12,7 @@ import type { Frame as KmlFrame } from "../kml/log.ts";
 import type { CaptureResult } from "../capture/capture.ts";
 import { inflateRawSync } from "node:zlib";
 import { FLAG_DEFLATE, FLAG_END, MsgType, ProtocolError, SEND_BYTES } from "../wire/frame.ts";
-import type { Identity } from "../wire/messages.ts";
+import { type Identity, printable } from "../wire/messages.ts";
 import type { Welcome } from "../wire/handshake.ts";
 import { RemoteError, type Session } from "../wire/session.ts";
 import { ContentGoneError, type Peer, type PeerIdentity } from "./peer.ts";
@@ -165,7 +165,7 @@ function count(r: Record<string, unknown>, k: string, peer: string): number {
 function texts(r: Record<string, unknown>, k: string, peer: string): string[] {
   const v = r[k];
   if (!Array.isArray(v) || v.some((x) => typeof x !== "string")) bad(peer, k);
-  return v as string[];
+  return (v as string[]).map((x) => printable(x, 1024)); // printed on our terminal
 }
 
 function bad(peer: string, k: string): never {

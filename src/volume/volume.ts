@@ -16,6 +16,7 @@ import { checkMeta, createFresh, readRegular, readRegularText } from "../fs/nofo
 import { checkLayout, type Layout, layoutOf, META_DIR } from "./layout.ts";
 import { randomId, readConfig, type VolumeConfig, writeConfig } from "./config.ts";
 import { acquireLock } from "./lock.ts";
+import { printable } from "../wire/messages.ts";
 import { type Entry, State } from "./state.ts";
 
 /** Who holds the write permit, as this replica knows it. */
@@ -234,8 +235,7 @@ export class Volume {
   /** Remembers the name host `id` gave itself in a handshake: status and log show names. */
   rememberHost(id: string, name: string): void {
     const key = `host_name:${id}`;
-    // Control characters could rewrite the terminal that shows the name.
-    const clean = [...name].map((c) => c < " " || c === "\x7f" ? "?" : c).join("").slice(0, 255);
+    const clean = printable(name);
     if (clean && this.state.getMeta(key) !== clean) this.state.setMeta(key, clean);
   }
 

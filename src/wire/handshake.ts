@@ -66,16 +66,19 @@ export async function awaitHello(
   decide: (hello: Identity) => Promise<Verdict>,
 ): Promise<{ hello: Identity; rest: Rest } | null> {
   const rest = ch.frames[Symbol.asyncIterator]();
-  const first = await within(rest.next(), "the client said nothing");
-  if (first.done) return null;
-  const f = first.value;
-  if (f.call !== 0 || f.type !== MsgType.Hello) {
-    throw new ProtocolError("protocol", `${MsgType[f.type]} before HELLO`);
+  let hello: Identity;
+  try {
+    const first = await within(rest.next(), "the client said nothing");
+    if (first.done) return null;
+    hello = readHello(first.value);
+  } catch (e) {
+    // Say why before closing, as the session does after the handshake.
+    if (e instanceof ProtocolError) {
+      await ch.send(frame({ type: MsgType.Error, code: e.code, message: e.message }))
+        .catch(() => {});
+    }
+    throw e;
   }
-  const { type: _, ...hello } = decodeMessage(f.type, f.payload) as Extract<
-    Message,
-    { type: MsgType.Hello }
-  >;
   const v: Verdict = hello.protocol === PROTOCOL_VERSION
     ? await decide(hello)
     : { code: "protocol", message: `this server speaks protocol ${PROTOCOL_VERSION} only` };
@@ -106,6 +109,19 @@ async function within<T>(p: Promise<T>, what: string): Promise<T> {
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** The identity a first frame carries, if it is a HELLO on call 0. */
+function readHello(f: Frame): Identity {
+  if (f.type !== MsgType.Hello) {
+    throw new ProtocolError("protocol", `${MsgType[f.type]} before HELLO`);
+  }
+  if (f.call !== 0) throw new ProtocolError("protocol", `HELLO on call ${f.call} (not 0)`);
+  const { type: _, ...hello } = decodeMessage(f.type, f.payload) as Extract<
+    Message,
+    { type: MsgType.Hello }
+  >;
+  return hello;
 }
 
 function frame(m: Message): Uint8Array {

@@ -20,6 +20,18 @@ import { decodeJson, encodeJson } from "./json.ts";
 
 /** The protocol version this code speaks. */
 export const PROTOCOL_VERSION = 1;
+/** Longest text field (a name, an ERROR's message), in UTF-16 units as JSON.parse gives them. */
+export const MAX_TEXT = 4096;
+
+/**
+ * Text a peer sent, made safe to print: control characters (which could
+ * forge log lines or move a terminal's cursor) become "?", and it is cut to
+ * `max` characters.
+ */
+export function printable(s: string, max = 255): string {
+  const clean = [...s].map((c) => c < " " || c === "\x7f" ? "?" : c).join("");
+  return clean.length > max ? `${clean.slice(0, max - 1)}…` : clean;
+}
 
 /** Who a side is: HELLO (client) and WELCOME (server, which adds `readOnly`). */
 export interface Identity {
@@ -79,6 +91,8 @@ export function encodeMessage(m: Message): Uint8Array {
       return encodeJson(m.position && { seq: m.position.seq, offset: m.position.offset });
     case MsgType.Result:
       return encodeJson(m.result);
+    case MsgType.Error: // an error may quote what the peer sent: keep it within the limit
+      return encodeJson({ code: m.code, message: printable(m.message, 1024) });
     default: {
       const out: Record<string, unknown> = {};
       for (const k of FIELDS[m.type]!) out[k] = (m as unknown as Record<string, unknown>)[k];
@@ -149,7 +163,7 @@ class Fields {
   }
   text(k: string): string {
     const v = this.j[k];
-    return typeof v === "string" && v.length <= 4096 ? v : this.#bad(k, "a string");
+    return typeof v === "string" && v.length <= MAX_TEXT ? v : this.#bad(k, "a string");
   }
   bool(k: string): boolean {
     const v = this.j[k];

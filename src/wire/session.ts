@@ -21,7 +21,13 @@
 
 import { BusyError, Exit, ReplicatorError } from "../errors.ts";
 import { encodeFrame, FLAG_END, type Frame, MsgType, ProtocolError, readFrames } from "./frame.ts";
-import { decodeMessage, encodeMessage, type ErrorCode, type Message } from "./messages.ts";
+import {
+  decodeMessage,
+  encodeMessage,
+  type ErrorCode,
+  type Message,
+  printable,
+} from "./messages.ts";
 
 /** Where frames travel: a byte stream (ssh) or a WebSocket (https). */
 export interface Channel {
@@ -53,7 +59,7 @@ export function streamChannel(
 export class RemoteError extends ReplicatorError {
   readonly code: ErrorCode;
   constructor(peer: string, code: ErrorCode, message: string) {
-    super(`${peer}: ${message}`, code === "busy" ? Exit.busy : Exit.failed);
+    super(`${peer}: ${printable(message, 1024)}`, code === "busy" ? Exit.busy : Exit.failed);
     this.code = code;
   }
 }
