@@ -22,6 +22,11 @@ function hostileCmd(s: Sshd, mode: string): string {
   return path;
 }
 
+/** `sync -C b` with the replica `a` through `s`, the server being `remoteCmd`. */
+function syncVia(s: Sshd, b: string, a: string, remoteCmd: string, env?: Record<string, string>) {
+  return cli(["sync", "-C", b, s.url(a), "--ssh", s.ssh, "--remote-cmd", remoteCmd], { env });
+}
+
 const CASES: [string, number, RegExp][] = [
   ["wrong-volume", 1, /is a replica of another volume/],
   ["garbage", 1, /^replicator: ssh:\/\/\S+: protocol error: a frame of \d+ bytes/],
@@ -50,17 +55,8 @@ Deno.test({
         makeSentinel(`${dir}/sentinel`);
         const outside = snapshot(`${dir}/sentinel`);
         const before = listing(b);
-        const r = await cli([
-          "sync",
-          "-C",
-          b,
-          s.url(a),
-          "--ssh",
-          s.ssh,
-          "--remote-cmd",
-          hostileCmd(s, mode),
-          "--json",
-        ], { env: { REPLICATOR_TIMEOUT: mode === "stall" ? "0.2" : "5" } });
+        const timeout = mode === "stall" ? "0.2" : "5";
+        const r = await syncVia(s, b, a, hostileCmd(s, mode), { REPLICATOR_TIMEOUT: timeout });
         assertEquals(r.code, code, `${mode}: ${r.stderr}`);
         assertMatch(r.stderr, re, `${mode}: ${r.stderr}`);
         assert(!/unexpected error|\n\s+at /.test(r.stderr), `${mode}: no stack trace: ${r.stderr}`);
@@ -69,16 +65,7 @@ Deno.test({
           assertEquals(listing(b)["new"], undefined, "the lied content was not installed");
         } else assertEquals(listing(b), before, `${mode}: nothing applied`);
         assertEquals((await cli(["fsck", "-C", b])).code, 0, `${mode}: b is consistent`);
-        const honest = await cli([
-          "sync",
-          "-C",
-          b,
-          s.url(a),
-          "--ssh",
-          s.ssh,
-          "--remote-cmd",
-          s.remoteCmd,
-        ]);
+        const honest = await syncVia(s, b, a, s.remoteCmd);
         assertEquals([honest.code, honest.stderr], [0, ""], `${mode}: an honest sync completes`);
         assertEquals(listing(b), listing(a), mode);
       }
