@@ -91,8 +91,11 @@ async function sendRecords(vol: Volume, offset: number, reply: Reply): Promise<v
 }
 
 /**
- * DATA: the file's bytes from `from`, then an empty END frame. With
- * `compress`, a frame that deflates to under 90 % goes deflated.
+ * DATA: the file's bytes from `from`, the last frame marked END (an empty one
+ * for an empty file). With `compress`, a frame that deflates to under 90 %
+ * goes deflated. Each frame is held until the next is read, so that a small
+ * file is one frame, one write: a separate END frame would wait on the
+ * peer's delayed acknowledgement (Nagle) over TCP.
  */
 async function sendFile(
   vol: Volume,
@@ -101,21 +104,25 @@ async function sendFile(
   compress: boolean,
   reply: Reply,
 ): Promise<void> {
+  let held: Uint8Array | null = null;
+  const send = async (piece: Uint8Array, end: boolean) => {
+    const packed = compress && piece.length > 0 ? deflateRawSync(piece, { level: 1 }) : null;
+    if (packed && packed.length < piece.length * 0.9) {
+      await reply.frame(MsgType.Data, packed, end, FLAG_DEFLATE);
+    } else await reply.frame(MsgType.Data, piece, end);
+  };
   try {
     for await (const chunk of readBeneath(vol.root, path, from)) {
       for (let i = 0; i < chunk.length; i += SEND_BYTES) {
-        const piece = chunk.subarray(i, i + SEND_BYTES);
-        const packed = compress ? deflateRawSync(piece, { level: 1 }) : null;
-        if (packed && packed.length < piece.length * 0.9) {
-          await reply.frame(MsgType.Data, packed, false, FLAG_DEFLATE);
-        } else await reply.frame(MsgType.Data, piece, false);
+        if (held) await send(held, false);
+        held = chunk.subarray(i, i + SEND_BYTES);
       }
     }
   } catch (e) {
     if (!(e instanceof ContentGoneError) || reply.ended) throw e;
     return await reply.error("changed", (e as Error).message);
   }
-  await reply.frame(MsgType.Data, new Uint8Array(), true);
+  await send(held ?? new Uint8Array(), true);
 }
 
 /** A report made to fit one RESULT payload: long lists are cut, and say so. */
