@@ -230,16 +230,23 @@ function runPeer(dir: string, rest: string[], f: Flags): number {
 
 /** Runs lento in the foreground until SIGTERM or SIGINT. */
 async function runLentoCommand(dir: string, f: Flags): Promise<number> {
+  await untilStopped((signal) =>
+    runLento(dir, {
+      signal,
+      log: f.verbose ? (line) => console.log(`lento: ${line}`) : undefined,
+    })
+  );
+  return Exit.ok;
+}
+
+/** Runs `work` with a signal that SIGTERM or SIGINT aborts (a daemon's clean stop). */
+async function untilStopped(work: (signal: AbortSignal) => Promise<void>): Promise<void> {
   const stop = new AbortController();
   const onStop = () => stop.abort();
   Deno.addSignalListener("SIGTERM", onStop);
   Deno.addSignalListener("SIGINT", onStop);
   try {
-    await runLento(dir, {
-      signal: stop.signal,
-      log: f.verbose ? (line) => console.log(`lento: ${line}`) : undefined,
-    });
-    return Exit.ok;
+    await work(stop.signal);
   } finally {
     Deno.removeSignalListener("SIGTERM", onStop);
     Deno.removeSignalListener("SIGINT", onStop);
@@ -284,26 +291,20 @@ async function runServe(dir: string, f: Flags): Promise<number> {
     throw new UsageError("give both --tls-cert and --tls-key, or neither");
   }
   const pem = (p?: string) => p ? Deno.readTextFileSync(p) : undefined;
-  const stop = new AbortController();
-  const onStop = () => stop.abort();
-  Deno.addSignalListener("SIGTERM", onStop);
-  Deno.addSignalListener("SIGINT", onStop);
-  try {
-    await serveHttps(dir, {
-      listen: f.listen,
+  const listen = f.listen;
+  await untilStopped((signal) =>
+    serveHttps(dir, {
+      listen,
       token: f["insecure-no-auth"] ? null : token,
       cert: pem(f["tls-cert"]),
       key: pem(f["tls-key"]),
       readOnly: f["read-only"],
-      signal: stop.signal,
+      signal,
       log,
       onListen: (port) => f.verbose && console.log(`serving on port ${port}`),
-    });
-    return Exit.ok;
-  } finally {
-    Deno.removeSignalListener("SIGTERM", onStop);
-    Deno.removeSignalListener("SIGINT", onStop);
-  }
+    })
+  );
+  return Exit.ok;
 }
 
 function arity(rest: string[], min: number, max: number): void {
