@@ -5,7 +5,7 @@
  */
 
 import { tempDir } from "./helpers.ts";
-import { freePort } from "./sshd.ts";
+import { freePort, waitForPort } from "./sshd.ts";
 
 const MOD = new URL("../mod.ts", import.meta.url).pathname;
 
@@ -133,16 +133,4 @@ export async function startServer(tls: Tls, dir: string, ...more: string[]): Pro
       return { code, stderr: await stderr };
     },
   };
-}
-
-async function waitForPort(port: number): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    try {
-      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-      return;
-    } catch {
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-  throw new Error(`the server did not listen on port ${port}`);
 }

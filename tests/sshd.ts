@@ -6,4 +6,4 @@
  * The code lives in tools/sshd.ts, shared with the benchmark over ssh.
  */
 
-export { freePort, haveSshd, type Sshd, startSshd } from "../tools/sshd.ts";
+export { freePort, haveSshd, type Sshd, startSshd, waitForPort } from "../tools/sshd.ts";

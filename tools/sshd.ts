@@ -125,8 +125,9 @@ export function freePort(): number {
   return port;
 }
 
-async function waitForPort(port: number): Promise<void> {
-  for (let i = 0; i < 100; i++) {
+/** Resolves once something listens on 127.0.0.1:`port` (a server just started). */
+export async function waitForPort(port: number): Promise<void> {
+  for (let i = 0; i < 200; i++) {
     try {
       const c = await Deno.connect({ hostname: "127.0.0.1", port });
       c.close();
@@ -135,5 +136,5 @@ async function waitForPort(port: number): Promise<void> {
       await new Promise((r) => setTimeout(r, 50));
     }
   }
-  throw new Error(`sshd did not listen on port ${port}`);
+  throw new Error(`nothing listens on port ${port} after 10 s`);
 }
