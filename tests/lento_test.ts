@@ -9,6 +9,7 @@ import { assert, assertEquals, assertMatch, assertThrows } from "./assert.ts";
 import { asNobody, cli, json, listing, pair, put } from "./helpers.ts";
 import { capture } from "../src/capture/capture.ts";
 import { flushLento } from "../src/capture/lento_client.ts";
+import { haveOpenssl, makeTls, startServer } from "./https_server.ts";
 
 const MOD = new URL("../mod.ts", import.meta.url).pathname;
 
@@ -99,10 +100,22 @@ Deno.test({
     );
     assertEquals(r.peerCapture, "lento", "the writer was not scanned");
     assertEquals(listing(b), listing(a));
+    if (haveOpenssl()) {
+      // serve --listen hands off to lento too, without blocking its event loop.
+      const server = await startServer(await makeTls(), a);
+      put(`${a}/over-https`, "x");
+      const [h] = json<{ peerCapture: string }[]>(
+        await cli(["sync", "-C", b, server.url, ...server.args, "--json"]),
+      );
+      assertEquals((await server.stop()).code, 0);
+      assertEquals(h.peerCapture, "lento", "the https server did not scan");
+      assertEquals(listing(b), listing(a));
+    }
     assertEquals(await lento.stop(), 0);
     assertThrows(() => Deno.lstatSync(sock), Deno.errors.NotFound);
 
     edit(twin);
+    if (haveOpenssl()) put(`${twin}/over-https`, "x");
     const vol = openReplica(twin);
     capture(vol); // scan capture of the same edits
     vol.close();

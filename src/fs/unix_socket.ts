@@ -1,6 +1,7 @@
 /**
- * A synchronous request/reply over a Unix domain socket, through FFI (Deno's
- * own Unix sockets are async only, and the sync path is synchronous).
+ * A request/reply over a Unix domain socket: synchronous through FFI for the
+ * sync path (Deno's own Unix sockets are async only), and asynchronous for a
+ * server, whose event loop must not wait.
  *
  * The socket is opened with O_PATH|O_NOFOLLOW and must be a socket inode; the
  * connection goes through `/proc/self/fd/N`, so a symlink planted at the path
@@ -91,4 +92,43 @@ function exchange(s: number, via: string, request: string, deadline: number): st
     if (nl >= 0) return new TextDecoder().decode(reply.subarray(0, nl));
   }
   return null;
+}
+
+/**
+ * askUnixSocket for an event loop that serves others meanwhile: the same
+ * checks (O_PATH|O_NOFOLLOW, a socket inode, connecting through
+ * `/proc/self/fd/N`), with Deno's asynchronous Unix socket.
+ */
+export async function askUnixSocketAsync(
+  path: string,
+  request: string,
+  timeoutMs: number,
+): Promise<string | null> {
+  const node = libc().open(cString(path), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (node < 0) return null;
+  let conn: Deno.UnixConn | undefined;
+  const timer = setTimeout(() => conn?.close(), timeoutMs);
+  try {
+    if (!isSocket(node)) return null;
+    conn = await Deno.connect({ transport: "unix", path: `/proc/self/fd/${node}` });
+    await conn.write(new TextEncoder().encode(request));
+    const reply = new Uint8Array(256);
+    let got = 0;
+    while (got < reply.length) {
+      const n = await conn.read(reply.subarray(got));
+      if (n === null) return null; // closed (or timed out) without a whole line
+      got += n;
+      const nl = reply.subarray(0, got).indexOf(10);
+      if (nl >= 0) return new TextDecoder().decode(reply.subarray(0, nl));
+    }
+    return null;
+  } catch {
+    return null; // nobody listens, or the timer closed the connection
+  } finally {
+    clearTimeout(timer);
+    try {
+      conn?.close();
+    } catch { /* closed by the timer */ }
+    libc().close(node);
+  }
 }
