@@ -34,8 +34,23 @@ export interface ServeOptions {
   peer?: () => Peer;
 }
 
-/** The handler that answers calls about `vol`. */
+/**
+ * The handler that answers calls about `vol`. Its errors name paths relative
+ * to the volume: where the volume lives on this host is not the peer's business.
+ */
 export function volumeHandler(vol: Volume, opts: ServeOptions): Handler {
+  const answer = answers(vol, opts);
+  return async (m: Message, reply: Reply) => {
+    try {
+      await answer(m, reply);
+    } catch (e) {
+      if (e instanceof Error) e.message = e.message.replaceAll(`${vol.root}/`, "");
+      throw e;
+    }
+  };
+}
+
+function answers(vol: Volume, opts: ServeOptions): Handler {
   return async (m: Message, reply: Reply) => {
     switch (m.type) {
       case MsgType.RecordsRequest:
