@@ -269,3 +269,13 @@ function copyProgram(): string {
   Deno.chmodSync(to, 0o755);
   return to;
 }
+
+/** True if something (anything, even a dangling symlink) is at `path`. */
+export function existsSync(path: string): boolean {
+  try {
+    Deno.lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -62,6 +62,7 @@ const METADATA = [
   "volume.json",
   "lento.pid",
   "staging",
+  "fetch",
 ];
 
 for (const name of METADATA) {
@@ -71,7 +72,7 @@ for (const name of METADATA) {
     const meta = `${b}/.replicator`;
     Deno.mkdirSync(outside);
     // The sentinel is a working copy where there is one, so following the link would "work".
-    if (name === "staging") put(`${outside}/${name}/00/file`, "sentinel");
+    if (name === "staging" || name === "fetch") put(`${outside}/${name}/00/file`, "sentinel");
     else {
       try {
         Deno.copyFileSync(`${meta}/${name}`, `${outside}/${name}`);

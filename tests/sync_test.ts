@@ -3,7 +3,7 @@
 import { createHash } from "node:crypto";
 import { openReplica } from "../src/apply/open.ts";
 import { assert, assertEquals, assertMatch } from "./assert.ts";
-import { asNobody, cli, json, listing, pair, put } from "./helpers.ts";
+import { asNobody, cli, existsSync, json, listing, pair, put } from "./helpers.ts";
 import { capture } from "../src/capture/capture.ts";
 import { encodeRecord, Op } from "../src/kml/record.ts";
 import { scan } from "../src/capture/scan.ts";
@@ -279,5 +279,5 @@ Deno.test("a damaged file left in .replicator/fetch by an earlier run is fetched
   assertEquals([r.code, r.stderr], [0, ""]);
   assertEquals(Deno.readTextFileSync(`${b}/doc`), content);
   assertEquals(json<{ deferred: string[] }[]>(r)[0].deferred, []);
-  assertEquals([...Deno.readDirSync(`${b}/.replicator/fetch`)].length, 0);
+  assert(!existsSync(`${b}/.replicator/fetch`), "nothing left over");
 });

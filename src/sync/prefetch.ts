@@ -131,12 +131,13 @@ export class FetchCache {
     };
   }
 
-  /** Removes what is left: called once a pull has finished. */
+  /** Removes what is left, and the directory: called once a pull has finished. */
   clear(): void {
     const t = Beneath.open(this.vol.root);
     try {
       if (t.stat(DIR)?.type !== "d") return;
       for (const e of Deno.readDirSync(t.abs(DIR))) t.unlink(`${DIR}/${e.name}`);
+      t.rmdir(DIR);
     } finally {
       t.close();
     }

@@ -27,6 +27,8 @@ export interface Layout {
   /** Unix socket a running lento answers flush requests on. */
   lentoSock: string;
   staging: string;
+  /** Content fetched from a peer, waiting for its batch (src/sync/prefetch.ts). */
+  fetch: string;
   /** Present while `init` or `clone` has not finished creating the replica. */
   creating: string;
 }
@@ -47,6 +49,7 @@ export function layoutOf(root: string): Layout {
     lentoPid: `${meta}/lento.pid`,
     lentoSock: `${meta}/lento.sock`,
     staging: `${meta}/staging`,
+    fetch: `${meta}/fetch`,
     creating: `${meta}/creating`,
   };
 }
@@ -62,6 +65,7 @@ function expectedKinds(l: Layout): [string, MetaKind][] {
   return [
     ...[...files, ...derived, l.creating].map((p): [string, MetaKind] => [p, "file"]),
     [l.staging, "directory"],
+    [l.fetch, "directory"],
     [l.lentoSock, "socket"],
   ];
 }
