@@ -6,8 +6,27 @@
  */
 
 import { assert, assertEquals, assertMatch } from "./assert.ts";
-import { cli, listing, makeSentinel, pair, put, snapshot } from "./helpers.ts";
+import {
+  cli,
+  holderAndReplica,
+  listing,
+  makeSentinel,
+  pair,
+  put,
+  smallTree,
+  snapshot,
+} from "./helpers.ts";
 import { haveSshd, type Sshd, startSshd } from "./sshd.ts";
+import { openReplica } from "../src/apply/open.ts";
+import { capture } from "../src/capture/capture.ts";
+import { identityOf } from "../src/sync/peer.ts";
+import { toWire } from "../src/sync/remote.ts";
+import { volumeHandler } from "../src/sync/serve.ts";
+import { MsgType } from "../src/wire/frame.ts";
+import { sayHello } from "../src/wire/handshake.ts";
+import { Session, streamChannel } from "../src/wire/session.ts";
+
+const MOD = new URL("../mod.ts", import.meta.url).pathname;
 
 const HOSTILE = new URL("./hostile_server.ts", import.meta.url).pathname;
 
@@ -73,4 +92,45 @@ Deno.test({
       await s.stop();
     }
   },
+});
+
+Deno.test("a client's second PULL? while one runs is refused; the served replica stays exact", async () => {
+  const { a, b } = await holderAndReplica(smallTree);
+  for (let i = 0; i < 6; i++) put(`${a}/g${i}`, new Uint8Array(3 << 20).fill(i + 1));
+  const va = openReplica(a);
+  const server = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--quiet", MOD, "serve", "--stdio", "-C", b],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const stderr = new Response(server.stderr).text();
+  // A regression must fail, not hang CI: the server is killed after a minute.
+  const guard = setTimeout(() => server.kill("SIGKILL"), 60_000);
+  try {
+    capture(va);
+    const ch = streamChannel(server.stdout, server.stdin);
+    const { rest } = await sayHello(ch, toWire(identityOf(va)), "beta");
+    const session = new Session(ch, "client", {
+      peer: "beta",
+      handler: volumeHandler(va, { server: false }),
+    });
+    session.start(rest).catch(() => {});
+    const pull = () => session.ask({ type: MsgType.PullRequest }, MsgType.Result);
+    const [first, second] = await Promise.allSettled([pull(), pull()]);
+    assertEquals(first.status, "fulfilled", String((first as PromiseRejectedResult).reason));
+    assertEquals(second.status, "rejected");
+    assertMatch(
+      String((second as PromiseRejectedResult).reason),
+      /one CAPTURE\? or PULL\? at a time/,
+    );
+    await session.close(true);
+  } finally {
+    va.close();
+    await server.status;
+    clearTimeout(guard);
+  }
+  assertEquals(await stderr, "");
+  assertEquals(listing(b), listing(a), "every file whole, as its record says");
+  assertEquals((await cli(["fsck", "-C", b])).code, 0);
 });

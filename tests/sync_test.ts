@@ -281,3 +281,16 @@ Deno.test("a damaged file left in .replicator/fetch by an earlier run is fetched
   assertEquals(json<{ deferred: string[] }[]>(r)[0].deferred, []);
   assert(!existsSync(`${b}/.replicator/fetch`), "nothing left over");
 });
+
+Deno.test("the same content needed by two batches arrives in both places in one sync", async () => {
+  const { a, b } = await pair();
+  put(`${a}/keep`, "k");
+  await cli(["init", a, "--host", "alpha"]);
+  await cli(["clone", a, b, "--host", "beta"]);
+  put(`${a}/x1`, "the same content");
+  put(`${a}/y`, "other");
+  put(`${a}/x2`, "the same content");
+  const r = await cli(["sync", "-C", b, a, "--json"], { env: { REPLICATOR_BATCH_RECORDS: "1" } });
+  assertEquals([r.code, r.stderr], [0, ""]);
+  assertEquals(listing(b), listing(a));
+});

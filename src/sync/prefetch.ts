@@ -123,6 +123,7 @@ export class FetchCache {
         if (t.stat(rel)?.type !== "f") throw new Deno.errors.NotFound(`${digest} was not fetched`);
         if (left <= 0) {
           t.rename(rel, dest, true);
+          this.#fresh.delete(digest); // gone from here: a later batch fetches it again
           return digest; // hashed when it arrived (or, left by an earlier run, by fill)
         }
         // Shared with a later record of the batch: copy it (hashing the copy).
@@ -151,7 +152,9 @@ export class FetchCache {
       const from = rehash(t, part, w.size, h);
       const got = await this.#receive(t, part, w, from, h, xfer);
       if (got === "gone") return drop(t, part);
-      if (h.digest("hex") === w.digest) {
+      // The size too: the hash covers what this transfer read and appended, so
+      // any other writer's bytes in the file would show as a longer file.
+      if (h.digest("hex") === w.digest && t.stat(part)?.size === w.size) {
         t.rename(part, `${DIR}/${w.digest}`);
         this.#fresh.add(w.digest);
         this.#count(w, xfer, w.size - from);

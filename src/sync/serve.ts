@@ -40,12 +40,22 @@ export interface ServeOptions {
  */
 export function volumeHandler(vol: Volume, opts: ServeOptions): Handler {
   const answer = answers(vol, opts);
+  let working = false;
   return async (m: Message, reply: Reply) => {
+    // A capture or a pull changes the volume: two at once would share its
+    // staging and fetch directories. The peer waits for one before the next.
+    const changes = m.type === MsgType.CaptureRequest || m.type === MsgType.PullRequest;
+    if (changes && working) {
+      return await reply.error("limit", "one CAPTURE? or PULL? at a time in a session");
+    }
+    working ||= changes;
     try {
       await answer(m, reply);
     } catch (e) {
       if (e instanceof Error) e.message = e.message.replaceAll(`${vol.root}/`, "");
       throw e;
+    } finally {
+      if (changes) working = false;
     }
   };
 }
