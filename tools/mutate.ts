@@ -251,8 +251,8 @@ export const MUTANTS: Mutant[] = [
     name: "prefetch-digest-unchecked",
     why: "fetched content is kept whatever it hashes to: the receiver trusts the sender",
     file: "src/sync/prefetch.ts",
-    find: 'if (h.digest("hex") === w.digest) {',
-    replace: "if (true) {",
+    find: 'if (h.digest("hex") === w.digest && t.stat(part)?.size === w.size) {',
+    replace: "if (t.stat(part)?.size === w.size) {",
     run: tests("tests/adversarial_test.ts", "tests/hostile_peer_test.ts"),
   },
   {
