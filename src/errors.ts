@@ -101,6 +101,15 @@ export class FsError extends ReplicatorError {
 export class NotConfinedError extends FsError {}
 
 /**
+ * True if `e` says there is no regular file at a path: missing, or a symlink
+ * or a non-directory on the way (Beneath never follows those).
+ */
+export function noFileThere(e: unknown): boolean {
+  if (e instanceof Deno.errors.NotFound) return true;
+  return e instanceof FsError && ["ENOENT", "ENOTDIR", "ELOOP"].includes(e.code);
+}
+
+/**
  * A file in `.replicator/` is unsafe (a symlink, or not the kind of file it
  * must be) or damaged. The message names the file and the command to run.
  */

@@ -21,11 +21,11 @@ import { capture } from "./capture/capture.ts";
 import { type Change, diffTree } from "./capture/scan.ts";
 import { walk } from "./capture/walk.ts";
 import { type SyncReport, syncVolumes, syncWith } from "./sync/sync.ts";
-import { connect } from "./sync/connect.ts";
-import { openSsh, parseSshUrl, type SshOptions } from "./transport/ssh.ts";
+import { connect, serveReplica, type ServerOptions } from "./sync/connect.ts";
+import type { Peer } from "./sync/peer.ts";
+import { openSsh, parseSshUrl, type SshConnection, type SshOptions } from "./transport/ssh.ts";
 import { type HttpsOptions, openWebSocket } from "./transport/websocket.ts";
-import { type Channel, streamChannel } from "./wire/session.ts";
-import { serveReplica } from "./sync/connect.ts";
+import { streamChannel } from "./wire/session.ts";
 import { listen, parseListen } from "./transport/listen.ts";
 import type { Progress } from "./sync/pull.ts";
 import { flushLento } from "./capture/lento_client.ts";
@@ -79,24 +79,17 @@ export async function clone(
   }
 }
 
-/** How a replica is served. */
-export interface ServeOptions {
-  readOnly?: boolean;
-  /** What went wrong in a session (the server goes on). */
-  log?: (line: string) => void;
-}
-
 /**
  * Serves the replica containing `dir` over stdin and stdout (what an ssh
  * peer runs), for one session. Resolves true if it ended with BYE.
  */
-export function serveStdio(dir: string, opts: ServeOptions = {}): Promise<boolean> {
+export function serveStdio(dir: string, opts: ServerOptions = {}): Promise<boolean> {
   findRoot(dir); // not a replica: say so now, not to the client
   return serveReplica(streamChannel(Deno.stdin.readable, Deno.stdout.writable), dir, opts);
 }
 
 /** How `serve --listen` runs. */
-export interface ListenServeOptions extends ServeOptions {
+export interface ListenServeOptions extends ServerOptions {
   /** HOST:PORT */
   listen: string;
   /** The token clients must present; null: none. */
@@ -138,12 +131,8 @@ function isRemote(peer: string): boolean {
   return /^(ssh|https?):\/\//.test(peer);
 }
 
-/** A connection to a peer on another host, whatever the transport. */
-interface Dialed {
-  channel: Channel;
-  explain(e: unknown): Promise<unknown>;
-  close(): Promise<void>;
-}
+/** A connection to a peer on another host, whatever the transport (ssh's shape). */
+type Dialed = SshConnection;
 
 async function dial(url: string, opts: RemoteOptions): Promise<Dialed> {
   if (url.startsWith("ssh://")) return openSsh(parseSshUrl(url), opts);
@@ -155,21 +144,23 @@ async function dial(url: string, opts: RemoteOptions): Promise<Dialed> {
   };
 }
 
-/** Clones the replica at a URL: this side pulls; the peer takes nothing yet. */
-async function cloneRemote(url: string, dir: string, opts: HostOptions & RemoteOptions) {
-  const conn = await dial(url, withPeerOptions(opts));
+/**
+ * Runs `use` with a session to the replica at `url`, for the open replica
+ * `local` (null: a clone). Ends the session and the connection after it;
+ * a failure is told as the transport explains it (ssh's own, say).
+ */
+async function withRemotePeer<T>(
+  url: string,
+  local: Volume | null,
+  opts: RemoteOptions,
+  use: (peer: Peer) => Promise<T>,
+): Promise<T> {
+  const conn = await dial(url, opts);
   try {
-    const peer = await connect(conn.channel, null, url, { compress: opts.compress });
-    let vol: Volume | undefined;
+    const peer = await connect(conn.channel, local, url, { compress: opts.compress });
     try {
-      const command = commandLine(["clone", url, resolve(dir)], opts);
-      vol = Volume.create(dir, peer.who.volumeId, opts.host ?? hostname(), command);
-      exitHereForTests("created");
-      const report = await syncWith(vol, peer, { progress: opts.progress, oneWay: true });
-      vol.finishCreating();
-      return report;
+      return await use(peer);
     } finally {
-      vol?.close();
       await peer.close();
     }
   } catch (e) {
@@ -177,6 +168,22 @@ async function cloneRemote(url: string, dir: string, opts: HostOptions & RemoteO
   } finally {
     await conn.close();
   }
+}
+
+/** Clones the replica at a URL: this side pulls; the peer takes nothing yet. */
+function cloneRemote(url: string, dir: string, opts: HostOptions & RemoteOptions) {
+  return withRemotePeer(url, null, withPeerOptions(opts), async (peer) => {
+    const command = commandLine(["clone", url, resolve(dir)], opts);
+    const vol = Volume.create(dir, peer.who.volumeId, opts.host ?? hostname(), command);
+    try {
+      exitHereForTests("created");
+      const report = await syncWith(vol, peer, { progress: opts.progress, oneWay: true });
+      vol.finishCreating();
+      return report;
+    } finally {
+      vol.close();
+    }
+  });
 }
 
 /** A peer that could not be synced (the others still were). */
@@ -273,19 +280,12 @@ async function syncRemote(root: string, url: string, opts: SyncOptions): Promise
   const journaled = flushLento(root);
   const vol = openReplica(root);
   try {
-    const conn = await dial(url, opts);
-    try {
-      const peer = await connect(conn.channel, vol, url, { compress: opts.compress });
-      try {
-        return await syncWith(vol, peer, { progress: opts.progress, journaled });
-      } finally {
-        await peer.close();
-      }
-    } catch (e) {
-      throw await conn.explain(e);
-    } finally {
-      await conn.close();
-    }
+    return await withRemotePeer(
+      url,
+      vol,
+      opts,
+      (peer) => syncWith(vol, peer, { progress: opts.progress, journaled }),
+    );
   } finally {
     vol.close();
   }

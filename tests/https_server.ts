@@ -4,10 +4,8 @@
  * token file.
  */
 
-import { tempDir } from "./helpers.ts";
+import { spawnCli, tempDir } from "./helpers.ts";
 import { freePort, waitForPort } from "./sshd.ts";
-
-const MOD = new URL("../mod.ts", import.meta.url).pathname;
 
 /** Files of a throwaway CA and a certificate for 127.0.0.1 signed by it. */
 export interface Tls {
@@ -94,30 +92,20 @@ export interface Server {
 /** Starts `replicator serve --listen 127.0.0.1:PORT -C dir` with TLS and the token, plus `more`. */
 export async function startServer(tls: Tls, dir: string, ...more: string[]): Promise<Server> {
   const port = freePort();
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-all",
-      "--no-prompt",
-      "--quiet",
-      MOD,
-      "serve",
-      "--listen",
-      `127.0.0.1:${port}`,
-      "-C",
-      dir,
-      "--token-file",
-      tls.token,
-      "--tls-cert",
-      tls.cert,
-      "--tls-key",
-      tls.key,
-      ...more,
-    ],
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
+  const child = spawnCli([
+    "serve",
+    "--listen",
+    `127.0.0.1:${port}`,
+    "-C",
+    dir,
+    "--token-file",
+    tls.token,
+    "--tls-cert",
+    tls.cert,
+    "--tls-key",
+    tls.key,
+    ...more,
+  ]);
   const stderr = new Response(child.stderr).text();
   await waitForPort(port);
   return {

@@ -18,7 +18,7 @@ import type { KmlRecord } from "../kml/record.ts";
 import type { Beneath } from "../fs/beneath.ts";
 import { type Entry, entryOf, type Wanted } from "../volume/state.ts";
 import type { Volume } from "../volume/volume.ts";
-import { FsError, HostilePeerError, ReplicatorError } from "../errors.ts";
+import { HostilePeerError, noFileThere, ReplicatorError } from "../errors.ts";
 import { type Need, ownerFor, permOf, wantedOf } from "./plan.ts";
 import { STAGING } from "./steps.ts";
 
@@ -125,16 +125,16 @@ export function fetchVerified(
   try {
     got = source.take(t, from, digest, name, perm);
   } catch (e) {
-    drop(t, name);
+    t.tryUnlink(name);
     if (e instanceof HostilePeerError) throw e;
-    if (gone(e)) return false;
+    if (noFileThere(e)) return false;
     throw new StagingError(
       `cannot fetch ${from} from ${source.hostName}: ${(e as Error).message}; ` +
         `${what}; run sync again once that is fixed`,
     );
   }
   if (got === digest) return true;
-  drop(t, name); // changed again on the source: a later record brings it
+  t.tryUnlink(name); // changed again on the source: a later record brings it
   return false;
 }
 
@@ -144,22 +144,10 @@ function own(t: Beneath, name: string, r: KmlRecord): void {
   if (o) t.chown(name, o.uid, o.gid);
 }
 
-/** True if `e` says the source has no such file (any more). */
-function gone(e: unknown): boolean {
-  if (e instanceof Deno.errors.NotFound) return true;
-  return e instanceof FsError && ["ENOENT", "ENOTDIR", "ELOOP"].includes(e.code);
-}
-
 /** Creates directory `rel` (mode 0700) unless it is one; anything else there is replaced. */
 function makeDir(t: Beneath, rel: string): void {
   const st = t.stat(rel);
   if (st?.type === "d") return;
   if (st) t.unlink(rel);
   t.mkdir(rel, 0o700);
-}
-
-function drop(t: Beneath, rel: string): void {
-  try {
-    t.unlink(rel);
-  } catch { /* never created */ }
 }

@@ -47,9 +47,7 @@ export function fetchWanted(vol: Volume, source: ContentSource): WantedResult {
         if (!(e instanceof FsError || e instanceof StagingError)) throw e;
         result.problems.push(`${w.path}: still not applied: ${e.message}`);
       } finally {
-        try {
-          t.unlink(`${STAGING}/${TMP}`);
-        } catch { /* installed, or never fetched */ }
+        t.tryUnlink(`${STAGING}/${TMP}`); // installed, or never fetched
       }
     }
   } finally {

@@ -178,6 +178,13 @@ export class Beneath {
     this.inParent(rel, "remove", (fd, name) => libc().unlinkat(fd, cstr(name), 0));
   }
 
+  /** unlink, for clean-up of what may never have been made: a failure is no error. */
+  tryUnlink(rel: string): void {
+    try {
+      this.unlink(rel);
+    } catch { /* never made, or already gone */ }
+  }
+
   /** rmdir(2); an ENOTEMPTY FsError if the directory holds anything. */
   rmdir(rel: string): void {
     this.inParent(rel, "remove", (fd, name) => libc().unlinkat(fd, cstr(name), AT_REMOVEDIR));

@@ -4,7 +4,7 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
+import { createHash, type Hash } from "node:crypto";
 
 /** Shared read buffer: allocating 1 MiB per small file would dominate. */
 const buf = new Uint8Array(1 << 20);
@@ -23,12 +23,19 @@ export function hashFile(path: string, sizeHint = Infinity): string {
 /** Hex SHA-256 of the rest of an open file. */
 export function hashOpenFile(f: Deno.FsFile): string {
   const h = createHash("sha256");
+  feedOpenFile(f, h);
+  return h.digest("hex");
+}
+
+/** Feeds the rest of an open file to the hash `h`; returns the bytes fed. */
+export function feedOpenFile(f: Deno.FsFile, h: Hash): number {
+  let fed = 0;
   for (;;) {
     const n = f.readSync(buf);
-    if (n === null || n === 0) break;
+    if (n === null || n === 0) return fed;
     h.update(buf.subarray(0, n));
+    fed += n;
   }
-  return h.digest("hex");
 }
 
 /** Hex SHA-256 of bytes in memory. */

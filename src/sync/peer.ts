@@ -12,6 +12,7 @@ import type { Frame } from "../kml/log.ts";
 import type { Volume } from "../volume/volume.ts";
 import { checkRelativePath } from "../fs/paths.ts";
 import { Beneath } from "../fs/beneath.ts";
+import { noFileThere } from "../errors.ts";
 import { capture, type CaptureResult } from "../capture/capture.ts";
 import type { PullResult } from "./pull.ts";
 
@@ -120,11 +121,9 @@ export async function* readBeneath(
   }
 }
 
-/** True if `e` says there is no regular file at a path. */
+/** True if `e` says the peer has no regular file at a path (any more). */
 export function gone(e: unknown): boolean {
-  if (e instanceof Deno.errors.NotFound || e instanceof ContentGoneError) return true;
-  const code = (e as { code?: string }).code;
-  return code === "ENOENT" || code === "ENOTDIR" || code === "ELOOP";
+  return e instanceof ContentGoneError || noFileThere(e);
 }
 
 /**

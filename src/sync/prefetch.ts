@@ -17,12 +17,12 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
+import { createHash, type Hash } from "node:crypto";
 import { Beneath } from "../fs/beneath.ts";
 import type { Volume } from "../volume/volume.ts";
 import type { Amount, ContentSource, Progress } from "../apply/mod.ts";
 import { copyHashing } from "./copy.ts";
-import { hashOpenFile } from "../fs/hash.ts";
+import { feedOpenFile, hashOpenFile } from "../fs/hash.ts";
 import { gone, type Peer } from "./peer.ts";
 import { META_DIR } from "../volume/layout.ts";
 
@@ -100,7 +100,7 @@ export class FetchCache {
       f.close();
     }
     if (ok) this.#fresh.add(w.digest);
-    else drop(t, rel);
+    else t.tryUnlink(rel);
     return ok;
   }
 
@@ -151,7 +151,7 @@ export class FetchCache {
       const h = createHash("sha256");
       const from = rehash(t, part, w.size, h);
       const got = await this.#receive(t, part, w, from, h, xfer);
-      if (got === "gone") return drop(t, part);
+      if (got === "gone") return t.tryUnlink(part);
       // The size too: the hash covers what this transfer read and appended, so
       // any other writer's bytes in the file would show as a longer file.
       if (h.digest("hex") === w.digest && t.stat(part)?.size === w.size) {
@@ -160,7 +160,7 @@ export class FetchCache {
         this.#count(w, xfer, w.size - from);
         return;
       }
-      drop(t, part);
+      t.tryUnlink(part);
       if (from === 0) return; // changed on the peer since its record: stays wanted
     }
   }
@@ -171,7 +171,7 @@ export class FetchCache {
     part: string,
     w: Want,
     from: number,
-    h: ReturnType<typeof createHash>,
+    h: Hash,
     xfer: Transfer,
   ): Promise<"ok" | "gone"> {
     const out = t.openAppend(part);
@@ -197,29 +197,17 @@ export class FetchCache {
 }
 
 /** Hashes what a part file holds; returns its size (0 if none, or if it is too long). */
-function rehash(t: Beneath, part: string, size: number, h: ReturnType<typeof createHash>): number {
+function rehash(t: Beneath, part: string, size: number, h: Hash): number {
   const st = t.stat(part);
   if (!st) return 0;
   if (st.type !== "f" || st.size > size) {
-    drop(t, part);
+    t.tryUnlink(part);
     return 0;
   }
   const f = t.openFile(part);
   try {
-    const buf = new Uint8Array(1 << 20);
-    let n = 0;
-    for (let got; (got = f.readSync(buf)) && got > 0;) {
-      h.update(buf.subarray(0, got));
-      n += got;
-    }
-    return n;
+    return feedOpenFile(f, h);
   } finally {
     f.close();
   }
-}
-
-function drop(t: Beneath, rel: string): void {
-  try {
-    t.unlink(rel);
-  } catch { /* not there */ }
 }

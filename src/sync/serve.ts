@@ -17,7 +17,7 @@ import { CorruptLogError } from "../errors.ts";
 import { deflateRawSync } from "node:zlib";
 import { FLAG_DEFLATE, MsgType, ProtocolError, SEND_BYTES } from "../wire/frame.ts";
 import { encodeJson } from "../wire/json.ts";
-import type { Message } from "../wire/messages.ts";
+import { changesVolume, type Message } from "../wire/messages.ts";
 import type { Handler, Reply } from "../wire/session.ts";
 import { ContentGoneError, type Peer, positionIn, readBeneath } from "./peer.ts";
 import { pull } from "./pull.ts";
@@ -42,9 +42,9 @@ export function volumeHandler(vol: Volume, opts: ServeOptions): Handler {
   const answer = answers(vol, opts);
   let working = false;
   return async (m: Message, reply: Reply) => {
-    // A capture or a pull changes the volume: two at once would share its
-    // staging and fetch directories. The peer waits for one before the next.
-    const changes = m.type === MsgType.CaptureRequest || m.type === MsgType.PullRequest;
+    // Two at once would share the volume's staging and fetch directories.
+    // The peer waits for one before the next.
+    const changes = changesVolume(m.type);
     if (changes && working) {
       return await reply.error("limit", "one CAPTURE? or PULL? at a time in a session");
     }

@@ -56,6 +56,14 @@ export const ERROR_CODES = [
 ] as const;
 export type ErrorCode = typeof ERROR_CODES[number];
 
+/**
+ * Requests that change the responder's volume (a whole scan, or a pull and
+ * its apply): long and silent, and one at a time per session.
+ */
+export function changesVolume(type: MsgType): boolean {
+  return type === MsgType.CaptureRequest || type === MsgType.PullRequest;
+}
+
 /** A control message, by type. */
 export type Message =
   | ({ type: MsgType.Hello } & Identity)

@@ -22,6 +22,7 @@
 import { BusyError, Exit, ReplicatorError } from "../errors.ts";
 import { encodeFrame, FLAG_END, type Frame, MsgType, ProtocolError, readFrames } from "./frame.ts";
 import {
+  changesVolume,
   decodeMessage,
   encodeMessage,
   type ErrorCode,
@@ -222,9 +223,8 @@ export class Session {
     this.#nextCall += 2;
     const inbox = new Inbox();
     this.#calls.set(call, inbox);
-    // CAPTURE? and PULL? do a whole scan or apply on the other side, silent meanwhile.
-    const long = m.type === MsgType.CaptureRequest || m.type === MsgType.PullRequest;
-    this.#limits.set(call, long ? this.#timeout * 30 : this.#timeout);
+    // The other side works silently on those (a scan, an apply): a longer limit.
+    this.#limits.set(call, changesVolume(m.type) ? this.#timeout * 30 : this.#timeout);
     this.#heard = Date.now();
     let ended = false;
     try {
