@@ -18,8 +18,7 @@ import { type PeerOptions, randomId, readConfig, writeConfig } from "./volume/co
 import { layoutOf } from "./volume/layout.ts";
 import { decodeRecord, encodeRecord, type KmlRecord, NO_DIGEST, Op } from "./kml/record.ts";
 import { capture } from "./capture/capture.ts";
-import { type Change, diffTree } from "./capture/scan.ts";
-import { walk } from "./capture/walk.ts";
+import { type Change, scan } from "./capture/scan.ts";
 import { type SyncReport, syncVolumes, syncWith } from "./sync/sync.ts";
 import { connect, serveReplica, type ServerOptions } from "./sync/connect.ts";
 import type { Peer } from "./sync/peer.ts";
@@ -385,8 +384,8 @@ export interface Status {
 export function status(dir: string): Status {
   const vol = openReplica(dir);
   try {
-    const tree = walk(vol.root); // one walk serves both the pending changes and the conflict copies
-    const found = diffTree(vol.root, vol.state.loadIndex(), tree);
+    const conflicts: string[] = []; // one walk serves both the pending changes and the conflict copies
+    const found = scan(vol.root, vol.state, (p) => CONFLICT_COPY.test(p) && conflicts.push(p));
     const p = vol.permit();
     return {
       root: vol.root,
@@ -399,7 +398,7 @@ export function status(dir: string): Status {
       expect: vol.readExpect(),
       hosts: Object.fromEntries(vol.hostNames()),
       pending: found.changes.map(describeChange),
-      conflicts: [...tree.seen.keys()].filter((p) => CONFLICT_COPY.test(p)).sort(),
+      conflicts: conflicts.sort(),
     };
   } finally {
     vol.close();

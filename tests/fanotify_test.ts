@@ -477,7 +477,7 @@ Deno.test({
         }
         const hinted = [...c.paths];
         c.reset();
-        const full = scan(root, vol.state.loadIndex());
+        const full = scan(root, vol.state);
         const scoped = scanScope(root, {
           get: (p) => vol.state.getEntry(p),
           under: (d) => vol.state.entriesUnder(d),
@@ -486,7 +486,7 @@ Deno.test({
         assertEquals(canonical(scoped.changes), canonical(full.changes), what);
         assertEquals(scoped.updates, full.updates, what); // Map equality ignores order
         capture(vol, hinted);
-        assertEquals(canonical(scan(root, vol.state.loadIndex()).changes), [], what);
+        assertEquals(canonical(scan(root, vol.state).changes), [], what);
         for (const fh of held.splice(0)) fh.close();
       }
     } finally {

@@ -5,7 +5,7 @@
 
 import { assertEquals } from "./assert.ts";
 import { put, tempDir } from "./helpers.ts";
-import { scan } from "../src/capture/scan.ts";
+import { mapIndex, scan } from "../src/capture/scan.ts";
 import { type IndexView, scanScope } from "../src/capture/scope.ts";
 import type { Entry } from "../src/volume/state.ts";
 import { isWithin } from "../src/fs/paths.ts";
@@ -92,7 +92,7 @@ Deno.test("scoped scans of event paths equal full scans over 300 random rounds",
         if (!(e instanceof Deno.errors.NotFound)) throw e; // picked a path a previous op removed
       }
     }
-    const full = scan(root, index);
+    const full = scan(root, mapIndex(index));
     const scoped = scanScope(root, view(index), touched);
     assertEquals(
       canonical(scoped.changes),

@@ -195,7 +195,7 @@ Deno.test("a capture killed between its append and its index update records noth
   put(`${a}/f`, "2");
   put(`${a}/g`, "new");
   let vol = openReplica(a);
-  const found = scan(vol.root, vol.state.loadIndex());
+  const found = scan(vol.root, vol.state);
   const records = vol.ownRecords(found.changes);
   vol.kml.append(records.map(encodeRecord)); // ... and the process dies here
   vol.close();

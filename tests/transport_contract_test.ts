@@ -99,6 +99,21 @@ const SCENARIOS: Record<string, Scenario> = {
     r = await syncTo(reach, a, b);
     assertEquals([r.code, r.stdout, r.stderr], [0, "", ""], "nothing new: silent");
   },
+  "a log read in windows of a few records converges, clone and sync": async (reach) => {
+    const { dir, a, b } = await holderAndReplica(smallTree);
+    const env = { REPLICATOR_WINDOW_BYTES: "300" }; // one to three records per window
+    for (let round = 1; round <= 3; round++) {
+      changeEveryKind(a, round);
+      put(`${a}/docs/readme`, `back ${round}\n`); // a path stored, moved away and stored again
+      const r = await cli(["sync", "-C", b, ...await reach.peer(a)], { env });
+      assertEquals([r.code, r.stderr], [0, ""]);
+      assertEquals(listing(b), listing(a), `round ${round}`);
+    }
+    const c = `${dir}/c`;
+    const r = await cli(["clone", ...await reach.peer(a), c, "--host", "gamma"], { env });
+    assertEquals([r.code, r.stderr], [0, ""]);
+    assertEquals(listing(c), listing(a), "a clone replaying the whole log in windows");
+  },
   "a replica of another volume is refused and nothing changes": async (reach) => {
     const { a } = await holderAndReplica(smallTree);
     const other = await pair();

@@ -229,7 +229,7 @@ Deno.test("wire messages: golden HELLO payload, and each message round-trips", (
   };
   assertEquals(
     new TextDecoder().decode(encodeMessage(hello)),
-    `{"protocol":1,"volume":"${ID_A}","host":"${ID_B}","name":"web1",` +
+    `{"protocol":2,"volume":"${ID_A}","host":"${ID_B}","name":"web1",` +
       `"incarnation":"${ID_A}","epoch":3}`,
   );
   const all: Message[] = [
@@ -237,6 +237,7 @@ Deno.test("wire messages: golden HELLO payload, and each message round-trips", (
     { ...hello, type: MsgType.Welcome, readOnly: true },
     { type: MsgType.Error, code: "busy", message: "another run holds it" },
     { type: MsgType.RecordsRequest, offset: 64 },
+    { type: MsgType.RecordsRequest, offset: 64, limit: 8 << 20 },
     { type: MsgType.FileRequest, path: "dir/file name", from: 1 << 20, compress: true },
     { type: MsgType.PositionRequest, host: ID_A, incarnation: ID_B },
     { type: MsgType.Position, position: { seq: 7, offset: 900 } },
@@ -265,6 +266,8 @@ Deno.test("wire messages: a hostile peer's fields are refused with what is wrong
     ["float offset", MsgType.RecordsRequest, j({ offset: 1.5 }), "offset is not"],
     ["huge offset", MsgType.RecordsRequest, j({ offset: 2 ** 60 }), "offset is not"],
     ["string offset", MsgType.RecordsRequest, j({ offset: "64" }), "offset is not"],
+    ["negative limit", MsgType.RecordsRequest, j({ offset: 64, limit: -1 }), "limit is not"],
+    ["unknown field", MsgType.RecordsRequest, j({ offset: 64, max: 1 }), "unknown fields max"],
     [
       "absolute path",
       MsgType.FileRequest,

@@ -38,6 +38,7 @@ import { assert, assertEquals } from "./assert.ts";
 import { prng } from "./helpers.ts";
 import { haveOpenssl, makeTls, startServer } from "./https_server.ts";
 import { MsgType } from "../src/wire/frame.ts";
+import { frameLength } from "../src/kml/record.ts";
 import { chance, int, sessionSeed } from "./fuzz/random.ts";
 import { equalBytes, frame, jsonBytes } from "./fuzz/bytes.ts";
 import { makeWorld, pictures, type World } from "./fuzz/world.ts";
@@ -159,6 +160,14 @@ async function httpsCampaign([w]: World[], stats: Stats): Promise<string> {
       const records = await conn.next(() => "after the fuzz");
       assert(records && !(records instanceof Error) && records.type === MsgType.Records);
       assert(equalBytes(records.payload, w.kml.subarray(64)), "the log, unchanged");
+      // A window (protocol 2's limit): the records up to the one reaching 1 byte, the first.
+      const ask = jsonBytes({ offset: 64, limit: 1 });
+      await conn.send([frame(MsgType.RecordsRequest, 5, ask)], prng(SEED));
+      const first = await conn.next(() => "a window of the log");
+      assert(first && !(first instanceof Error) && first.type === MsgType.Records);
+      const len = frameLength(w.kml.subarray(64));
+      assert(len < w.kml.length - 64, "the log holds more than one record");
+      assert(equalBytes(first.payload, w.kml.subarray(64, 64 + len)), "one record, whole");
       await conn.send([frame(MsgType.Bye, 3, new Uint8Array())], prng(SEED));
       assertEquals(await conn.next(() => "after BYE"), null);
     }, async () => (await stop()).stderr);

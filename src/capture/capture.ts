@@ -28,9 +28,9 @@ export function capture(vol: Volume, scope?: Iterable<string>): CaptureResult {
     ? scanScope(vol.root, {
       get: (p) => vol.state.getEntry(p),
       under: (d) => vol.state.entriesUnder(d),
-      withInode: (ino) => vol.state.entriesWithInode(ino),
+      withInode: (ino) => vol.state.withInode(ino),
     }, scope)
-    : scan(vol.root, vol.state.loadIndex());
+    : scan(vol.root, vol.state);
   if (found.changes.length > 0 || found.updates.size > 0) {
     vol.recordLocal(found.changes, found.updates);
   }

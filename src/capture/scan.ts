@@ -3,6 +3,9 @@
  * state and describes the difference as KML changes. Only files whose size,
  * mtime or inode moved are hashed; a path that reappears under a new name
  * with the same inode becomes one rename (a directory's contents move with it).
+ * A full scan streams the walk and the index side by side in path order and
+ * keeps only what differs, so an unchanged tree costs little memory however
+ * large it is.
  *
  * @module
  */
@@ -14,7 +17,7 @@ import { hashFile } from "../fs/hash.ts";
 import { lstatNs, mtimeNsOf, sameMtime, typeBits } from "../fs/stat.ts";
 import { isWithin, parentOf } from "../fs/paths.ts";
 import { groupName, userName } from "../fs/owners.ts";
-import { type Seen, walk, type WalkResult } from "./walk.ts";
+import { type Seen, walkInOrder, type WalkResult } from "./walk.ts";
 
 export type { Change } from "../kml/record.ts";
 
@@ -26,9 +29,52 @@ export interface ScanResult {
   problems: string[];
 }
 
-/** Scans the whole volume at `root` against `index` (which it does not modify). */
-export function scan(root: string, index: Map<string, Entry>): ScanResult {
-  return diffTree(root, new Map(index), walk(root));
+/** The index as a full scan reads it. */
+export interface OrderedIndex {
+  /** Every row, in the order of the paths' UTF-8 bytes. */
+  ordered(): Iterable<[string, Entry]>;
+  /** Every row of a file with inode `ino` (the names of a hard-linked file). */
+  withInode(ino: number): Iterable<[string, Entry]>;
+}
+
+/** A map of index rows as an OrderedIndex (tests, and small indexes). */
+export function mapIndex(rows: Map<string, Entry>): OrderedIndex {
+  const byInode = indexByInode(rows);
+  return {
+    ordered: () => [...rows].sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0),
+    withInode: byInode,
+  };
+}
+
+/**
+ * Scans the whole volume at `root` against `index` (which it does not
+ * modify). The walk and the index are merged in path order; a path both
+ * have, unchanged, is dropped there, and diffTree sees only the rest. A path
+ * the two orders disagree on is simply seen on both sides. `visit` is told
+ * every path walked.
+ */
+export function scan(
+  root: string,
+  index: OrderedIndex,
+  visit?: (path: string) => void,
+): ScanResult {
+  const tree: WalkResult = { seen: new Map(), unreadable: [], problems: [] };
+  const old = new Map<string, Entry>();
+  const rows = index.ordered()[Symbol.iterator]();
+  let row = rows.next();
+  for (const [p, s] of walkInOrder(root, tree)) {
+    visit?.(p);
+    for (; !row.done && row.value[0] < p; row = rows.next()) old.set(row.value[0], row.value[1]);
+    if (!row.done && row.value[0] === p) {
+      const before = row.value[1];
+      row = rows.next();
+      if (unchanged(before, s)) continue;
+      old.set(p, before);
+    }
+    tree.seen.set(p, s);
+  }
+  for (; !row.done; row = rows.next()) old.set(row.value[0], row.value[1]);
+  return diffTree(root, old, tree, (ino) => index.withInode(ino));
 }
 
 /**

@@ -1,6 +1,8 @@
 /**
  * A stat walk of the volume tree (never following symlinks, never entering
- * `.replicator/`). Paths are volume-relative, parents before children.
+ * `.replicator/`). Paths are volume-relative, parents before children:
+ * collected in a map (`walk`, `walkDir`), or streamed in the index's order
+ * (`walkInOrder`), holding one directory's entries per level.
  *
  * @module
  */
@@ -31,15 +33,53 @@ export function walk(root: string): WalkResult {
 
 /** Adds `rel` (a directory) and everything below it to `out`. */
 export function walkDir(root: string, rel: string, out: WalkResult): void {
+  for (const [path, seen] of listDir(root, rel, out)) {
+    out.seen.set(path, seen);
+    if (seen.type === "d") walkDir(root, path, out);
+  }
+}
+
+/** What a walk reports besides the entries. */
+export type WalkProblems = Omit<WalkResult, "seen">;
+
+/**
+ * The entries below `rel` (a directory) in the order of their paths' UTF-8
+ * bytes, which is the index's order (SQLite compares text as bytes): a
+ * directory's own entry comes where its name sorts, its contents where
+ * "name/" does ("a", "a.txt", "a/x", "a0"). Strings compare by UTF-16 code
+ * units, so names beyond U+FFFF may come out of that order; a reader that
+ * merges must then see a path as on one side only, not lose it.
+ */
+export function* walkInOrder(
+  root: string,
+  out: WalkProblems,
+  rel = "",
+): Generator<[string, Seen]> {
+  const items: [key: string, path: string, seen: Seen | null][] = [];
+  for (const [path, seen] of listDir(root, rel, out)) {
+    const name = rel ? path.slice(rel.length + 1) : path;
+    items.push([name, path, seen]);
+    if (seen.type === "d") items.push([name + "/", path, null]);
+  }
+  items.sort((x, y) => x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0);
+  for (const [, path, seen] of items) {
+    if (seen) yield [path, seen];
+    else yield* walkInOrder(root, out, path);
+  }
+}
+
+/** The entries directly in directory `rel`, name order, statted (none if it cannot be listed). */
+function listDir(root: string, rel: string, out: WalkProblems): [string, Seen][] {
   let names: string[];
   try {
     names = [...Deno.readDirSync(rel ? `${root}/${rel}` : root)].map((e) => e.name);
   } catch (e) {
     out.unreadable.push(rel);
     out.problems.push(`cannot list ${rel || "."}: ${(e as Error).message}`);
-    return;
+    return [];
   }
   names.sort();
+  const found: [string, Seen][] = [];
   for (const name of names) {
     if (rel === "" && name === META_DIR) continue;
     const path = rel ? `${rel}/${name}` : name;
@@ -51,7 +91,7 @@ export function walkDir(root: string, rel: string, out: WalkResult): void {
     }
     const seen = st as Seen; // one object per entry: the walk is the hot path of a scan
     seen.target = st.type === "l" ? Deno.readLinkSync(`${root}/${path}`) : "";
-    out.seen.set(path, seen);
-    if (st.type === "d") walkDir(root, path, out);
+    found.push([path, seen]);
   }
+  return found;
 }

@@ -13,7 +13,7 @@ import { findRoot, type Volume } from "../volume/volume.ts";
 import { flushLentoAsync } from "../capture/lento_client.ts";
 import { lockWaitMs } from "../volume/lock.ts";
 import { awaitHello, sayHello, type Verdict } from "../wire/handshake.ts";
-import { type Identity, printable } from "../wire/messages.ts";
+import { type Identity, printable, PROTOCOL_VERSION } from "../wire/messages.ts";
 import { type Channel, Session } from "../wire/session.ts";
 import { identityOf, type Peer } from "./peer.ts";
 import { fromWire, type ReadOptions, remotePeer, toWire } from "./remote.ts";
@@ -24,7 +24,7 @@ import { volumeHandler } from "./serve.ts";
  * id zero. The server welcomes it whatever its volume.
  */
 const NEWCOMER: Identity = {
-  protocol: 1,
+  protocol: PROTOCOL_VERSION,
   volume: "0".repeat(32),
   host: "0".repeat(32),
   name: "",

@@ -43,8 +43,11 @@ export interface Peer {
   readonly who: PeerIdentity;
   /** How the user named it (a path or a URL), for messages. */
   readonly label: string;
-  /** Raw records of the peer's KML from `offset` (a record boundary) to its end. */
-  records(offset: number): AsyncIterable<Frame>;
+  /**
+   * Raw records of the peer's KML from `offset` (a record boundary): up to
+   * the one that brings them to `limit` bytes, or to the log's end.
+   */
+  records(offset: number, limit: number): AsyncIterable<Frame>;
   /**
    * The bytes of the peer's regular file at `path`, from byte `from`. Throws
    * ContentGoneError if no regular file is there. The bytes are not trusted:
@@ -121,6 +124,21 @@ export async function* readBeneath(
   }
 }
 
+/**
+ * The records of `frames` (read from `offset`) up to the one that brings
+ * them to `limit` bytes: a window of a log, so a pull holds a bounded part.
+ */
+export function* windowOf(
+  frames: Iterable<Frame>,
+  offset: number,
+  limit: number,
+): Generator<Frame> {
+  for (const f of frames) {
+    yield f;
+    if (f.offset + f.bytes.length - offset >= limit) return;
+  }
+}
+
 /** True if `e` says the peer has no regular file at a path (any more). */
 export function gone(e: unknown): boolean {
   return e instanceof ContentGoneError || noFileThere(e);
@@ -139,8 +157,8 @@ export function localPeer(
   return {
     who: identityOf(v),
     label: v.root,
-    records: async function* (offset) {
-      yield* v.kml.frames(offset);
+    records: async function* (offset, limit) {
+      yield* windowOf(v.kml.frames(offset), offset, limit);
     },
     read: async function* (path, from) {
       for await (const chunk of readBeneath(v.root, path, from)) {

@@ -60,18 +60,33 @@ interface Accepted {
 
 /**
  * Records applied per transaction (REPLICATOR_BATCH_RECORDS, default 4096).
- * Bounds memory and the work a crash loses; which content travels is still
- * decided over everything new, so each file is fetched once.
+ * Bounds memory and the work a crash loses.
  */
 function batchRecords(): number {
-  const n = Number(Deno.env.get("REPLICATOR_BATCH_RECORDS") ?? "4096");
-  return Number.isInteger(n) && n > 0 ? n : 4096;
+  return positiveEnv("REPLICATOR_BATCH_RECORDS", 4096);
 }
 
 /**
- * Pulls everything new from `peer` into `vol`: records first, then for each
- * batch the content it needs (prefetched into `.replicator/fetch/`), then the
- * batch's transaction; last, content still wanted from earlier pulls.
+ * Bytes of the peer's log read and planned together (REPLICATOR_WINDOW_BYTES,
+ * default 8 MiB, some 40,000 records): what a pull holds in memory whatever
+ * the log's length. Which content travels is decided over a whole window, so
+ * a file stored and then replaced or renamed within one is fetched once, at
+ * its final path.
+ */
+function windowBytes(): number {
+  return positiveEnv("REPLICATOR_WINDOW_BYTES", 8 << 20);
+}
+
+function positiveEnv(name: string, fallback: number): number {
+  const n = Number(Deno.env.get(name) ?? fallback);
+  return Number.isInteger(n) && n > 0 ? n : fallback;
+}
+
+/**
+ * Pulls everything new from `peer` into `vol`, one window of the peer's log
+ * at a time: its records, then for each batch the content it needs
+ * (prefetched into `.replicator/fetch/`), then the batch's transaction; last,
+ * content still wanted from earlier pulls.
  */
 export async function pull(vol: Volume, peer: Peer, progress?: Progress): Promise<PullResult> {
   const result: PullResult = {
@@ -92,7 +107,6 @@ export async function pull(vol: Volume, peer: Peer, progress?: Progress): Promis
   const exp: ExpectEntry = before.incarnation === who.incarnation
     ? { ...before }
     : { ...before, incarnation: who.incarnation, readSeq: 0, readOffset: KML_HEADER_BYTES };
-  const accepted = await readNew(vol, peer, exp, result);
   const confirmed = await peer.readPosition(vol.hostId, vol.kml.header.incarnation);
   if (confirmed) [exp.confirmedSeq, exp.confirmedOffset] = [confirmed.seq, confirmed.offset];
   const others = expects.filter((e) => e.host !== who.hostId);
@@ -103,9 +117,17 @@ export async function pull(vol: Volume, peer: Peer, progress?: Progress): Promis
     progress,
   };
   const receivedBefore = peer.received();
-  result.received = accepted.length;
-  if (accepted.length > 0) await applyAll(vol, cache, accepted, exp, others, result, xfer);
-  else if (JSON.stringify(exp) !== JSON.stringify(before)) vol.writeExpect([...others, exp]);
+  const reader = new RecordReader(vol, peer, exp, result);
+  let written = before;
+  for (let more = true; more;) {
+    const window = await reader.window(windowBytes());
+    more = window.more;
+    result.received += window.accepted.length;
+    if (window.accepted.length === 0) continue;
+    written = await applyWindow(vol, cache, window.accepted, reader, others, result, xfer);
+  }
+  reader.finish();
+  if (JSON.stringify(exp) !== JSON.stringify(written)) vol.writeExpect([...others, exp]);
   const wanted = vol.state.wanted();
   if (wanted.length > 0) {
     await cache.fill(wanted, xfer);
@@ -121,18 +143,19 @@ export async function pull(vol: Volume, peer: Peer, progress?: Progress): Promis
 }
 
 /**
- * Applies `accepted` in batches, each one transaction that also moves this
- * peer's Expect entry (the last one to `exp`), never past a held-back record.
+ * Applies one window's `accepted` records in batches, each one transaction
+ * that also moves this peer's Expect entry past its last record, never past
+ * a held-back one. Returns the entry the last batch wrote.
  */
-async function applyAll(
+async function applyWindow(
   vol: Volume,
   cache: FetchCache,
   accepted: Accepted[],
-  exp: ExpectEntry,
+  reader: RecordReader,
   others: ExpectEntry[],
   result: PullResult,
   xfer: Transfer,
-): Promise<void> {
+): Promise<ExpectEntry> {
   const records = accepted.map((a) => a.record);
   const finals = finalContent(records);
   for (const i of finals.keys()) {
@@ -141,12 +164,10 @@ async function applyAll(
     xfer.total.bytes += records[i].size;
   }
   const size = batchRecords();
+  let upTo = reader.positionAfter(accepted[0]);
   for (let start = 0; start < accepted.length; start += size) {
     const part = accepted.slice(start, start + size);
-    const lastOne = part.at(-1)!;
-    const upTo = start + size >= accepted.length || lastOne.end > exp.readOffset
-      ? exp
-      : { ...exp, readSeq: lastOne.seq, readOffset: lastOne.end };
+    upTo = reader.positionAfter(part.at(-1)!);
     const batch: Batch = {
       records: part.map((a) => a.record),
       frames: part.map((a) => a.bytes),
@@ -161,6 +182,7 @@ async function applyAll(
     result.deferred.push(...done.deferred);
     result.problems.push(...done.problems);
   }
+  return upTo;
 }
 
 /** The content staging will ask for: each fetch need, with its record's digest. */
@@ -184,70 +206,118 @@ function shifted(finals: Map<number, string>, start: number, n: number): Map<num
   return out;
 }
 
+/** One window's records to apply, and whether the peer's log may hold more. */
+interface Window {
+  accepted: Accepted[];
+  more: boolean;
+}
+
 /**
- * Reads the peer's new records, advancing `exp`, keeping those to apply:
- * from a host that held the permit in their epoch, and next in their
- * origin's sequence. A relayed record further ahead (a gap) is held back and
- * `exp` stops before it, so it is read again by later pulls; no sequence
- * number a relay sends can mark records this replica has not seen as applied
- * (rule 10).
+ * Reads the peer's new records window by window, advancing `exp`, keeping
+ * those to apply: from a host that held the permit in their epoch, and next
+ * in their origin's sequence. A relayed record further ahead (a gap) is held
+ * back and `exp` stops before it (`finish`), so it is read again by later
+ * pulls; no sequence number a relay sends can mark records this replica has
+ * not seen as applied (rule 10).
  */
-async function readNew(
-  vol: Volume,
-  peer: Peer,
-  exp: ExpectEntry,
-  result: PullResult,
-): Promise<Accepted[]> {
-  const applied = vol.state.origins();
-  let permit = vol.permit();
-  const holders = new Map<number, string>();
-  const out: Accepted[] = [];
-  let stop: { seq: number; offset: number } | undefined;
-  const gaps = new Map<string, number>();
-  for await (const f of peer.records(exp.readOffset)) {
-    let r: KmlRecord;
-    try {
-      r = decodeRecord(f.bytes);
-    } catch (e) {
-      throw new HostilePeerError(
-        `peer ${peer.who.hostName} sent a bad record at ${f.offset}: ${(e as FormatError).message}`,
-      );
+class RecordReader {
+  private readonly applied: Map<string, number>;
+  private permit: { epoch: number; holder: string };
+  private readonly holders = new Map<number, string>();
+  /** Where `exp` must stop: before the first held-back record. */
+  private stop: { seq: number; offset: number } | undefined;
+  private readonly gaps = new Map<string, number>();
+
+  constructor(
+    private readonly vol: Volume,
+    private readonly peer: Peer,
+    private readonly exp: ExpectEntry,
+    private readonly result: PullResult,
+  ) {
+    this.applied = vol.state.origins();
+    this.permit = vol.permit();
+  }
+
+  /** The next records, about `limit` bytes of the peer's log (a hostile peer's extra is not read). */
+  async window(limit: number): Promise<Window> {
+    const { peer, exp } = this;
+    const from = exp.readOffset;
+    const out: Accepted[] = [];
+    for await (const f of peer.records(from, limit)) {
+      let r: KmlRecord;
+      try {
+        r = decodeRecord(f.bytes);
+      } catch (e) {
+        throw new HostilePeerError(
+          `peer ${peer.who.hostName} sent a bad record at ${f.offset}: ${
+            (e as FormatError).message
+          }`,
+        );
+      }
+      const at = { seq: exp.readSeq, offset: exp.readOffset };
+      exp.readOffset = f.offset + f.bytes.length;
+      exp.readSeq++;
+      if (this.accept(r, at)) {
+        out.push({
+          record: r,
+          bytes: new Uint8Array(f.bytes),
+          seq: exp.readSeq,
+          end: exp.readOffset,
+        });
+      }
+      if (exp.readOffset - from >= limit) return { accepted: out, more: true };
     }
-    const at = { seq: exp.readSeq, offset: exp.readOffset };
-    exp.readOffset = f.offset + f.bytes.length;
-    exp.readSeq++;
-    const last = applied.get(r.originHost) ?? 0;
-    if (r.originHost === vol.hostId || r.originSeq <= last) continue;
+    return { accepted: out, more: false };
+  }
+
+  /** True if `r` (read at `at`) is to be applied; counts it as rejected or held back if not. */
+  private accept(r: KmlRecord, at: { seq: number; offset: number }): boolean {
+    const { vol, peer, result } = this;
+    const last = this.applied.get(r.originHost) ?? 0;
+    if (r.originHost === vol.hostId || r.originSeq <= last) return false;
     checkRecord(r, `peer ${peer.who.hostName}`);
     if (r.op === Op.Permit) {
-      if (r.epoch <= permit.epoch || (permit.epoch > 0 && r.originHost !== permit.holder)) {
+      const { epoch, holder } = this.permit;
+      if (r.epoch <= epoch || (epoch > 0 && r.originHost !== holder)) {
         result.rejected++;
-        continue;
+        return false;
       }
-    } else if ((holders.get(r.epoch) ?? vol.holderOf(r.epoch)) !== r.originHost) {
+    } else if ((this.holders.get(r.epoch) ?? vol.holderOf(r.epoch)) !== r.originHost) {
       result.rejected++;
-      continue;
+      return false;
     }
     // The origin itself may skip numbers (a log cut by fsck --repair); relays may not.
     if (r.originSeq !== last + 1 && r.originHost !== peer.who.hostId) {
       result.heldBack++;
-      stop ??= at;
-      if (!gaps.has(r.originHost)) gaps.set(r.originHost, last);
-      continue;
+      this.stop ??= at;
+      if (!this.gaps.has(r.originHost)) this.gaps.set(r.originHost, last);
+      return false;
     }
     if (r.op === Op.Permit) {
-      permit = { epoch: r.epoch, holder: r.target };
-      holders.set(r.epoch, r.target);
+      this.permit = { epoch: r.epoch, holder: r.target };
+      this.holders.set(r.epoch, r.target);
     }
-    applied.set(r.originHost, r.originSeq);
-    out.push({ record: r, bytes: new Uint8Array(f.bytes), seq: exp.readSeq, end: exp.readOffset });
+    this.applied.set(r.originHost, r.originSeq);
+    return true;
   }
-  if (stop) [exp.readSeq, exp.readOffset] = [stop.seq, stop.offset];
-  for (const [host, last] of gaps) {
-    result.problems.push(
-      `peer ${peer.who.hostName}: records of host ${host} after its record ${last} are missing from ` +
-        `its log; later ones are held back (check that peer's log with 'replicator fsck' there)`,
-    );
+
+  /** The Expect entry once `a` is applied: just past it, or at the held-back record before it. */
+  positionAfter(a: Accepted): ExpectEntry {
+    const stop = this.stop;
+    return stop && a.end > stop.offset
+      ? { ...this.exp, readSeq: stop.seq, readOffset: stop.offset }
+      : { ...this.exp, readSeq: a.seq, readOffset: a.end };
   }
-  return out;
+
+  /** After the last window: `exp` goes back to the first held-back record, each gap reported. */
+  finish(): void {
+    if (this.stop) [this.exp.readSeq, this.exp.readOffset] = [this.stop.seq, this.stop.offset];
+    for (const [host, last] of this.gaps) {
+      this.result.problems.push(
+        `peer ${this.peer.who.hostName}: records of host ${host} after its record ${last} are ` +
+          `missing from its log; later ones are held back (check that peer's log with ` +
+          `'replicator fsck' there)`,
+      );
+    }
+  }
 }

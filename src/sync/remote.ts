@@ -12,7 +12,7 @@ import type { Frame as KmlFrame } from "../kml/log.ts";
 import type { CaptureResult } from "../capture/capture.ts";
 import { inflateRawSync } from "node:zlib";
 import { FLAG_DEFLATE, FLAG_END, MsgType, ProtocolError, SEND_BYTES } from "../wire/frame.ts";
-import { type Identity, printable } from "../wire/messages.ts";
+import { type Identity, printable, PROTOCOL_VERSION } from "../wire/messages.ts";
 import type { Welcome } from "../wire/handshake.ts";
 import { RemoteError, type Session } from "../wire/session.ts";
 import { ContentGoneError, type Peer, type PeerIdentity } from "./peer.ts";
@@ -21,7 +21,7 @@ import type { PullResult } from "./pull.ts";
 /** Identity as the handshake carries it. */
 export function toWire(who: PeerIdentity): Identity {
   return {
-    protocol: 1,
+    protocol: PROTOCOL_VERSION,
     volume: who.volumeId,
     host: who.hostId,
     name: who.hostName,
@@ -59,7 +59,7 @@ export function remotePeer(
   return {
     who,
     label,
-    records: (offset) => records(session, offset),
+    records: (offset, limit) => records(session, offset, limit),
     read: (path, from) => read(session, path, from, !!opts.compress, count),
     received: () => count.bytes,
     readPosition: async (host, incarnation) => {
@@ -82,9 +82,16 @@ export function remotePeer(
 }
 
 /** The records of a RECORDS stream, with their offsets in the peer's log. */
-async function* records(session: Session, offset: number): AsyncGenerator<KmlFrame> {
+async function* records(
+  session: Session,
+  offset: number,
+  limit: number,
+): AsyncGenerator<KmlFrame> {
   let at = offset;
-  for await (const f of session.call({ type: MsgType.RecordsRequest, offset })) {
+  const ask = Number.isSafeInteger(limit)
+    ? { type: MsgType.RecordsRequest as const, offset, limit }
+    : { type: MsgType.RecordsRequest as const, offset };
+  for await (const f of session.call(ask)) {
     if (f.type !== MsgType.Records) {
       throw new ProtocolError("protocol", `${MsgType[f.type]} in reply to RECORDS?`);
     }

@@ -19,7 +19,7 @@ import { FLAG_DEFLATE, MsgType, ProtocolError, SEND_BYTES } from "../wire/frame.
 import { encodeJson } from "../wire/json.ts";
 import { changesVolume, type Message } from "../wire/messages.ts";
 import type { Handler, Reply } from "../wire/session.ts";
-import { ContentGoneError, type Peer, positionIn, readBeneath } from "./peer.ts";
+import { ContentGoneError, type Peer, positionIn, readBeneath, windowOf } from "./peer.ts";
 import { pull } from "./pull.ts";
 
 /** What a side serves. */
@@ -64,7 +64,7 @@ function answers(vol: Volume, opts: ServeOptions): Handler {
   return async (m: Message, reply: Reply) => {
     switch (m.type) {
       case MsgType.RecordsRequest:
-        return await sendRecords(vol, m.offset, reply);
+        return await sendRecords(vol, m.offset, m.limit ?? Infinity, reply);
       case MsgType.FileRequest:
         return await sendFile(vol, m.path, m.from, m.compress, reply);
       case MsgType.PositionRequest:
@@ -90,8 +90,16 @@ function answers(vol: Volume, opts: ServeOptions): Handler {
   };
 }
 
-/** RECORDS: whole records from `offset`, up to SEND_BYTES per frame. */
-async function sendRecords(vol: Volume, offset: number, reply: Reply): Promise<void> {
+/**
+ * RECORDS: whole records from `offset`, up to SEND_BYTES per frame, ending
+ * with the record that brings the reply to `limit` bytes (or the log's end).
+ */
+async function sendRecords(
+  vol: Volume,
+  offset: number,
+  limit: number,
+  reply: Reply,
+): Promise<void> {
   const end = vol.kml.size;
   if (offset < KML_HEADER_BYTES || offset > end) {
     return await reply.error("protocol", `offset ${offset} is outside the log (${end} bytes)`);
@@ -99,7 +107,7 @@ async function sendRecords(vol: Volume, offset: number, reply: Reply): Promise<v
   let buf = new Uint8Array(SEND_BYTES);
   let len = 0;
   try {
-    for (const f of vol.kml.frames(offset, end)) {
+    for (const f of windowOf(vol.kml.frames(offset, end), offset, limit)) {
       if (len + f.bytes.length > buf.length) {
         await reply.frame(MsgType.Records, buf.subarray(0, len), false);
         buf = new Uint8Array(SEND_BYTES);

@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS entries (
   size INTEGER NOT NULL, mtime_s INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
   digest TEXT NOT NULL, target TEXT NOT NULL,
   uid INTEGER NOT NULL DEFAULT -1, gid INTEGER NOT NULL DEFAULT -1) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS entries_by_ino ON entries (ino);
 CREATE TABLE IF NOT EXISTS origins (host TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS wanted (
@@ -144,8 +145,22 @@ export class State {
     return r && entryOfRow(r);
   }
 
+  /**
+   * Every row, one at a time, in path order (SQLite compares text as UTF-8
+   * bytes). Nothing may write to the database until the iteration ends.
+   */
+  *ordered(): Generator<[string, Entry]> {
+    const st = this.sql(`SELECT ${COLUMNS} FROM entries ORDER BY path`) as StatementSync & {
+      setReturnArrays(on: boolean): void;
+    };
+    st.setReturnArrays(true);
+    for (const r of st.iterate() as Iterable<unknown> as Iterable<RowArray>) {
+      yield [r[0], entryOfRow(r)];
+    }
+  }
+
   /** Every file row with inode `ino` (the names of a hard-linked file). */
-  entriesWithInode(ino: number): [string, Entry][] {
+  withInode(ino: number): [string, Entry][] {
     return this.rows("WHERE ino = ? AND type = 'f'", [String(ino)]).map((
       r,
     ) => [r[0], entryOfRow(r)]);

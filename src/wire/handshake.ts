@@ -52,7 +52,10 @@ export async function sayHello(
   if (m.type === MsgType.Error) throw new RemoteError(peer, m.code, m.message);
   const { type: _, ...welcome } = m as Extract<Message, { type: MsgType.Welcome }>;
   if (welcome.protocol !== PROTOCOL_VERSION) {
-    throw new ProtocolError("protocol", `${peer} speaks protocol ${welcome.protocol}, not 1`);
+    throw new ProtocolError(
+      "protocol",
+      `${peer} speaks protocol ${welcome.protocol}, not ${PROTOCOL_VERSION}`,
+    );
   }
   return { welcome, rest };
 }

@@ -29,11 +29,13 @@ export interface JsonShape {
   nullable?: boolean;
   /** Any fields are allowed (a RESULT's report). */
   anyFields?: boolean;
+  /** Fields that may be left out. */
+  optional?: readonly string[];
 }
 
 /**
  * Parses the payload of message `what`, which must be an object with exactly
- * `fields`, or what `shape` also allows. Throws ProtocolError.
+ * `fields` (less the optional ones), or what `shape` also allows. Throws ProtocolError.
  */
 export function decodeJson(
   payload: Uint8Array,
@@ -57,7 +59,7 @@ export function decodeJson(
   if (shape.anyFields) return value as Record<string, unknown>;
   const keys = Object.keys(value);
   const extra = keys.filter((k) => !fields.includes(k));
-  const missing = fields.filter((k) => !keys.includes(k));
+  const missing = fields.filter((k) => !keys.includes(k) && !shape.optional?.includes(k));
   if (extra.length || missing.length) {
     throw new ProtocolError(
       "protocol",

@@ -19,7 +19,7 @@ import { MsgType, ProtocolError } from "./frame.ts";
 import { decodeJson, encodeJson } from "./json.ts";
 
 /** The protocol version this code speaks. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 /** Longest text field (a name, an ERROR's message), in UTF-16 units as JSON.parse gives them. */
 export const MAX_TEXT = 4096;
 
@@ -69,7 +69,7 @@ export type Message =
   | ({ type: MsgType.Hello } & Identity)
   | ({ type: MsgType.Welcome; readOnly: boolean } & Identity)
   | { type: MsgType.Error; code: ErrorCode; message: string }
-  | { type: MsgType.RecordsRequest; offset: number }
+  | { type: MsgType.RecordsRequest; offset: number; limit?: number }
   | { type: MsgType.FileRequest; path: string; from: number; compress: boolean }
   | { type: MsgType.PositionRequest; host: string; incarnation: string }
   | { type: MsgType.Position; position: { seq: number; offset: number } | null }
@@ -84,12 +84,17 @@ const FIELDS: Partial<Record<MsgType, readonly string[]>> = {
   [MsgType.Hello]: IDENTITY,
   [MsgType.Welcome]: [...IDENTITY, "readOnly"],
   [MsgType.Error]: ["code", "message"],
-  [MsgType.RecordsRequest]: ["offset"],
+  [MsgType.RecordsRequest]: ["offset", "limit"],
   [MsgType.FileRequest]: ["path", "from", "compress"],
   [MsgType.PositionRequest]: ["host", "incarnation"],
   [MsgType.Position]: ["seq", "offset"],
   [MsgType.CaptureRequest]: [],
   [MsgType.PullRequest]: [],
+};
+
+/** Fields a message may leave out. */
+const OPTIONAL: Partial<Record<MsgType, readonly string[]>> = {
+  [MsgType.RecordsRequest]: ["limit"],
 };
 
 /** The JSON payload of a control message, fields in the document's order. */
@@ -117,7 +122,10 @@ export function decodeMessage(type: MsgType, payload: Uint8Array): Message {
   }
   const fields = FIELDS[type];
   if (!fields) throw new ProtocolError("protocol", `${what} carries bytes, not a message`);
-  const j = decodeJson(payload, what, fields, { nullable: type === MsgType.Position });
+  const j = decodeJson(payload, what, fields, {
+    nullable: type === MsgType.Position,
+    optional: OPTIONAL[type],
+  });
   const f = new Fields(what, j ?? {});
   switch (type) {
     case MsgType.Hello:
@@ -127,7 +135,9 @@ export function decodeMessage(type: MsgType, payload: Uint8Array): Message {
     case MsgType.Error:
       return { type, code: f.oneOf("code", ERROR_CODES), message: f.text("message") };
     case MsgType.RecordsRequest:
-      return { type, offset: f.count("offset") };
+      return j && "limit" in j
+        ? { type, offset: f.count("offset"), limit: f.count("limit") }
+        : { type, offset: f.count("offset") };
     case MsgType.FileRequest:
       return { type, path: f.path("path"), from: f.count("from"), compress: f.bool("compress") };
     case MsgType.PositionRequest:

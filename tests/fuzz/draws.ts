@@ -13,7 +13,7 @@ import {
   MsgType,
 } from "../../src/wire/frame.ts";
 import { MAX_JSON } from "../../src/wire/json.ts";
-import { decodeMessage, type Message } from "../../src/wire/messages.ts";
+import { decodeMessage, type Message, PROTOCOL_VERSION } from "../../src/wire/messages.ts";
 import { bytes, chance, hexId, int, pick, type Rng, weighted } from "./random.ts";
 import { concat, frame, hex, jsonBytes, rawHeader, text } from "./bytes.ts";
 import type { World } from "./world.ts";
@@ -99,7 +99,7 @@ export class Draws {
 
   hello(extra: Record<string, unknown> = {}): Record<string, unknown> {
     return {
-      protocol: 1,
+      protocol: PROTOCOL_VERSION,
       volume: this.w.volumeId,
       host: this.w.cloneHost,
       name: "fuzz-client",
@@ -127,7 +127,7 @@ export class Draws {
       [1, () => this.hello({ epoch: pick(r, [0, 1, 2 ** 53 - 1]) })],
       [1, () => this.hello({ incarnation: zero })],
       [1, () => this.hello({ host: zero })],
-      [2, () => this.hello({ protocol: pick(r, [0, 2, 99, 2 ** 31]) })],
+      [2, () => this.hello({ protocol: pick(r, [0, 1, PROTOCOL_VERSION + 1, 99, 2 ** 31]) })],
       [2, () => this.hello({ volume: hexId(r) })],
       [1, () => this.hello({ volume: zero })],
       [2, () => this.hello({ host: this.w.serverHost })],
@@ -169,7 +169,7 @@ export class Draws {
       return "refused";
     }
     const h = m as Extract<Message, { type: MsgType.Hello }>;
-    if (h.protocol !== 1) return "refused-error";
+    if (h.protocol !== PROTOCOL_VERSION) return "refused-error";
     const zero = "0".repeat(32);
     if (h.volume === zero && h.host === zero) return "welcome";
     if (h.volume !== this.w.volumeId || h.host === this.w.serverHost) return "refused-error";
