@@ -1,145 +1,285 @@
 /**
- * Benchmark: sync after a few changes with lento capturing (fanotify), against
- * `rsync -a` of the same change, on a large tree. Run as root (fanotify):
+ * Part "lento" of the bench: a sync after a few changes while lento captures
+ * on both replicas, against `rsync -a --delete` of the same change, at
+ * several tree sizes. Per size (BENCH_LENTO_FILES, default "20000 200000"
+ * ["2000 20000" under --quick]): a tree of files of 1–2 KiB, `replicator
+ * init` and `clone`, an rsync copy, one no-op sync of each tool without lento
+ * (the scan lento saves), then `replicator lento -v -C DIR` started on the
+ * source and on the destination and waited for until each has rescanned.
+ * Each round (BENCH_LENTO_REPS, 3) rewrites BENCH_LENTO_CHANGES (10) files
+ * in the source, then times `replicator sync -C DST SRC` and `rsync -a
+ * --delete --exclude=.replicator SRC/ RSYNC_DST/`; medians are reported.
+ * Both copies are verified against the source at the end; the lentos are
+ * stopped with SIGTERM and must exit 0.
  *
- *   node_modules/.bin/deno run -A bench/lento.ts
- *
- * Environment: LENTO_FILES (default 200000 files of 1–2 KiB), LENTO_CHANGES
- * (default 10), LENTO_REPS (default 3), BENCH_DIR (parent of the work dir),
- * BENCH_KEEP=1 keeps it. Target: rsync / replicator ≥ 10.
+ * Targets: rsync/replicator ≥ BENCH_LENTO_SPEEDUP (20) at the largest size,
+ * and time(largest)/time(smallest) ≤ BENCH_LENTO_GROWTH (1.2) for the
+ * replicator: its work follows the changes, not the tree. Needs root
+ * (fanotify; or /dev/presto); BENCH_LENTO=0 skips it, =1 fails if it cannot run.
  *
  * @module
  */
 
-const REPO = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
-const DENO = `${REPO}/node_modules/.bin/deno`;
-const FILES = Number(Deno.env.get("LENTO_FILES") ?? "200000");
-const CHANGES = Number(Deno.env.get("LENTO_CHANGES") ?? "10");
-const REPS = Number(Deno.env.get("LENTO_REPS") ?? "3");
-const WORK = `${Deno.env.get("BENCH_DIR") ?? "/tmp"}/replicator-lento-bench-${Date.now()}`;
-const SRC = `${WORK}/src`;
-const DST = `${WORK}/dst`;
-const RSYNC_DST = `${WORK}/dst-rsync`;
+import {
+  env,
+  envList,
+  flush,
+  generateTree,
+  grid,
+  log,
+  median,
+  noRoomFor,
+  notRunning,
+  type PartResult,
+  q,
+  repl,
+  Rng,
+  SEED,
+  skip,
+  timed,
+  type Timing,
+  type Tree,
+  verdict,
+  verify,
+  WORK,
+} from "./common.ts";
 
-function log(msg: string): void {
-  console.error(`[lento-bench ${new Date().toISOString().slice(11, 19)}] ${msg}`);
-}
+const SIZES = envList("BENCH_LENTO_FILES", q([2000, 20000], [20000, 200000]));
+const CHANGES = Math.max(1, env("BENCH_LENTO_CHANGES", 10));
+const REPS = Math.max(1, env("BENCH_LENTO_REPS", 3));
+const SPEEDUP = env("BENCH_LENTO_SPEEDUP", 20);
+const GROWTH = env("BENCH_LENTO_GROWTH", 1.2);
+/** How long a lento may take to arm and rescan before the bench gives up on it. */
+const READY_S = env("BENCH_LENTO_READY_S", 1800);
+const MIN_BYTES = 1024;
+const MAX_BYTES = 2048;
 
-async function run(cmd: string, args: string[]): Promise<number> {
-  const t0 = performance.now();
-  const out = await new Deno.Command(cmd, { args, stdin: "null", stdout: "piped", stderr: "piped" })
-    .output();
-  const s = (performance.now() - t0) / 1000;
-  if (!out.success) {
-    throw new Error(`${cmd} ${args.join(" ")} failed: ${new TextDecoder().decode(out.stderr)}`);
-  }
-  return s;
-}
-
-const replicator = (...args: string[]) =>
-  run(DENO, ["run", "-A", "--quiet", `${REPO}/mod.ts`, ...args]);
-
-function pathOf(i: number): string {
-  return `${SRC}/d${i % 100}/e${Math.floor(i / 100) % 40}/f${i}`;
-}
-
-function generate(): void {
-  let seed = 1;
-  const rnd = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31);
-  const buf = new Uint8Array(2048);
-  for (let i = 0; i < FILES; i++) {
-    const p = pathOf(i);
-    if (i < 4000) Deno.mkdirSync(p.slice(0, p.lastIndexOf("/")), { recursive: true });
-    for (let k = 0; k < 16; k++) buf[k] = rnd() & 0xff;
-    Deno.writeFileSync(p, buf.subarray(0, 1024 + (rnd() % 1024)));
-  }
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
-
-async function waitForRescan(child: Deno.ChildProcess): Promise<void> {
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let seen = "";
-  while (!seen.includes("rescanned")) {
-    const { done, value } = await reader.read();
-    if (done) throw new Error(`lento exited: ${seen}`);
-    seen += value;
-  }
-  reader.releaseLock();
-}
-
-Deno.mkdirSync(WORK, { recursive: true });
-log(`generating ${FILES} files in ${SRC}`);
-generate();
-log(`init: ${(await replicator("init", SRC, "--host", "src")).toFixed(1)} s`);
-log(`clone: ${(await replicator("clone", SRC, DST, "--host", "dst")).toFixed(1)} s`);
-log(
-  `rsync copy: ${
-    (await run("rsync", ["-a", "--exclude=.replicator", `${SRC}/`, `${RSYNC_DST}/`])).toFixed(1)
-  } s`,
-);
-const noopScan = await replicator("sync", "-C", DST, SRC);
-const rsyncNoop = await run("rsync", [
+const sleep = (ms: number) => new Promise((ok) => setTimeout(ok, ms));
+const rsync = (src: string, dst: string) => [
+  "rsync",
   "-a",
   "--delete",
   "--exclude=.replicator",
-  `${SRC}/`,
-  `${RSYNC_DST}/`,
-]);
+  `${src}/`,
+  `${dst}/`,
+];
 
-const lento = new Deno.Command(DENO, {
-  args: ["run", "-A", "--quiet", `${REPO}/mod.ts`, "lento", "-v", "-C", SRC],
-  stdin: "null",
-  stdout: "piped",
-  stderr: "inherit",
-}).spawn();
-const t0 = performance.now();
-await waitForRescan(lento);
-log(`lento armed (fanotify) and rescanned in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+/** A `replicator lento -v -C DIR` child, its output kept (and drained, so it never blocks). */
+class Lento {
+  private child: Deno.ChildProcess;
+  private out = "";
+  private err = "";
+  private exited: Deno.CommandStatus | null = null;
+  private pumps: Promise<void>[];
+  readonly started = performance.now();
 
-const ours: number[] = [];
-const theirs: number[] = [];
-for (let rep = 0; rep < REPS; rep++) {
-  for (let k = 0; k < CHANGES; k++) {
-    const i = (rep * 7919 + k * 104729) % FILES;
-    Deno.writeTextFileSync(pathOf(i), `changed in round ${rep}, file ${k}\n`);
+  constructor(readonly dir: string) {
+    const [cmd, ...args] = repl("lento", "-v", "-C", dir);
+    this.child = new Deno.Command(cmd, { args, stdin: "null", stdout: "piped", stderr: "piped" })
+      .spawn();
+    this.child.status.then((s) => (this.exited = s));
+    const pump = async (s: ReadableStream<Uint8Array>, to: (t: string) => void) => {
+      for await (const t of s.pipeThrough(new TextDecoderStream())) to(t);
+    };
+    this.pumps = [
+      pump(this.child.stdout, (t) => (this.out += t)),
+      pump(this.child.stderr, (t) => (this.err += t)),
+    ];
   }
-  ours.push(await replicator("sync", "-C", DST, SRC));
-  theirs.push(
-    await run("rsync", ["-a", "--delete", "--exclude=.replicator", `${SRC}/`, `${RSYNC_DST}/`]),
-  );
+
+  /** Waits until it has armed its event source and rescanned; returns the seconds that took. */
+  async ready(): Promise<number> {
+    while (!this.out.includes("rescanned")) {
+      if (this.exited) {
+        throw new Error(`${this.what()} exited (${this.exited.code}) before it was ready`);
+      }
+      if (performance.now() - this.started > READY_S * 1000) {
+        throw new Error(`${this.what()} not ready after ${READY_S} s (BENCH_LENTO_READY_S)`);
+      }
+      await sleep(20);
+    }
+    return (performance.now() - this.started) / 1000;
+  }
+
+  /** Its peak RSS so far (VmHWM), in MB. */
+  peakMB(): number {
+    try {
+      const m = Deno.readTextFileSync(`/proc/${this.child.pid}/status`).match(/VmHWM:\s+(\d+)/);
+      return m ? Number(m[1]) / 1024 : NaN;
+    } catch {
+      return NaN;
+    }
+  }
+
+  /** SIGTERM, and it must exit 0. */
+  async stop(): Promise<void> {
+    if (!this.exited) {
+      try {
+        this.child.kill("SIGTERM");
+      } catch { /* exited meanwhile */ }
+    }
+    const s = await this.child.status;
+    await Promise.all(this.pumps);
+    if (s.code !== 0) throw new Error(`${this.what()} exited ${s.code} on SIGTERM`);
+  }
+
+  private what(): string {
+    const tail = (this.out + this.err).trim().split("\n").slice(-10).join("\n");
+    return `replicator lento -C ${this.dir}:\n${tail}\n(lento)`;
+  }
+}
+
+/** Rewrites CHANGES distinct files of `tree` with new content of 1–2 KiB. */
+function change(tree: Tree, round: number): void {
+  const rng = new Rng(SEED * 7919 + tree.files + round);
+  const picked = new Set<number>();
+  const buf = new Uint8Array(MAX_BYTES);
+  while (picked.size < Math.min(CHANGES, tree.files)) picked.add(rng.int(0, tree.files - 1));
+  for (const i of picked) {
+    const b = buf.subarray(0, rng.int(MIN_BYTES, MAX_BYTES));
+    rng.fill(b);
+    Deno.writeFileSync(`${tree.root}/${tree.pathOf(i)}`, b);
+  }
+}
+
+interface SizeResult {
+  files: number;
+  sync: Timing[];
+  rsync: Timing[];
+  scan: Timing;
+  rsyncNoop: Timing;
+  ready: number;
+  lentoMB: number[];
+}
+
+async function oneSize(files: number): Promise<SizeResult> {
+  const dir = `${WORK}/lento-${files}`;
+  const src = `${dir}/src`, dst = `${dir}/dst`, rdst = `${dir}/dst-rsync`;
+  const tree = generateTree(src, files, MIN_BYTES, MAX_BYTES, SEED + files);
+  flush();
+  const setup = [
+    timed(repl("init", src, "--host", "src")),
+    timed(repl("clone", src, dst, "--host", "dst")),
+    timed(["rsync", "-a", "--exclude=.replicator", `${src}/`, `${rdst}/`]),
+  ];
   log(
-    `round ${rep + 1}: replicator ${ours.at(-1)!.toFixed(3)} s, rsync ${
-      theirs.at(-1)!.toFixed(3)
-    } s`,
+    `lento ${files}: init, clone, rsync copy: ${setup.map((t) => t.wall.toFixed(1)).join(", ")} s`,
   );
+  const scan = timed(repl("sync", "-C", dst, src));
+  const rsyncNoop = timed(rsync(src, rdst));
+  const lentos = [new Lento(src), new Lento(dst)];
+  const r: SizeResult = { files, sync: [], rsync: [], scan, rsyncNoop, ready: 0, lentoMB: [] };
+  let error: unknown = null;
+  try {
+    r.ready = Math.max(...await Promise.all(lentos.map((l) => l.ready())));
+    log(`lento ${files}: both lentos armed and rescanned after ${r.ready.toFixed(1)} s`);
+    for (let round = 0; round < REPS; round++) {
+      change(tree, round);
+      r.sync.push(timed(repl("sync", "-C", dst, src)));
+      await sleep(200); // the destination's lento records what the sync installed
+      r.rsync.push(timed(rsync(src, rdst)));
+      log(
+        `lento ${files} round ${round + 1}: replicator ${r.sync.at(-1)!.wall.toFixed(3)} s, ` +
+          `rsync ${r.rsync.at(-1)!.wall.toFixed(3)} s`,
+      );
+    }
+    r.lentoMB = lentos.map((l) => l.peakMB());
+  } catch (e) {
+    error = e;
+  }
+  for (const l of lentos) {
+    try {
+      await l.stop();
+    } catch (e) {
+      error ??= e; // else the first error is the one to report
+    }
+  }
+  if (error) throw error;
+  verify(`lento ${files}: replicator's copy`, dst, src);
+  verify(`lento ${files}: rsync's copy`, rdst, src);
+  return r;
 }
-lento.kill("SIGTERM");
-await lento.status;
 
-const check = await new Deno.Command("diff", {
-  args: ["-rq", "--exclude=.replicator", SRC, DST],
-}).output();
-if (!check.success) {
-  throw new Error(`destination differs:\n${new TextDecoder().decode(check.stdout)}`);
+/** Part "lento": needs root (fanotify). */
+export async function lentoPart(): Promise<PartResult> {
+  const why = notRunning("BENCH_LENTO", Deno.uid() === 0, "the lento part needs root (fanotify)");
+  if (why) return skip("lento", why);
+  const results: SizeResult[] = [];
+  const notes: string[] = [];
+  for (const files of SIZES) {
+    const why = noRoomFor(3, 2, files, MAX_BYTES);
+    if (why) {
+      notes.push(`${files} files skipped: ${why}`);
+      continue;
+    }
+    results.push(await oneSize(files));
+  }
+  console.log(
+    `\n== lento: sync after ${CHANGES} changed files, lento capturing on both replicas, vs rsync -a --delete`,
+  );
+  console.log(`files of 1-2 KiB; median of ${REPS} rounds; 'sync' before each timed run`);
+  for (const n of notes) console.log(n);
+  if (results.length === 0) return { name: "lento", skipped: notes.join("; "), miss: 0 };
+  const lines = [[
+    "files",
+    "replicator s",
+    "rsync s",
+    "rsync/repl",
+    "repl RSS MB",
+    "lento RSS MB src/dst",
+    "lentos ready s",
+    "no lento: repl scan s",
+    "rsync no-op s",
+  ]];
+  for (const r of results) {
+    const [s, t] = [median(r.sync.map((x) => x.wall)), median(r.rsync.map((x) => x.wall))];
+    lines.push([
+      String(r.files),
+      s.toFixed(3),
+      t.toFixed(3),
+      `${(t / s).toFixed(1)}x`,
+      (Math.max(...r.sync.map((x) => x.rssKiB)) / 1024).toFixed(1),
+      r.lentoMB.map((m) => m.toFixed(0)).join("/"),
+      r.ready.toFixed(1),
+      r.scan.wall.toFixed(3),
+      r.rsyncNoop.wall.toFixed(3),
+    ]);
+  }
+  console.log(grid(lines));
+  let miss = 0;
+  const big = results.at(-1)!;
+  const med = (r: SizeResult) => median(r.sync.map((x) => x.wall));
+  const speedup = median(big.rsync.map((x) => x.wall)) / med(big);
+  miss += speedup >= SPEEDUP ? 0 : 1;
+  console.log(
+    `rsync/replicator at ${big.files} files: ${speedup.toFixed(1)}x (target >= ${SPEEDUP}x): ${
+      verdict(speedup >= SPEEDUP)
+    }`,
+  );
+  if (results.length > 1) {
+    const small = results[0];
+    const growth = med(big) / med(small);
+    miss += growth <= GROWTH ? 0 : 1;
+    console.log(
+      `replicator time(${big.files})/time(${small.files}) = ${
+        growth.toFixed(2)
+      } (target <= ${GROWTH}): ${verdict(growth <= GROWTH)}`,
+    );
+  }
+  console.log(`both copies verified equal to the source after the last round`);
+  return {
+    name: "lento",
+    skipped: null,
+    detail: results.map((r) => r.files).join(", ") + " files" +
+      (notes.length ? `; ${notes.length} size(s) skipped` : ""),
+    miss,
+  };
 }
 
-const r = median(ours);
-const q = median(theirs);
-console.log(
-  `\ntree: ${FILES} files of 1-2 KiB; ${CHANGES} files changed per round; median of ${REPS}`,
-);
-console.log(
-  `no-op sync without lento (scan):  replicator ${noopScan.toFixed(3)} s, rsync ${
-    rsyncNoop.toFixed(3)
-  } s`,
-);
-console.log(`sync after ${CHANGES} changes, lento capturing: replicator ${r.toFixed(3)} s`);
-console.log(`rsync -a of the same change:                 rsync ${q.toFixed(3)} s`);
-console.log(
-  `rsync / replicator = ${(q / r).toFixed(1)}x (target >= 10x): ${q / r >= 10 ? "PASS" : "MISS"}`,
-);
-if (Deno.env.get("BENCH_KEEP") !== "1") await Deno.remove(WORK, { recursive: true });
+if (import.meta.main) {
+  console.error(
+    "bench/lento.ts is now a part of the bench: run `bash bench/run.sh` (all parts) or\n" +
+      "`BENCH_PARTS=lento BENCH_LENTO_FILES=200000 bash bench/run.sh` (bench/README.md)",
+  );
+  Deno.exit(2);
+}

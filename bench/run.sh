@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Benchmark replicator against `rsync -a`: local directory to directory, then over ssh on
-# 127.0.0.1 (BENCH_SSH=0 skips that).
-# See bench/README.md. Quick smoke run:  BENCH_FILES=2000 BENCH_BIG=2 bench/run.sh
+# The bench of issue 10, every part in one run (bench/main.ts): start-up; replicator vs rsync
+# directory to directory, then over ssh on 127.0.0.1; sync with lento on both sides; time and
+# memory on large trees. See bench/README.md.  Smoke run (CI):  bash bench/run.sh --quick
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -25,4 +25,4 @@ if [ ! -x "$deno" ]; then
 fi
 export DENO="$deno"
 
-exec "$deno" run -A "$here/bench.ts" "$@"
+exec "$deno" run -A "$here/main.ts" "$@"
