@@ -10,6 +10,7 @@
 export { clone, init, listPeers, log, setPeer, status, sync } from "./src/replica.ts";
 export type { LogEntry, PeerFailure, Status } from "./src/replica.ts";
 export { fsck } from "./src/fsck.ts";
+export { loadHashing } from "./src/fs/hash.ts";
 export type { SyncReport } from "./src/sync/sync.ts";
 export { Volume } from "./src/volume/volume.ts";
 export * from "./src/kml/mod.ts";

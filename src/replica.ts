@@ -10,8 +10,8 @@
  * @module
  */
 
-import { resolve } from "node:path";
-import { hostname } from "node:os";
+import { absolutePath } from "./fs/paths.ts";
+
 import { findRoot, isReplica, Volume } from "./volume/volume.ts";
 import { openReplica } from "./apply/open.ts";
 import { type PeerOptions, randomId, readConfig, writeConfig } from "./volume/config.ts";
@@ -20,14 +20,13 @@ import { decodeRecord, encodeRecord, type KmlRecord, NO_DIGEST, Op } from "./kml
 import { capture } from "./capture/capture.ts";
 import { type Change, scan } from "./capture/scan.ts";
 import { type SyncReport, syncVolumes, syncWith } from "./sync/sync.ts";
-import { connect, serveReplica, type ServerOptions } from "./sync/connect.ts";
+import type { ServerOptions } from "./sync/connect.ts";
 import type { Peer } from "./sync/peer.ts";
-import { openSsh, parseSshUrl, type SshConnection, type SshOptions } from "./transport/ssh.ts";
-import { type HttpsOptions, openWebSocket } from "./transport/websocket.ts";
-import { streamChannel } from "./wire/session.ts";
-import { listen, parseListen } from "./transport/listen.ts";
+import type { SshConnection, SshOptions } from "./transport/ssh.ts";
+import type { HttpsOptions } from "./transport/websocket.ts";
 import type { Progress } from "./sync/pull.ts";
 import { flushLento } from "./capture/lento_client.ts";
+import { loadHashing } from "./fs/hash.ts";
 import type { ExpectEntry } from "./expect/expect.ts";
 import { PeerMismatchError, ReplicatorError, UsageError } from "./errors.ts";
 
@@ -40,8 +39,8 @@ export interface HostOptions {
 
 /** Makes `dir` a new volume whose replica holds the permit (epoch 1), recording what is already there. */
 export function init(dir: string, opts: HostOptions = {}): void {
-  const command = commandLine(["init", resolve(dir)], opts);
-  const vol = Volume.create(dir, randomId(), opts.host ?? hostname(), command);
+  const command = commandLine(["init", absolutePath(dir)], opts);
+  const vol = Volume.create(dir, randomId(), opts.host ?? Deno.hostname(), command);
   try {
     exitHereForTests("created");
     const [permit] = vol.ownRecords([{ ...noChange(), op: Op.Permit, target: vol.hostId }], 1);
@@ -66,8 +65,8 @@ export async function clone(
   const src = openReplica(localPath(source));
   let vol: Volume | undefined;
   try {
-    const command = commandLine(["clone", src.root, resolve(dir)], opts);
-    vol = Volume.create(dir, src.config.volumeId, opts.host ?? hostname(), command);
+    const command = commandLine(["clone", src.root, absolutePath(dir)], opts);
+    vol = Volume.create(dir, src.config.volumeId, opts.host ?? Deno.hostname(), command);
     exitHereForTests("created");
     const report = await syncVolumes(vol, src, { progress: opts.progress });
     vol.finishCreating();
@@ -82,9 +81,24 @@ export async function clone(
  * Serves the replica containing `dir` over stdin and stdout (what an ssh
  * peer runs), for one session. Resolves true if it ended with BYE.
  */
-export function serveStdio(dir: string, opts: ServerOptions = {}): Promise<boolean> {
+export async function serveStdio(dir: string, opts: ServerOptions = {}): Promise<boolean> {
   findRoot(dir); // not a replica: say so now, not to the client
-  return serveReplica(streamChannel(Deno.stdin.readable, Deno.stdout.writable), dir, opts);
+  const [{ serveReplica }, { streamChannel }] = await network();
+  return await serveReplica(streamChannel(Deno.stdin.readable, Deno.stdout.writable), dir, opts);
+}
+
+/**
+ * The network side (sessions, ssh, https), imported when a command first
+ * needs it: local commands do not pay its loading at start-up.
+ */
+function network() {
+  return Promise.all([
+    import("./sync/connect.ts"),
+    import("./wire/session.ts"),
+    import("./transport/ssh.ts"),
+    import("./transport/websocket.ts"),
+    import("./transport/listen.ts"),
+  ]);
 }
 
 /** How `serve --listen` runs. */
@@ -102,6 +116,7 @@ export interface ListenServeOptions extends ServerOptions {
 /** Serves the replica containing `dir` over HTTPS until `signal` aborts. */
 export async function serveHttps(dir: string, opts: ListenServeOptions): Promise<void> {
   const root = findRoot(dir);
+  const [{ serveReplica }, , , , { listen, parseListen }] = await network();
   await listen({
     ...parseListen(opts.listen),
     token: opts.token,
@@ -134,6 +149,7 @@ function isRemote(peer: string): boolean {
 type Dialed = SshConnection;
 
 async function dial(url: string, opts: RemoteOptions): Promise<Dialed> {
+  const [, , { openSsh, parseSshUrl }, { openWebSocket }] = await network();
   if (url.startsWith("ssh://")) return openSsh(parseSshUrl(url), opts);
   const channel = await openWebSocket(url, opts);
   return {
@@ -155,6 +171,7 @@ async function withRemotePeer<T>(
   use: (peer: Peer) => Promise<T>,
 ): Promise<T> {
   const conn = await dial(url, opts);
+  const [{ connect }] = await network();
   try {
     const peer = await connect(conn.channel, local, url, { compress: opts.compress });
     try {
@@ -172,8 +189,8 @@ async function withRemotePeer<T>(
 /** Clones the replica at a URL: this side pulls; the peer takes nothing yet. */
 function cloneRemote(url: string, dir: string, opts: HostOptions & RemoteOptions) {
   return withRemotePeer(url, null, withPeerOptions(opts), async (peer) => {
-    const command = commandLine(["clone", url, resolve(dir)], opts);
-    const vol = Volume.create(dir, peer.who.volumeId, opts.host ?? hostname(), command);
+    const command = commandLine(["clone", url, absolutePath(dir)], opts);
+    const vol = Volume.create(dir, peer.who.volumeId, opts.host ?? Deno.hostname(), command);
     try {
       exitHereForTests("created");
       const report = await syncWith(vol, peer, { progress: opts.progress, oneWay: true });
@@ -275,8 +292,9 @@ export function readTokenFile(file: string): string {
 
 /** Syncs with a replica on another host. */
 async function syncRemote(root: string, url: string, opts: SyncOptions): Promise<SyncReport> {
+  const [, , { parseSshUrl }] = await network();
   if (url.startsWith("ssh://")) parseSshUrl(url); // a malformed URL is a usage error, before locking
-  const journaled = flushLento(root);
+  const [journaled] = await Promise.all([flushLento(root), loadHashing()]);
   const vol = openReplica(root);
   try {
     return await withRemotePeer(
@@ -298,7 +316,12 @@ async function syncOne(root: string, peerRoot: string, opts: SyncOptions): Promi
   }
   refuseSelf(root, peerRoot);
   // A side whose lento runs has its changes recorded already: no scan there.
-  const [journaled, remoteJournaled] = [root, peerRoot].map(flushLento);
+  // Both lentos record what they have queued while node:crypto loads here.
+  const [journaled, remoteJournaled] = await Promise.all([
+    flushLento(root),
+    flushLento(peerRoot),
+    loadHashing(),
+  ]);
   // Lock in path order, so two runs syncing the same pair in opposite directions cannot deadlock.
   const [first, second] = root < peerRoot ? [root, peerRoot] : [peerRoot, root];
   const a = openReplica(first);
@@ -359,7 +382,7 @@ function localPath(peer: string): string {
       `peer ${peer}: give a directory, or a file://, ssh:// or https:// URL`,
     );
   }
-  return resolve(peer);
+  return absolutePath(peer);
 }
 
 /** Status of a replica. */

@@ -150,7 +150,7 @@ Deno.test({
       ],
     }).output();
     assert(Deno.lstatSync(sock).isSocket);
-    assertEquals(flushLento(a), false);
+    assertEquals(await flushLento(a), false);
     const lento = await startLento(a);
     const log = json<Rec[]>(await cli(["log", "-C", a, "--json"]));
     assert(log.some((e) => e.op === "store" && e.path === "while-down"));

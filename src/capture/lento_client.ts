@@ -11,7 +11,7 @@
  */
 
 import { layoutOf } from "../volume/layout.ts";
-import { askUnixSocket, askUnixSocketAsync } from "../fs/unix_socket.ts";
+import { askUnixSocketAsync } from "../fs/unix_socket.ts";
 
 /** How long a sync waits for lento's acknowledgement before scanning itself. */
 const WAIT_MS = 5000;
@@ -25,12 +25,7 @@ export const FLUSH_DONE = "flushed";
  * made before this call; false if none runs (or it did not answer in time),
  * in which case the caller scans.
  */
-export function flushLento(root: string): boolean {
-  return askUnixSocket(layoutOf(root).lentoSock, `${FLUSH_REQUEST}\n`, WAIT_MS) === FLUSH_DONE;
-}
-
-/** flushLento for a server: its event loop goes on serving other sessions meanwhile. */
-export async function flushLentoAsync(root: string): Promise<boolean> {
+export async function flushLento(root: string): Promise<boolean> {
   const reply = await askUnixSocketAsync(layoutOf(root).lentoSock, `${FLUSH_REQUEST}\n`, WAIT_MS);
   return reply === FLUSH_DONE;
 }

@@ -5,8 +5,8 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
-import { resolve } from "node:path";
+import { type OptionSpec, parseArgs } from "./args.ts";
+import { absolutePath } from "../fs/paths.ts";
 import {
   clone,
   init,
@@ -20,11 +20,10 @@ import {
   status,
   sync,
 } from "../replica.ts";
-import { fsck } from "../fsck.ts";
 import { Exit, ReplicatorError, UsageError } from "../errors.ts";
 import { printLog, printStatus, printSyncReports, toJson } from "./output.ts";
 import { progressBar } from "./progress.ts";
-import { runLento } from "../capture/lento.ts";
+import { loadHashing } from "../fs/hash.ts";
 
 const USAGE = `usage:
   replicator init [DIR] [--host NAME]
@@ -61,7 +60,7 @@ const OPTIONS = {
   "ca-file": { type: "string" },
   compress: { type: "boolean" },
   help: { type: "boolean", short: "h" },
-} as const;
+} as const satisfies Record<string, OptionSpec>;
 
 type Flags = {
   C?: string;
@@ -133,16 +132,23 @@ function osHint(n: number): string {
   return "run the same command again; the work it did is kept or finished then";
 }
 
-function parse(args: string[]) {
+function parse(args: string[]): { values: Flags & { help?: boolean }; positionals: string[] } {
   try {
-    return parseArgs({ args, options: OPTIONS, allowPositionals: true, strict: true });
+    return parseArgs(args, OPTIONS) as { values: Flags; positionals: string[] };
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
 }
 
+/**
+ * Commands that may hash much load node:crypto first (`sync` does, while its
+ * lentos answer; `status` hashes only what changed, with the fallback).
+ */
+const HASHING = new Set(["init", "clone", "fsck", "lento", "serve"]);
+
 async function run(command: string, rest: string[], f: Flags): Promise<number> {
   const dir = f.C ?? ".";
+  if (HASHING.has(command)) await loadHashing();
   switch (command) {
     case "init":
       arity(rest, 0, 1);
@@ -170,7 +176,7 @@ async function run(command: string, rest: string[], f: Flags): Promise<number> {
       arity(rest, 0, 0);
       return printLog(log(dir), f);
     case "fsck":
-      return runFsck(dir, rest, f);
+      return await runFsck(dir, rest, f);
     case "peer":
       return runPeer(dir, rest, f);
     case "lento":
@@ -186,8 +192,9 @@ async function run(command: string, rest: string[], f: Flags): Promise<number> {
   }
 }
 
-function runFsck(dir: string, rest: string[], f: Flags): number {
+async function runFsck(dir: string, rest: string[], f: Flags): Promise<number> {
   arity(rest, 0, 0);
+  const { fsck } = await import("../fsck.ts");
   const problems = fsck(dir, f.repair);
   if (f.json) console.log(toJson({ problems }));
   else {
@@ -211,8 +218,8 @@ function runPeer(dir: string, rest: string[], f: Flags): number {
       ssh: f.ssh,
       remoteCmd: f["remote-cmd"],
       compress: f.compress,
-      tokenFile: f["token-file"] && resolve(f["token-file"]),
-      caFile: f["ca-file"] && resolve(f["ca-file"]),
+      tokenFile: f["token-file"] && absolutePath(f["token-file"]),
+      caFile: f["ca-file"] && absolutePath(f["ca-file"]),
     });
   } else if (sub === "remove" && args.length === 1) setPeer(dir, args[0], null);
   else if (sub === "list" && args.length === 0) {
@@ -230,6 +237,7 @@ function runPeer(dir: string, rest: string[], f: Flags): number {
 
 /** Runs lento in the foreground until SIGTERM or SIGINT. */
 async function runLentoCommand(dir: string, f: Flags): Promise<number> {
+  const { runLento } = await import("../capture/lento.ts");
   await untilStopped((signal) =>
     runLento(dir, {
       signal,

@@ -1,10 +1,32 @@
 /**
- * SHA-256 of whole files, streamed in bounded memory.
+ * SHA-256 of whole files, streamed in bounded memory. node:crypto computes
+ * it once `loadHashing()` has run (commands that hash many files await it
+ * first); until then Sha256 does, with the same result: importing
+ * node:crypto up front would cost every command, `status` and `--help`
+ * too, the start-up of the Node compatibility layer.
  *
  * @module
  */
 
-import { createHash, type Hash } from "node:crypto";
+import { Sha256 } from "./sha256.ts";
+
+/** An incremental SHA-256: node:crypto's, or Sha256. */
+export interface Hash {
+  update(data: Uint8Array): Hash;
+  digest(encoding: "hex"): string;
+}
+
+let nodeCrypto: typeof import("node:crypto") | undefined;
+
+/** Loads node:crypto for every later hash of this process. */
+export async function loadHashing(): Promise<void> {
+  nodeCrypto ??= await import("node:crypto");
+}
+
+/** A new SHA-256. */
+export function newHash(): Hash {
+  return nodeCrypto ? nodeCrypto.createHash("sha256") : new Sha256();
+}
 
 /** Shared read buffer: allocating 1 MiB per small file would dominate. */
 const buf = new Uint8Array(1 << 20);
@@ -22,7 +44,7 @@ export function hashFile(path: string, sizeHint = Infinity): string {
 
 /** Hex SHA-256 of the rest of an open file. */
 export function hashOpenFile(f: Deno.FsFile): string {
-  const h = createHash("sha256");
+  const h = newHash();
   feedOpenFile(f, h);
   return h.digest("hex");
 }
@@ -40,5 +62,5 @@ export function feedOpenFile(f: Deno.FsFile, h: Hash): number {
 
 /** Hex SHA-256 of bytes in memory. */
 export function hashBytes(b: Uint8Array): string {
-  return createHash("sha256").update(b).digest("hex");
+  return newHash().update(b).digest("hex");
 }

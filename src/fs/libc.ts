@@ -1,8 +1,10 @@
 /**
- * The libc calls Deno does not offer, in one symbol table loaded once, on
- * first use, via FFI: syncfs(2), utimensat(2) with nanoseconds and
- * AT_SYMLINK_NOFOLLOW, flock(2), statx(2), and what the event sources need
- * (eventfd, poll, read/write, ioctl, fanotify, file handles, statfs).
+ * The libc calls Deno does not offer, via FFI, in one symbol table whose
+ * symbols are each bound on first use (binding all at once costs ~10 ms of
+ * start-up, more than many a command's work): syncfs(2), utimensat(2) with
+ * nanoseconds and AT_SYMLINK_NOFOLLOW, flock(2), statx(2), and what the
+ * event sources need (eventfd, poll, read/write, ioctl, fanotify, file
+ * handles, statfs).
  *
  * Where one C function is needed with two signatures, each has its own key
  * and `name:` says which function it binds. Symbols declared
@@ -61,20 +63,32 @@ const SYMBOLS = {
   fchownat: { parameters: ["i32", "buffer", "u32", "u32", "i32"], result: "i32" },
   ftruncate: { parameters: ["i32", "i64"], result: "i32" },
   pwrite: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
-  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
-  connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
-  /** poll(2) on this thread (the lento hand-off waits in the synchronous sync path). */
-  pollSync: { name: "poll", parameters: ["buffer", "u64", "i32"], result: "i32" },
 } as const;
 
 /** The loaded symbols' type. */
 export type Lib = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 let lib: Lib | undefined;
 
-/** The loaded symbols. */
+/** The symbols, each bound when first read (then a plain property). */
 export function libc(): Lib {
-  lib ??= Deno.dlopen("libc.so.6", SYMBOLS).symbols;
+  lib ??= lazySymbols();
   return lib;
+}
+
+function lazySymbols(): Lib {
+  const out: Record<string, unknown> = {};
+  for (const key of Object.keys(SYMBOLS) as (keyof typeof SYMBOLS)[]) {
+    Object.defineProperty(out, key, {
+      configurable: true,
+      get() {
+        const one = { [key]: SYMBOLS[key] } as Pick<typeof SYMBOLS, typeof key>;
+        const fn = Deno.dlopen("libc.so.6", one).symbols[key];
+        Object.defineProperty(out, key, { value: fn });
+        return fn;
+      },
+    });
+  }
+  return out as Lib;
 }
 
 const encoder = new TextEncoder();

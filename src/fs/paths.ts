@@ -36,3 +36,16 @@ export function parentOf(p: string): string {
 export function isWithin(p: string, dir: string): boolean {
   return p === dir || p.startsWith(dir + "/");
 }
+
+/**
+ * `p` as an absolute path, "." and ".." resolved lexically (as node:path's
+ * resolve does, which costs start-up time to load).
+ */
+export function absolutePath(p: string): string {
+  const parts: string[] = [];
+  for (const part of (p.startsWith("/") ? p : `${Deno.cwd()}/${p}`).split("/")) {
+    if (part === "..") parts.pop();
+    else if (part !== "" && part !== ".") parts.push(part);
+  }
+  return "/" + parts.join("/");
+}

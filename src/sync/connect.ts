@@ -10,7 +10,7 @@
 import { BusyError, ReplicatorError, VolumeNotFoundError } from "../errors.ts";
 import { openReplica } from "../apply/open.ts";
 import { findRoot, type Volume } from "../volume/volume.ts";
-import { flushLentoAsync } from "../capture/lento_client.ts";
+import { flushLento } from "../capture/lento_client.ts";
 import { lockWaitMs } from "../volume/lock.ts";
 import { awaitHello, sayHello, type Verdict } from "../wire/handshake.ts";
 import { type Identity, printable, PROTOCOL_VERSION } from "../wire/messages.ts";
@@ -143,7 +143,7 @@ async function admit(
   let journaled: boolean;
   try {
     const root = findRoot(dir);
-    journaled = await flushLentoAsync(root); // before the lock: lento takes it to record
+    journaled = await flushLento(root); // before the lock: lento takes it to record
     vol = await openWaiting(root);
   } catch (e) {
     if (e instanceof BusyError) return { code: "busy", message: e.message };

@@ -4,7 +4,7 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
+import { newHash } from "../fs/hash.ts";
 
 /** One buffer for every copy: allocating per file would dominate small files. */
 const buf = new Uint8Array(1 << 20);
@@ -16,7 +16,7 @@ const buf = new Uint8Array(1 << 20);
  * stream through it.
  */
 export function copyHashing(input: Deno.FsFile, dest: string, perm: number): string {
-  const h = createHash("sha256");
+  const h = newHash();
   try {
     const first = readSome(input, buf);
     const rest = first === buf.length ? readSome(input, buf.subarray(0, 1)) : 0;

@@ -17,12 +17,11 @@
  * @module
  */
 
-import { createHash, type Hash } from "node:crypto";
 import { Beneath } from "../fs/beneath.ts";
 import type { Volume } from "../volume/volume.ts";
 import type { Amount, ContentSource, Progress } from "../apply/mod.ts";
 import { copyHashing } from "./copy.ts";
-import { feedOpenFile, hashOpenFile } from "../fs/hash.ts";
+import { feedOpenFile, type Hash, hashOpenFile, newHash } from "../fs/hash.ts";
 import { gone, type Peer } from "./peer.ts";
 import { META_DIR } from "../volume/layout.ts";
 
@@ -148,7 +147,7 @@ export class FetchCache {
   async #fetch(t: Beneath, w: Want, xfer: Transfer): Promise<void> {
     const part = `${DIR}/${w.digest}.part`;
     for (let attempt = 0; attempt < 2; attempt++) {
-      const h = createHash("sha256");
+      const h = newHash();
       const from = rehash(t, part, w.size, h);
       const got = await this.#receive(t, part, w, from, h, xfer);
       if (got === "gone") return t.tryUnlink(part);

@@ -10,7 +10,7 @@
 import { checkFrame, frameLength } from "../kml/record.ts";
 import type { Frame as KmlFrame } from "../kml/log.ts";
 import type { CaptureResult } from "../capture/capture.ts";
-import { inflateRawSync } from "node:zlib";
+import { zlib } from "../wire/zlib.ts";
 import { FLAG_DEFLATE, FLAG_END, MsgType, ProtocolError, SEND_BYTES } from "../wire/frame.ts";
 import { type Identity, printable, PROTOCOL_VERSION } from "../wire/messages.ts";
 import type { Welcome } from "../wire/handshake.ts";
@@ -122,7 +122,7 @@ async function* read(
         throw new ProtocolError("protocol", `${MsgType[f.type]} in reply to FILE?`);
       }
       count.bytes += f.payload.length;
-      const bytes = f.flags & FLAG_DEFLATE ? inflate(f.payload) : f.payload;
+      const bytes = f.flags & FLAG_DEFLATE ? await inflate(f.payload) : f.payload;
       if (bytes.length > 0) yield bytes;
       if (f.flags & FLAG_END) return;
     }
@@ -133,7 +133,8 @@ async function* read(
 }
 
 /** A deflated DATA payload, unpacked to at most the 1 MiB a DATA frame may carry. */
-function inflate(payload: Uint8Array): Uint8Array {
+async function inflate(payload: Uint8Array): Promise<Uint8Array> {
+  const { inflateRawSync } = await zlib();
   try {
     return inflateRawSync(payload, { maxOutputLength: SEND_BYTES });
   } catch (e) {

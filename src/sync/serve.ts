@@ -14,7 +14,7 @@ import { capture } from "../capture/capture.ts";
 import { KML_HEADER_BYTES } from "../kml/log.ts";
 import type { Volume } from "../volume/volume.ts";
 import { CorruptLogError } from "../errors.ts";
-import { deflateRawSync } from "node:zlib";
+import { zlib } from "../wire/zlib.ts";
 import { FLAG_DEFLATE, MsgType, ProtocolError, SEND_BYTES } from "../wire/frame.ts";
 import { encodeJson } from "../wire/json.ts";
 import { changesVolume, type Message } from "../wire/messages.ts";
@@ -139,7 +139,9 @@ async function sendFile(
 ): Promise<void> {
   let held: Uint8Array | null = null;
   const send = async (piece: Uint8Array, end: boolean) => {
-    const packed = compress && piece.length > 0 ? deflateRawSync(piece, { level: 1 }) : null;
+    const packed = compress && piece.length > 0
+      ? (await zlib()).deflateRawSync(piece, { level: 1 })
+      : null;
     if (packed && packed.length < piece.length * 0.9) {
       await reply.frame(MsgType.Data, packed, end, FLAG_DEFLATE);
     } else await reply.frame(MsgType.Data, piece, end);

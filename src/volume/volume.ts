@@ -6,7 +6,7 @@
  * @module
  */
 
-import { resolve } from "node:path";
+import { absolutePath } from "../fs/paths.ts";
 import { KML_HEADER_BYTES, KmlLog } from "../kml/log.ts";
 import { type Change, decodeRecord, encodeRecord, type KmlRecord, Op } from "../kml/record.ts";
 import { decodeExpect, encodeExpect, type ExpectEntry } from "../expect/expect.ts";
@@ -99,11 +99,11 @@ function clearForRedo(l: Layout): void {
 
 /** Finds the volume root at or above `dir` (like git's -C). */
 export function findRoot(dir: string): string {
-  let d = resolve(dir);
+  let d = absolutePath(dir);
   for (;;) {
     if (isReplica(d)) return d;
-    const up = resolve(d, "..");
-    if (up === d) throw new VolumeNotFoundError(resolve(dir));
+    const up = absolutePath(`${d}/..`);
+    if (up === d) throw new VolumeNotFoundError(absolutePath(dir));
     d = up;
   }
 }
@@ -173,7 +173,7 @@ export class Volume {
    * Call finishCreating() once its first commit is done.
    */
   static create(dir: string, volumeId: string, hostName: string, command: string): Volume {
-    const root = resolve(dir);
+    const root = absolutePath(dir);
     Deno.mkdirSync(root, { recursive: true });
     const layout = layoutOf(root);
     try {
