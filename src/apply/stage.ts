@@ -63,10 +63,12 @@ export function stage(
 ): Staged {
   const out: Staged = { entries: new Map(), deferred: [] };
   makeDir(t, STAGING);
+  const made = new Set<number>(); // staging's subdirectories made by this call
   for (const [i, need] of needs) {
     const r = records[i];
     const name = `${STAGING}/${i % 64}/${i}`;
-    makeDir(t, name.slice(0, name.lastIndexOf("/")));
+    if (!made.has(i % 64)) makeDir(t, name.slice(0, name.lastIndexOf("/")));
+    made.add(i % 64);
     if (need.kind === "dir") {
       t.mkdir(name, 0o700);
       own(t, name, r);

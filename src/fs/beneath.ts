@@ -31,6 +31,7 @@ const SYS_OPENAT2 = 437n;
 const RESOLVE_NO_MAGICLINKS = 0x02n;
 const RESOLVE_NO_SYMLINKS = 0x04n;
 const RESOLVE_BENEATH = 0x08n;
+const RESOLVE_ALL = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
 const O_NOFOLLOW = 0o400000;
 const O_NONBLOCK = 0o4000;
 const O_PATH = 0o10000000;
@@ -48,10 +49,35 @@ const EXDEV = 18;
 
 const encoder = new TextEncoder();
 
+/**
+ * Scratch buffers for C strings, used in turn: a call passes at most two
+ * names (rename, link), so each buffer is free again long before its turn
+ * comes round; a fresh allocation per name cost more than the system call.
+ */
+const scratch = Array.from({ length: 4 }, () => new Uint8Array(16 * 1024));
+let turn = 0;
+
 function cstr(s: string): Uint8Array<ArrayBuffer> {
-  const b = new Uint8Array(s.length * 3 + 1);
+  const b = s.length * 3 + 1 <= 16 * 1024
+    ? scratch[turn = (turn + 1) % scratch.length]
+    : new Uint8Array(s.length * 3 + 1);
   const { written } = encoder.encodeInto(s, b);
+  b[written] = 0;
   return b.subarray(0, written + 1) as Uint8Array<ArrayBuffer>;
+}
+
+const hows = new Map<number, Uint8Array<ArrayBuffer>>();
+
+/** openat2's struct open_how for `flags` and `mode`, confined; one buffer per combination. */
+function openHow(flags: number, mode: number): Uint8Array<ArrayBuffer> {
+  const key = flags * 0o10000 + mode;
+  let how = hows.get(key);
+  if (!how) {
+    const words = [BigInt(flags | O_CLOEXEC), BigInt(mode), RESOLVE_ALL];
+    how = new Uint8Array(new BigUint64Array(words).buffer);
+    hows.set(key, how);
+  }
+  return how;
 }
 
 /** Splits "a/b/c" into ["a/b", "c"] (parent "" for a top-level name). */
@@ -115,6 +141,12 @@ export class Beneath {
    * symlink or not a directory (nothing is created below it).
    */
   makeParents(rel: string): void {
+    const parent = split(rel)[0];
+    if (parent === "") return;
+    // The common case, parents all there: one resolution of the whole parent
+    // (which follows no symlink and stays beneath) says so.
+    const whole = this.resolve(parent, O_RDONLY | O_DIRECTORY, "open");
+    if (whole >= 0) return void libc().close(whole);
     const parts = rel.split("/");
     let dir = "";
     for (let i = 0; i < parts.length - 1;) {
@@ -139,6 +171,13 @@ export class Beneath {
 
   /** First parent of `rel` that is there but is not a real directory, or null. */
   blockedParent(rel: string): string | null {
+    const parent = split(rel)[0];
+    if (parent === "") return null;
+    const whole = this.resolve(parent, O_RDONLY | O_DIRECTORY, "open");
+    if (whole >= 0) {
+      libc().close(whole);
+      return null; // every parent is a real directory
+    }
     const parts = rel.split("/");
     let dir = "";
     for (let i = 0; i < parts.length - 1; i++) {
@@ -280,19 +319,8 @@ export class Beneath {
    * lastErrno set on failure (ENOENT missing, ELOOP/ENOTDIR/EXDEV not confined).
    */
   private resolve(rel: string, flags: number, _op: string, mode = 0): number {
-    const how = new BigUint64Array([
-      BigInt(flags | O_CLOEXEC),
-      BigInt(mode),
-      RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
-    ]);
     const fd = Number(
-      libc().openat2(
-        SYS_OPENAT2,
-        BigInt(this.fd),
-        cstr(rel || "."),
-        new Uint8Array(how.buffer),
-        24n,
-      ),
+      libc().openat2(SYS_OPENAT2, BigInt(this.fd), cstr(rel || "."), openHow(flags, mode), 24n),
     );
     if (fd < 0) this.lastErrno = errno();
     return fd;

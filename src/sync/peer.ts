@@ -105,15 +105,17 @@ export async function* readBeneath(
     t.close();
   }
   try {
-    await file.seek(from, Deno.SeekMode.Start);
+    // Synchronous reads: each asynchronous one is a round trip through the
+    // runtime's thread pool, which costs a small file more than its read.
+    if (from > 0) file.seekSync(from, Deno.SeekMode.Start);
     // Buffers sized to what the file holds: most files are small, and a
     // fresh 1 MiB per read would dominate their cost. One byte more tells the end.
-    let left = (await file.stat()).size - from;
+    let left = file.statSync().size - from;
     let grew = false;
     for (;;) {
       const want = left > 0 ? Math.min(CHUNK_BYTES, left) : grew ? CHUNK_BYTES : 1;
       const buf = new Uint8Array(want);
-      const n = await file.read(buf);
+      const n = file.readSync(buf);
       if (n === null || n === 0) return;
       left -= n;
       grew ||= left < 0;

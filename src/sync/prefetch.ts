@@ -68,15 +68,20 @@ export class FetchCache {
     const t = Beneath.open(this.vol.root);
     try {
       if (t.stat(DIR)?.type !== "d") t.mkdir(DIR, 0o700);
+      // What an earlier run left here, listed once rather than looked up per file.
+      const present = new Set([...Deno.readDirSync(t.abs(DIR))].map((e) => e.name));
       const seen = new Set<string>();
       for (const w of wants) {
         if (seen.has(w.digest)) continue;
         seen.add(w.digest);
-        if (this.#fresh.has(w.digest) || this.#leftOver(t, w)) this.#count(w, xfer, 0);
+        const left = present.has(w.digest) && this.#leftOver(t, w);
+        if (this.#fresh.has(w.digest) || left) this.#count(w, xfer, 0);
         else todo.push(w);
       }
       const worker = async () => {
-        for (let w; (w = todo.shift());) await this.#fetch(t, w, xfer);
+        for (let w; (w = todo.shift());) {
+          await this.#fetch(t, w, xfer, present.has(`${w.digest}.part`));
+        }
       };
       await Promise.all(Array.from({ length: Math.min(parallel(), todo.length) }, worker));
     } finally {
@@ -144,16 +149,16 @@ export class FetchCache {
   }
 
   /** Fetches one file into the cache (or finds the peer no longer has it). */
-  async #fetch(t: Beneath, w: Want, xfer: Transfer): Promise<void> {
+  async #fetch(t: Beneath, w: Want, xfer: Transfer, partLeft: boolean): Promise<void> {
     const part = `${DIR}/${w.digest}.part`;
     for (let attempt = 0; attempt < 2; attempt++) {
       const h = newHash();
-      const from = rehash(t, part, w.size, h);
+      const from = partLeft && attempt === 0 ? rehash(t, part, w.size, h) : 0;
       const got = await this.#receive(t, part, w, from, h, xfer);
       if (got === "gone") return t.tryUnlink(part);
       // The size too: the hash covers what this transfer read and appended, so
       // any other writer's bytes in the file would show as a longer file.
-      if (h.digest("hex") === w.digest && t.stat(part)?.size === w.size) {
+      if (h.digest("hex") === w.digest && got.size === w.size) {
         t.rename(part, `${DIR}/${w.digest}`);
         this.#fresh.add(w.digest);
         this.#count(w, xfer, w.size - from);
@@ -164,7 +169,10 @@ export class FetchCache {
     }
   }
 
-  /** Appends the peer's bytes from `from` to `part`; "gone" if the peer has no such file. */
+  /**
+   * Appends the peer's bytes from `from` to `part`; the part's size then, or
+   * "gone" if the peer has no such file.
+   */
   async #receive(
     t: Beneath,
     part: string,
@@ -172,7 +180,7 @@ export class FetchCache {
     from: number,
     h: Hash,
     xfer: Transfer,
-  ): Promise<"ok" | "gone"> {
+  ): Promise<{ size: number } | "gone"> {
     const out = t.openAppend(part);
     let have = from;
     try {
@@ -180,12 +188,12 @@ export class FetchCache {
         // More than the record's size cannot hash to its digest: stop taking it.
         if (have + chunk.length > w.size) return "gone";
         h.update(chunk);
-        for (let n = 0; n < chunk.length;) n += await out.write(chunk.subarray(n));
+        for (let n = 0; n < chunk.length;) n += out.writeSync(chunk.subarray(n));
         have += chunk.length;
         xfer.done.bytes += chunk.length;
         if (have < w.size) xfer.progress?.(xfer.done, xfer.total);
       }
-      return "ok";
+      return { size: out.statSync().size };
     } catch (e) {
       if (gone(e)) return "gone";
       throw e;
