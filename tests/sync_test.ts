@@ -1,9 +1,8 @@
 /** Sync behaviour through the API: coalescing, hostile peers, unreadable files, big files. */
 
-import { createHash } from "node:crypto";
 import { openReplica } from "../src/apply/open.ts";
 import { assert, assertEquals, assertMatch } from "./assert.ts";
-import { asNobody, cli, existsSync, json, listing, pair, put } from "./helpers.ts";
+import { asNobody, cli, json, listing, pair, put } from "./helpers.ts";
 import { capture } from "../src/capture/capture.ts";
 import { encodeRecord, Op } from "../src/kml/record.ts";
 import { scan } from "../src/capture/scan.ts";
@@ -264,22 +263,6 @@ Deno.test("a directory the holder replaced by a file keeps local files as a conf
   const copy = [...Deno.readDirSync(b)].find((e) => e.name.startsWith("d.conflict-beta-"));
   assert(copy, "conflict copy made");
   assertEquals(Deno.readTextFileSync(`${b}/${copy.name}/local`), "only here", "nothing lost");
-});
-
-Deno.test("a damaged file left in .replicator/fetch by an earlier run is fetched again, not installed", async () => {
-  const { a, b } = await pair();
-  put(`${a}/keep`, "k");
-  await cli(["init", a, "--host", "alpha"]);
-  await cli(["clone", a, b, "--host", "beta"]);
-  const content = "the content the record names\n";
-  put(`${a}/doc`, content);
-  const digest = createHash("sha256").update(content).digest("hex");
-  put(`${b}/.replicator/fetch/${digest}`, "torn by a crash\n");
-  const r = await cli(["sync", "-C", b, a, "--json"]);
-  assertEquals([r.code, r.stderr], [0, ""]);
-  assertEquals(Deno.readTextFileSync(`${b}/doc`), content);
-  assertEquals(json<{ deferred: string[] }[]>(r)[0].deferred, []);
-  assert(!existsSync(`${b}/.replicator/fetch`), "nothing left over");
 });
 
 Deno.test("the same content needed by two batches arrives in both places in one sync", async () => {

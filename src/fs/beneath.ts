@@ -38,6 +38,7 @@ const O_PATH = 0o10000000;
 const O_WRONLY = 0o1;
 const O_CREAT = 0o100;
 const O_APPEND = 0o2000;
+const O_EXCL = 0o200;
 const AT_REMOVEDIR = 0x200;
 const AT_SYMLINK_NOFOLLOW = 0x100;
 const RENAME_NOREPLACE = 1;
@@ -293,6 +294,17 @@ export class Beneath {
         throw new FsError("read", this.abs(rel), 0, "ENOENT", "not a regular file");
       }
       return Deno.openSync(`/proc/self/fd/${fd}`, { read: true });
+    } finally {
+      libc().close(fd);
+    }
+  }
+
+  /** Creates the regular file `rel` (it must not exist) and opens it for writing. */
+  createFile(rel: string, perm: number): Deno.FsFile {
+    const flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK;
+    const fd = this.mustResolve(rel, "create", rel, flags, perm);
+    try {
+      return Deno.openSync(`/proc/self/fd/${fd}`, { write: true });
     } finally {
       libc().close(fd);
     }

@@ -54,6 +54,12 @@ export interface Peer {
    * the receiver hashes them.
    */
   read(path: string, from: number): AsyncIterable<Uint8Array>;
+  /**
+   * A replica in this process only: its regular file at `path`, opened
+   * confined beneath its root (counted as received). Content is then copied
+   * straight into staging, with nothing fetched ahead.
+   */
+  openLocal?(path: string): Deno.FsFile;
   /** Bytes of file content received from the peer so far, as they travelled (deflated or not). */
   received(): number;
   /** How far the peer has read and applied the log of `host` in `incarnation`. */
@@ -166,6 +172,17 @@ export function localPeer(
       for await (const chunk of readBeneath(v.root, path, from)) {
         received += chunk.length;
         yield chunk;
+      }
+    },
+    openLocal: (path) => {
+      checkRelativePath(path);
+      const t = Beneath.open(v.root);
+      try {
+        const file = t.openFile(path);
+        received += file.statSync().size;
+        return file;
+      } finally {
+        t.close();
       }
     },
     received: () => received,

@@ -47,8 +47,18 @@ function parallel(): number {
   return Number.isInteger(n) && n > 0 && n <= 32 ? n : 4;
 }
 
+/** Where a pull's content comes from: fetched ahead (a session), or copied as staged (local). */
+export interface ContentCache {
+  /** Gets what `wants` names ready for staging; counts into `xfer`. */
+  fill(wants: Want[], xfer: Transfer): Promise<void>;
+  /** The source staging takes content from. */
+  source(): ContentSource;
+  /** Removes what is left once the pull has finished. */
+  clear(): void;
+}
+
 /** The fetch directory of one volume during one pull. */
-export class FetchCache {
+export class FetchCache implements ContentCache {
   /** Digests whose file here was hashed by this run (fetched, or a leftover checked). */
   #fresh = new Set<string>();
   /** Uses left per digest in the batch being applied: the last one takes the file. */
@@ -131,21 +141,14 @@ export class FetchCache {
           return digest; // hashed when it arrived (or, left by an earlier run, by fill)
         }
         // Shared with a later record of the batch: copy it (hashing the copy).
-        return copyHashing(t.openFile(rel), t.abs(dest), perm);
+        return copyHashing(t.openFile(rel), t.createFile(dest, perm));
       },
     };
   }
 
   /** Removes what is left, and the directory: called once a pull has finished. */
   clear(): void {
-    const t = Beneath.open(this.vol.root);
-    try {
-      if (t.stat(DIR)?.type !== "d") return;
-      for (const e of Deno.readDirSync(t.abs(DIR))) t.unlink(`${DIR}/${e.name}`);
-      t.rmdir(DIR);
-    } finally {
-      t.close();
-    }
+    clearFetchDir(this.vol.root);
   }
 
   /** Fetches one file into the cache (or finds the peer no longer has it). */
@@ -200,6 +203,18 @@ export class FetchCache {
     } finally {
       out.close();
     }
+  }
+}
+
+/** Removes the fetch directory of the volume at `root`, with whatever an earlier pull left in it. */
+export function clearFetchDir(root: string): void {
+  const t = Beneath.open(root);
+  try {
+    if (t.stat(DIR)?.type !== "d") return;
+    for (const e of Deno.readDirSync(t.abs(DIR))) t.unlink(`${DIR}/${e.name}`);
+    t.rmdir(DIR);
+  } finally {
+    t.close();
   }
 }
 

@@ -21,7 +21,8 @@ import {
   planFirst,
   type Progress,
 } from "../apply/mod.ts";
-import { FetchCache, type Transfer, type Want } from "./prefetch.ts";
+import { type ContentCache, FetchCache, type Transfer, type Want } from "./prefetch.ts";
+import { LocalCopy } from "./local_copy.ts";
 
 export type { Progress };
 
@@ -110,7 +111,9 @@ export async function pull(vol: Volume, peer: Peer, progress?: Progress): Promis
   const confirmed = await peer.readPosition(vol.hostId, vol.kml.header.incarnation);
   if (confirmed) [exp.confirmedSeq, exp.confirmedOffset] = [confirmed.seq, confirmed.offset];
   const others = expects.filter((e) => e.host !== who.hostId);
-  const cache = new FetchCache(vol, peer);
+  const cache: ContentCache = peer.openLocal
+    ? new LocalCopy(vol.root, who.hostName, peer.openLocal)
+    : new FetchCache(vol, peer);
   const xfer: Transfer = {
     done: { files: 0, bytes: 0 },
     total: { files: 0, bytes: 0 },
@@ -149,7 +152,7 @@ export async function pull(vol: Volume, peer: Peer, progress?: Progress): Promis
  */
 async function applyWindow(
   vol: Volume,
-  cache: FetchCache,
+  cache: ContentCache,
   accepted: Accepted[],
   reader: RecordReader,
   others: ExpectEntry[],
