@@ -12,7 +12,9 @@ if [ -n "${DENORT_BIN:-}" ] && [ ! -x "$DENORT_BIN" ]; then
 fi
 mkdir -p dist
 log=$(mktemp)
-if node_modules/.bin/deno compile --quiet --allow-all --no-prompt --output dist/replicator mod.ts >"$log" 2>&1; then
+# --v8-flags: V8_FLAGS in src/memory.ts (a full collection between a pull's windows).
+if node_modules/.bin/deno compile --quiet --allow-all --no-prompt --v8-flags=--expose-gc \
+  --output dist/replicator mod.ts >"$log" 2>&1; then
   rm -f "$log"
   echo "built dist/replicator (deno $version)"
   exit 0

@@ -29,6 +29,7 @@
 
 import { summarize } from "./profsum.ts";
 import { haveSshd, type Sshd, startSshd } from "../tools/sshd.ts";
+import { V8_FLAGS } from "../src/memory.ts";
 import {
   DENO,
   env,
@@ -514,6 +515,7 @@ function profiled(name: string, args: string[]): void {
     "run",
     "-A",
     "--quiet",
+    `--v8-flags=${V8_FLAGS}`,
     "--cpu-prof",
     `--cpu-prof-dir=${dir}`,
     MOD,

@@ -7,6 +7,8 @@
  * @module
  */
 
+import { V8_FLAGS } from "../src/memory.ts";
+
 // ---------------------------------------------------------------- configuration
 
 /** `--quick` (or BENCH_QUICK=1): every part at a tiny size; verdicts never fail the run. */
@@ -62,8 +64,16 @@ const CODE = REV === "worktree" ? REPO : `${WORK}/replicator`;
 /** The measured revision's entry point. */
 export const MOD = `${CODE}/mod.ts`;
 
-/** The replicator as a user runs it. */
-export const repl = (...args: string[]) => [DENO, "run", "-A", "--quiet", MOD, ...args];
+/** The replicator as a user runs it (`./replicator`: with its V8 flags). */
+export const repl = (...args: string[]) => [
+  DENO,
+  "run",
+  "-A",
+  "--quiet",
+  `--v8-flags=${V8_FLAGS}`,
+  MOD,
+  ...args,
+];
 
 /**
  * Why a part that needs something this host may lack does not run, or null

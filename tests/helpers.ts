@@ -5,6 +5,7 @@
 
 import { createHash } from "node:crypto";
 import { lstatNs, mtimeNsOf } from "../src/fs/stat.ts";
+import { V8_FLAGS } from "../src/memory.ts";
 import { assertEquals } from "./assert.ts";
 
 const MOD = new URL("../mod.ts", import.meta.url).pathname;
@@ -22,7 +23,7 @@ export async function cli(
   opts: { cwd?: string; env?: Record<string, string> } = {},
 ): Promise<Run> {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", "--no-prompt", "--quiet", MOD, ...args],
+    args: ["run", "--allow-all", "--no-prompt", "--quiet", `--v8-flags=${V8_FLAGS}`, MOD, ...args],
     cwd: opts.cwd,
     env: opts.env,
     stdin: "null",
@@ -36,7 +37,7 @@ export async function cli(
 /** Spawns `replicator ARGS...` without waiting (for kill tests). */
 export function spawnCli(args: string[], env?: Record<string, string>): Deno.ChildProcess {
   return new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", "--no-prompt", "--quiet", MOD, ...args],
+    args: ["run", "--allow-all", "--no-prompt", "--quiet", `--v8-flags=${V8_FLAGS}`, MOD, ...args],
     env,
     stdin: "null",
     stdout: "null",
@@ -155,6 +156,7 @@ export async function asNobody(dir: string): Promise<(args: string[]) => Promise
         "run",
         "-A",
         "--quiet",
+        `--v8-flags=${V8_FLAGS}`,
         mod,
         ...args,
       ],

@@ -8,6 +8,8 @@
  * @module
  */
 
+import { V8_FLAGS } from "../src/memory.ts";
+
 const SSHD = "/usr/sbin/sshd";
 const CHECKOUT_MOD = new URL("../mod.ts", import.meta.url).pathname;
 
@@ -107,7 +109,16 @@ function sshdConfig(dir: string, port: number): string {
 
 /** The remote command: this Deno running `mod` (sshd starts it with a bare environment). */
 function writeWrapper(path: string, mod: string, wrap: string[]): void {
-  const argv = [...wrap, Deno.execPath(), "run", "--allow-all", "--no-prompt", "--quiet", mod];
+  const argv = [
+    ...wrap,
+    Deno.execPath(),
+    "run",
+    "--allow-all",
+    "--no-prompt",
+    "--quiet",
+    `--v8-flags=${V8_FLAGS}`,
+    mod,
+  ];
   Deno.writeTextFileSync(path, `#!/bin/sh\nexec ${argv.map(quote).join(" ")} "$@"\n`);
   Deno.chmodSync(path, 0o755);
 }

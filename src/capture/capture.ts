@@ -9,7 +9,8 @@
  */
 
 import type { Volume } from "../volume/volume.ts";
-import { scan } from "./scan.ts";
+import { scan, scanNew } from "./scan.ts";
+import { collectGarbage } from "../memory.ts";
 import { scanScope } from "./scope.ts";
 
 /** What capture did. */
@@ -24,6 +25,7 @@ export interface CaptureResult {
 /** Records what changed in `vol` (only in `scope`, if given: volume-relative paths). */
 export function capture(vol: Volume, scope?: Iterable<string>): CaptureResult {
   if (!vol.holdsPermit()) return { via: "none", recorded: 0, problems: [] };
+  if (!scope && vol.state.indexIsEmpty()) return captureNew(vol);
   const found = scope
     ? scanScope(vol.root, {
       get: (p) => vol.state.getEntry(p),
@@ -35,4 +37,18 @@ export function capture(vol: Volume, scope?: Iterable<string>): CaptureResult {
     vol.recordLocal(found.changes, found.updates);
   }
   return { via: "scan", recorded: found.changes.length, problems: found.problems };
+}
+
+/** A first capture (an empty index): recorded in chunks, each committed before the next. */
+function captureNew(vol: Volume): CaptureResult {
+  const out: CaptureResult = { via: "scan", recorded: 0, problems: [] };
+  for (const found of scanNew(vol.root, vol.state)) {
+    if (found.changes.length > 0 || found.updates.size > 0) {
+      vol.recordLocal(found.changes, found.updates);
+    }
+    out.recorded += found.changes.length;
+    out.problems.push(...found.problems);
+    collectGarbage();
+  }
+  return out;
 }

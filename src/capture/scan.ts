@@ -17,7 +17,7 @@ import { hashFile } from "../fs/hash.ts";
 import { lstatNs, mtimeNsOf, sameMtime, typeBits } from "../fs/stat.ts";
 import { isWithin, parentOf } from "../fs/paths.ts";
 import { groupName, userName } from "../fs/owners.ts";
-import { type Seen, walkInOrder, type WalkResult } from "./walk.ts";
+import { type Seen, walkInOrder, type WalkProblems, type WalkResult } from "./walk.ts";
 
 export type { Change } from "../kml/record.ts";
 
@@ -75,6 +75,32 @@ export function scan(
   }
   for (; !row.done; row = rows.next()) old.set(row.value[0], row.value[1]);
   return diffTree(root, old, tree, (ino) => index.withInode(ino));
+}
+
+/**
+ * The scan of a volume whose index is empty (`init`): every entry is new, so
+ * none can be a rename or a removal, and the changes come `chunk` entries at
+ * a time in walk order (parents first). The caller records each before
+ * asking for the next, so a later name of a hard-linked file finds its first
+ * name in the index. Memory holds one chunk, not the tree; the walk's
+ * problems come with the last chunk.
+ */
+export function* scanNew(
+  root: string,
+  index: OrderedIndex,
+  chunk = 5_000,
+): Generator<ScanResult> {
+  const walked: WalkProblems = { unreadable: [], problems: [] };
+  const diff = (seen: Map<string, Seen>, problems: string[]) =>
+    diffTree(root, new Map(), { seen, unreadable: [], problems }, (ino) => index.withInode(ino));
+  let seen = new Map<string, Seen>();
+  for (const [p, s] of walkInOrder(root, walked)) {
+    seen.set(p, s);
+    if (seen.size < chunk) continue;
+    yield diff(seen, []);
+    seen = new Map();
+  }
+  yield diff(seen, walked.problems);
 }
 
 /**

@@ -23,6 +23,7 @@ import {
 } from "../apply/mod.ts";
 import { type ContentCache, FetchCache, type Transfer, type Want } from "./prefetch.ts";
 import { LocalCopy } from "./local_copy.ts";
+import { collectGarbage } from "../memory.ts";
 
 export type { Progress };
 
@@ -69,13 +70,14 @@ function batchRecords(): number {
 
 /**
  * Bytes of the peer's log read and planned together (REPLICATOR_WINDOW_BYTES,
- * default 8 MiB, some 40,000 records): what a pull holds in memory whatever
- * the log's length. Which content travels is decided over a whole window, so
+ * default 2 MiB, some 10,000 records): what a pull holds in memory whatever
+ * the log's length (measured: a clone of 200,000 files peaked at 771 MB with
+ * 8 MiB windows, 247 MB with 2 MiB and a collection between windows). Which content travels is decided over a whole window, so
  * a file stored and then replaced or renamed within one is fetched once, at
  * its final path.
  */
 function windowBytes(): number {
-  return positiveEnv("REPLICATOR_WINDOW_BYTES", 8 << 20);
+  return positiveEnv("REPLICATOR_WINDOW_BYTES", 2 << 20);
 }
 
 function positiveEnv(name: string, fallback: number): number {
@@ -128,6 +130,7 @@ export async function pull(vol: Volume, peer: Peer, progress?: Progress): Promis
     result.received += window.accepted.length;
     if (window.accepted.length === 0) continue;
     written = await applyWindow(vol, cache, window.accepted, reader, others, result, xfer);
+    collectGarbage();
   }
   reader.finish();
   if (JSON.stringify(exp) !== JSON.stringify(written)) vol.writeExpect([...others, exp]);

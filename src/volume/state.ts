@@ -145,6 +145,11 @@ export class State {
     return r && entryOfRow(r);
   }
 
+  /** True if the index has no row (nothing recorded yet). */
+  indexIsEmpty(): boolean {
+    return this.sql("SELECT 1 FROM entries LIMIT 1").get() === undefined;
+  }
+
   /**
    * Every row, one at a time, in path order (SQLite compares text as UTF-8
    * bytes). Nothing may write to the database until the iteration ends.
