@@ -17,6 +17,7 @@
  */
 
 import { assert, assertEquals, assertMatch } from "./assert.ts";
+import { V8_FLAGS } from "../src/memory.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const dec = new TextDecoder();
@@ -151,6 +152,8 @@ Deno.test("compile.sh runs deno compile on mod.ts with all permissions (a stand-
       assertEquals(p[`allow_${k}`], [], `--allow-all: allow_${k} is [] (everything)`);
     }
     assertEquals(p.prompt, false, "--no-prompt");
+    const flags = text.match(/"v8_flags":(\[[^\]]*\])/);
+    assert(flags && JSON.parse(flags[1]).includes(V8_FLAGS), `the V8 flags ./replicator passes`);
     // The program's own sources are in it (the CLI's usage text).
     assert(text.includes("replicator init"), "the CLI's modules are not in the payload");
   });
