@@ -11,15 +11,22 @@ const buf = new Uint8Array(1 << 20);
 
 /**
  * Copies the open file `input` (from where it stands) into the open file
- * `output`, returning the hex SHA-256 of what was copied; closes both.
+ * `output`, returning the hex SHA-256 of what was copied; closes both. At
+ * most `limit` + 1 bytes are copied: a file still growing under a writer
+ * cannot fill the disk, and one byte more than expected cannot hash right.
  */
-export function copyHashing(input: Deno.FsFile, output: Deno.FsFile): string {
+export function copyHashing(input: Deno.FsFile, output: Deno.FsFile, limit = Infinity): string {
   const h = newHash();
   try {
-    for (let n; (n = input.readSync(buf) ?? 0) > 0;) {
+    let left = limit + 1;
+    for (
+      let n;
+      left > 0 && (n = input.readSync(buf.subarray(0, Math.min(buf.length, left))) ?? 0) > 0;
+    ) {
       const chunk = buf.subarray(0, n);
       h.update(chunk);
       for (let w = 0; w < n;) w += output.writeSync(chunk.subarray(w));
+      left -= n;
     }
     return h.digest("hex");
   } finally {

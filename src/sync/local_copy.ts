@@ -14,6 +14,8 @@ import { copyHashing } from "./copy.ts";
 /** Copies content as it is staged, from a peer's `openLocal`. */
 export class LocalCopy implements ContentCache {
   #xfer: Transfer | undefined;
+  /** The size each content is recorded with: a copy takes no more. */
+  #sizes = new Map<string, number>();
 
   constructor(
     readonly root: string,
@@ -21,25 +23,27 @@ export class LocalCopy implements ContentCache {
     readonly openLocal: (path: string) => Deno.FsFile,
   ) {}
 
-  fill(_wants: Want[], xfer: Transfer): Promise<void> {
+  fill(wants: Want[], xfer: Transfer): Promise<void> {
     this.#xfer = xfer;
+    for (const w of wants) this.#sizes.set(w.digest, w.size);
     return Promise.resolve();
   }
 
   source(): ContentSource {
     return {
       hostName: this.hostName,
-      take: (t, path, _digest, dest, perm) => {
+      take: (t, path, digest, dest, perm) => {
         const input = this.openLocal(path);
         const size = input.statSync().size;
-        const digest = copyHashing(input, t.createFile(dest, perm));
+        const limit = this.#sizes.get(digest) ?? Infinity;
+        const got = copyHashing(input, t.createFile(dest, perm), limit);
         const xfer = this.#xfer;
         if (xfer) {
           xfer.done.files++;
           xfer.done.bytes += size;
           xfer.progress?.(xfer.done, xfer.total);
         }
-        return digest;
+        return got;
       },
     };
   }
