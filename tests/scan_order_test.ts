@@ -8,7 +8,7 @@
 import { assertEquals } from "./assert.ts";
 import { cli, pair, put } from "./helpers.ts";
 import { openReplica } from "../src/apply/open.ts";
-import { scan } from "../src/capture/scan.ts";
+import { scan, scanNew } from "../src/capture/scan.ts";
 import { Op } from "../src/kml/record.ts";
 
 const NAMES = ["a/x", "a.txt", "a0", "a-b/y", "é", "ｶ", "ｶｶ/k", "😀", "😀x/inner/f", "z"];
@@ -37,6 +37,43 @@ Deno.test("a full scan in path order: names sorting around '/' and beyond U+FFFF
       "Store ｶｶ/k",
       "Unlink 😀x/inner/f",
     ]);
+  } finally {
+    vol.close();
+  }
+});
+
+Deno.test("a first scan recorded in chunks of 2 entries: parents first, hard links across chunks, nothing left over", async () => {
+  const { a } = await pair();
+  put(`${a}/d/e/f`, "f\n");
+  put(`${a}/d/g`, "g\n");
+  put(`${a}/z/late`, "late\n");
+  Deno.linkSync(`${a}/d/g`, `${a}/z/g-again`);
+  Deno.linkSync(`${a}/d/g`, `${a}/zz`);
+  assertEquals((await cli(["init", a, "--host", "alpha"])).code, 0);
+  const vol = openReplica(a);
+  try {
+    vol.state.transaction(() => { // as if init had recorded nothing yet
+      for (const [p] of [...vol.state.ordered()]) vol.state.deleteEntry(p);
+    });
+    const ops: string[] = [];
+    for (const found of scanNew(vol.root, vol.state, 2)) {
+      vol.recordLocal(found.changes, found.updates);
+      ops.push(
+        ...found.changes.map((c) => `${Op[c.op]} ${c.path}${c.target ? ` ${c.target}` : ""}`),
+      );
+    }
+    assertEquals(ops, [
+      "Mkdir d",
+      "Mkdir d/e",
+      "Store d/e/f",
+      "Store d/g",
+      "Mkdir z",
+      "Link z/g-again d/g",
+      "Store z/late",
+      "Link zz d/g",
+    ]);
+    const again = scan(vol.root, vol.state);
+    assertEquals([again.changes, again.updates.size], [[], 0], "the index is complete");
   } finally {
     vol.close();
   }
