@@ -294,7 +294,8 @@ export function readTokenFile(file: string): string {
 async function syncRemote(root: string, url: string, opts: SyncOptions): Promise<SyncReport> {
   const [, , { parseSshUrl }] = await network();
   if (url.startsWith("ssh://")) parseSshUrl(url); // a malformed URL is a usage error, before locking
-  const [journaled] = await Promise.all([flushLento(root), loadHashing()]);
+  const journaled = await flushLento(root);
+  if (!journaled) await loadHashing(); // this side is scanned
   const vol = openReplica(root);
   try {
     return await withRemotePeer(
@@ -316,12 +317,8 @@ async function syncOne(root: string, peerRoot: string, opts: SyncOptions): Promi
   }
   refuseSelf(root, peerRoot);
   // A side whose lento runs has its changes recorded already: no scan there.
-  // Both lentos record what they have queued while node:crypto loads here.
-  const [journaled, remoteJournaled] = await Promise.all([
-    flushLento(root),
-    flushLento(peerRoot),
-    loadHashing(),
-  ]);
+  const [journaled, remoteJournaled] = await Promise.all([flushLento(root), flushLento(peerRoot)]);
+  if (!journaled || !remoteJournaled) await loadHashing(); // a side is scanned here
   // Lock in path order, so two runs syncing the same pair in opposite directions cannot deadlock.
   const [first, second] = root < peerRoot ? [root, peerRoot] : [peerRoot, root];
   const a = openReplica(first);

@@ -24,6 +24,7 @@ import {
 import { type ContentCache, FetchCache, type Transfer, type Want } from "./prefetch.ts";
 import { LocalCopy } from "./local_copy.ts";
 import { collectGarbage } from "../memory.ts";
+import { loadHashingFor } from "../fs/hash.ts";
 
 export type { Progress };
 
@@ -136,6 +137,7 @@ export async function pull(vol: Volume, peer: Peer, progress?: Progress): Promis
   if (JSON.stringify(exp) !== JSON.stringify(written)) vol.writeExpect([...others, exp]);
   const wanted = vol.state.wanted();
   if (wanted.length > 0) {
+    await loadHashingFor(wanted.reduce((n, w) => n + w.size, 0));
     await cache.fill(wanted, xfer);
     const w = fetchWanted(vol, cache.source());
     result.conflicts.push(...w.kept);
@@ -164,11 +166,14 @@ async function applyWindow(
 ): Promise<ExpectEntry> {
   const records = accepted.map((a) => a.record);
   const finals = finalContent(records);
+  let bytes = 0;
   for (const i of finals.keys()) {
     if (records[i].op !== Op.Store) continue;
     xfer.total.files++;
-    xfer.total.bytes += records[i].size;
+    bytes += records[i].size;
   }
+  xfer.total.bytes += bytes;
+  await loadHashingFor(bytes);
   const size = batchRecords();
   let upTo = reader.positionAfter(accepted[0]);
   for (let start = 0; start < accepted.length; start += size) {
