@@ -107,7 +107,8 @@ export const MUTANTS: Mutant[] = [
     name: "compile-exits-0-without-building",
     why: "compile.sh says it built dist/replicator without running deno compile",
     file: "compile.sh",
-    find: "if node_modules/.bin/deno compile --quiet --allow-all --no-prompt --v8-flags=--expose-gc \\",
+    find:
+      "if node_modules/.bin/deno compile --quiet --allow-all --no-prompt --v8-flags=--expose-gc \\",
     replace: "if true || deno compile \\",
     run: tests("tests/compile_test.ts"),
   },
