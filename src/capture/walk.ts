@@ -7,8 +7,11 @@
  * @module
  */
 
-import { lstatNs, type Stat } from "../fs/stat.ts";
+import { type Stat, statAt } from "../fs/stat.ts";
+import { cString, errno, errnoName, libc, O_CLOEXEC, O_DIRECTORY, O_RDONLY } from "../fs/libc.ts";
 import { META_DIR } from "../volume/layout.ts";
+
+const O_NOFOLLOW = 0o400000;
 
 /** One entry seen on disk, with a symlink's target. */
 export interface Seen extends Stat {
@@ -68,30 +71,53 @@ export function* walkInOrder(
   }
 }
 
-/** The entries directly in directory `rel`, name order, statted (none if it cannot be listed). */
+/**
+ * The entries directly in directory `rel`, name order, statted (none if it
+ * cannot be listed). The directory is opened once, and listed and statted
+ * through that descriptor: a directory swapped for a symlink meanwhile is
+ * not followed (its last component is opened O_NOFOLLOW), and the kernel
+ * looks up one name per entry instead of its whole path.
+ */
 function listDir(root: string, rel: string, out: WalkProblems): [string, Seen][] {
-  let names: string[];
-  try {
-    names = [...Deno.readDirSync(rel ? `${root}/${rel}` : root)].map((e) => e.name);
-  } catch (e) {
+  const dir = rel ? `${root}/${rel}` : root;
+  // The root may be reached through a symlink (as Beneath allows); a directory in it may not.
+  const flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC | (rel ? O_NOFOLLOW : 0);
+  const fd = libc().open(cString(dir), flags);
+  if (fd < 0) {
+    const why = errnoName(errno());
     out.unreadable.push(rel);
-    out.problems.push(`cannot list ${rel || "."}: ${(e as Error).message}`);
+    out.problems.push(`cannot list ${rel || "."}: ${listError(dir) ?? why}`);
     return [];
   }
-  names.sort();
-  const found: [string, Seen][] = [];
-  for (const name of names) {
-    if (rel === "" && name === META_DIR) continue;
-    const path = rel ? `${rel}/${name}` : name;
-    const st = lstatNs(`${root}/${path}`);
-    if (!st) continue; // vanished while walking
-    if (st.type === "other") {
-      out.problems.push(`skipping ${path}: not a regular file, directory or symlink`);
-      continue;
+  try {
+    const via = `/proc/self/fd/${fd}`;
+    const names = [...Deno.readDirSync(via)].map((e) => e.name).sort();
+    const found: [string, Seen][] = [];
+    for (const name of names) {
+      if (rel === "" && name === META_DIR) continue;
+      const path = rel ? `${rel}/${name}` : name;
+      const st = statAt(fd, name, `${root}/${path}`);
+      if (!st) continue; // vanished while walking
+      if (st.type === "other") {
+        out.problems.push(`skipping ${path}: not a regular file, directory or symlink`);
+        continue;
+      }
+      const seen = st as Seen; // one object per entry: the walk is the hot path of a scan
+      seen.target = st.type === "l" ? Deno.readLinkSync(`${via}/${name}`) : "";
+      found.push([path, seen]);
     }
-    const seen = st as Seen; // one object per entry: the walk is the hot path of a scan
-    seen.target = st.type === "l" ? Deno.readLinkSync(`${root}/${path}`) : "";
-    found.push([path, seen]);
+    return found;
+  } finally {
+    libc().close(fd);
   }
-  return found;
+}
+
+/** What listing `dir` by its path says is wrong (Deno's words), or null if it can be listed. */
+function listError(dir: string): string | null {
+  try {
+    Deno.readDirSync(dir);
+    return null;
+  } catch (e) {
+    return (e as Error).message;
+  }
 }
