@@ -295,8 +295,8 @@ async function syncRemote(root: string, url: string, opts: SyncOptions): Promise
   const [, , { parseSshUrl }] = await network();
   if (url.startsWith("ssh://")) parseSshUrl(url); // a malformed URL is a usage error, before locking
   const journaled = await flushLento(root);
-  if (!journaled) await loadHashing(); // this side is scanned
   const vol = openReplica(root);
+  if (!journaled && vol.holdsPermit()) await loadHashing(); // this side is scanned
   try {
     return await withRemotePeer(
       url,

@@ -141,10 +141,11 @@ function parse(args: string[]): { values: Flags & { help?: boolean }; positional
 }
 
 /**
- * Commands that may hash much load node:crypto first (`sync` does, while its
- * lentos answer; `status` hashes only what changed, with the fallback).
+ * Commands that may hash much load node:crypto first (`sync` and `serve` when
+ * they scan, a pull when its content is large; `status` hashes only what
+ * changed, with the fallback).
  */
-const HASHING = new Set(["init", "clone", "fsck", "lento", "serve"]);
+const HASHING = new Set(["init", "clone", "fsck", "lento"]);
 
 async function run(command: string, rest: string[], f: Flags): Promise<number> {
   const dir = f.C ?? ".";

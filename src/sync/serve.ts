@@ -15,6 +15,7 @@ import { KML_HEADER_BYTES } from "../kml/log.ts";
 import type { Volume } from "../volume/volume.ts";
 import { CorruptLogError } from "../errors.ts";
 import { zlib } from "../wire/zlib.ts";
+import { loadHashing } from "../fs/hash.ts";
 import { FLAG_DEFLATE, MsgType, ProtocolError, SEND_BYTES } from "../wire/frame.ts";
 import { encodeJson } from "../wire/json.ts";
 import { changesVolume, type Message } from "../wire/messages.ts";
@@ -74,6 +75,7 @@ function answers(vol: Volume, opts: ServeOptions): Handler {
         });
       case MsgType.CaptureRequest: {
         if (!opts.server) break;
+        if (!opts.journaled && vol.holdsPermit()) await loadHashing(); // a scan
         const r = opts.journaled ? { via: "lento", recorded: 0, problems: [] } : capture(vol);
         return await reply.message({ type: MsgType.Result, result: fit({ ...r }) });
       }
