@@ -10,8 +10,10 @@
  * - Resumable: bytes arrive in `<digest>.part`; a transfer cut off is resumed
  *   from what arrived (its bytes hashed again first), and started over once
  *   if the whole does not match.
- * - Several files travel at once (REPLICATOR_PARALLEL, default 4), each
- *   through a bounded window of frames.
+ * - Several files travel at once (REPLICATOR_PARALLEL, default 16: one
+ *   round trip per file would otherwise pace a tree of small files), each
+ *   through a bounded window of frames; at most 4 of them larger than one
+ *   frame, so what may be queued stays about 64 MiB.
  * - Everything goes through Beneath: nothing is written outside the volume.
  *
  * @module
@@ -22,7 +24,7 @@ import type { Volume } from "../volume/volume.ts";
 import type { Amount, ContentSource, Progress } from "../apply/mod.ts";
 import { copyHashing } from "./copy.ts";
 import { feedOpenFile, type Hash, hashOpenFile, newHash } from "../fs/hash.ts";
-import { gone, type Peer } from "./peer.ts";
+import { CHUNK_BYTES, gone, type Peer } from "./peer.ts";
 import { META_DIR } from "../volume/layout.ts";
 
 /** Content to fetch: where the peer has it, and what it must hash to. */
@@ -41,10 +43,34 @@ export interface Transfer {
 
 const DIR = `${META_DIR}/fetch`;
 
-/** Files fetched at once: REPLICATOR_PARALLEL, default 4. */
+/** Files fetched at once: REPLICATOR_PARALLEL, default 16. */
 function parallel(): number {
-  const n = Number(Deno.env.get("REPLICATOR_PARALLEL") ?? "4");
-  return Number.isInteger(n) && n > 0 && n <= 32 ? n : 4;
+  const n = Number(Deno.env.get("REPLICATOR_PARALLEL") ?? "16");
+  return Number.isInteger(n) && n > 0 && n <= 32 ? n : 16;
+}
+
+/** Files of more than one frame fetched at once (each may queue 16 frames of 1 MiB). */
+const LARGE_AT_ONCE = 4;
+
+/** At most `n` of the calls made through it run at once. */
+class Gate {
+  #free: number;
+  #waiting: (() => void)[] = [];
+
+  constructor(n: number) {
+    this.#free = n;
+  }
+
+  async run<T>(call: () => Promise<T>): Promise<T> {
+    while (this.#free === 0) await new Promise<void>((go) => this.#waiting.push(go));
+    this.#free--;
+    try {
+      return await call();
+    } finally {
+      this.#free++;
+      this.#waiting.shift()?.();
+    }
+  }
 }
 
 /** Where a pull's content comes from: fetched ahead (a session), or copied as staged (local). */
@@ -88,9 +114,11 @@ export class FetchCache implements ContentCache {
         if (this.#fresh.has(w.digest) || left) this.#count(w, xfer, 0);
         else todo.push(w);
       }
+      const large = new Gate(LARGE_AT_ONCE);
       const worker = async () => {
         for (let w; (w = todo.shift());) {
-          await this.#fetch(t, w, xfer, present.has(`${w.digest}.part`));
+          const fetch = this.#fetch.bind(this, t, w, xfer, present.has(`${w.digest}.part`));
+          await (w.size > CHUNK_BYTES ? large.run(fetch) : fetch());
         }
       };
       await Promise.all(Array.from({ length: Math.min(parallel(), todo.length) }, worker));
