@@ -73,9 +73,9 @@ function batchRecords(): number {
  * Bytes of the peer's log read and planned together (REPLICATOR_WINDOW_BYTES,
  * default 2 MiB, some 10,000 records): what a pull holds in memory whatever
  * the log's length (measured: a clone of 200,000 files peaked at 771 MB with
- * 8 MiB windows, 247 MB with 2 MiB and a collection between windows). Which content travels is decided over a whole window, so
- * a file stored and then replaced or renamed within one is fetched once, at
- * its final path.
+ * 8 MiB windows, 247 MB with 2 MiB and a collection between windows). Which
+ * content travels is decided over a whole window, so a file stored and then
+ * replaced or renamed within one is fetched once, at its final path.
  */
 function windowBytes(): number {
   return positiveEnv("REPLICATOR_WINDOW_BYTES", 2 << 20);
