@@ -88,9 +88,10 @@ function positiveEnv(name: string, fallback: number): number {
 
 /**
  * Pulls everything new from `peer` into `vol`, one window of the peer's log
- * at a time: its records, then for each batch the content it needs
- * (prefetched into `.replicator/fetch/`), then the batch's transaction; last,
- * content still wanted from earlier pulls.
+ * at a time: its records, then for each batch the content it needs (fetched
+ * ahead into `.replicator/fetch/` over a session; from a local peer, copied
+ * as it is staged), then the batch's transaction; last, content still wanted
+ * from earlier pulls.
  */
 export async function pull(vol: Volume, peer: Peer, progress?: Progress): Promise<PullResult> {
   const result: PullResult = {
