@@ -26,7 +26,6 @@ import type { SshConnection, SshOptions } from "./transport/ssh.ts";
 import type { HttpsOptions } from "./transport/websocket.ts";
 import type { Progress } from "./sync/pull.ts";
 import { flushLento } from "./capture/lento_client.ts";
-import { loadHashing } from "./fs/hash.ts";
 import type { ExpectEntry } from "./expect/expect.ts";
 import { PeerMismatchError, ReplicatorError, UsageError } from "./errors.ts";
 
@@ -296,7 +295,6 @@ async function syncRemote(root: string, url: string, opts: SyncOptions): Promise
   if (url.startsWith("ssh://")) parseSshUrl(url); // a malformed URL is a usage error, before locking
   const journaled = await flushLento(root);
   const vol = openReplica(root);
-  if (!journaled && vol.holdsPermit()) await loadHashing(); // this side is scanned
   try {
     return await withRemotePeer(
       url,
@@ -318,7 +316,6 @@ async function syncOne(root: string, peerRoot: string, opts: SyncOptions): Promi
   refuseSelf(root, peerRoot);
   // A side whose lento runs has its changes recorded already: no scan there.
   const [journaled, remoteJournaled] = await Promise.all([flushLento(root), flushLento(peerRoot)]);
-  if (!journaled || !remoteJournaled) await loadHashing(); // a side is scanned here
   // Lock in path order, so two runs syncing the same pair in opposite directions cannot deadlock.
   const [first, second] = root < peerRoot ? [root, peerRoot] : [peerRoot, root];
   const a = openReplica(first);

@@ -9,7 +9,8 @@
  */
 
 import type { Volume } from "../volume/volume.ts";
-import { scan, scanNew } from "./scan.ts";
+import { bytesToHash, diffTree, mergeWithIndex, scan, scanNew, type ScanResult } from "./scan.ts";
+import { loadHashing, loadHashingFor } from "../fs/hash.ts";
 import { collectGarbage } from "../memory.ts";
 import { scanScope } from "./scope.ts";
 
@@ -33,10 +34,34 @@ export function capture(vol: Volume, scope?: Iterable<string>): CaptureResult {
       withInode: (ino) => vol.state.withInode(ino),
     }, scope)
     : scan(vol.root, vol.state);
+  return record(vol, found);
+}
+
+/** Records what a scan found. */
+function record(vol: Volume, found: ScanResult): CaptureResult {
   if (found.changes.length > 0 || found.updates.size > 0) {
     vol.recordLocal(found.changes, found.updates);
   }
   return { via: "scan", recorded: found.changes.length, problems: found.problems };
+}
+
+/**
+ * A full capture as `capture` makes it, for an asynchronous caller: node:crypto
+ * is loaded between the walk and the hashing if there is much to hash (a
+ * no-op sync hashes nothing and need not pay its loading).
+ */
+export async function captureFully(vol: Volume): Promise<CaptureResult> {
+  if (!vol.holdsPermit()) return { via: "none", recorded: 0, problems: [] };
+  if (vol.state.indexIsEmpty()) {
+    await loadHashing();
+    return captureNew(vol);
+  }
+  const merged = mergeWithIndex(vol.root, vol.state);
+  await loadHashingFor(bytesToHash(merged));
+  return record(
+    vol,
+    diffTree(vol.root, merged.old, merged.tree, (ino) => vol.state.withInode(ino)),
+  );
 }
 
 /** A first capture (an empty index): recorded in chunks, each committed before the next. */

@@ -58,6 +58,22 @@ export function scan(
   index: OrderedIndex,
   visit?: (path: string) => void,
 ): ScanResult {
+  const m = mergeWithIndex(root, index, visit);
+  return diffTree(root, m.old, m.tree, (ino) => index.withInode(ino));
+}
+
+/** What differs between the tree and the index: the part of them a diff must see. */
+export interface Merged {
+  old: Map<string, Entry>;
+  tree: WalkResult;
+}
+
+/** A full scan's first half: the walk merged with the index (see scan). */
+export function mergeWithIndex(
+  root: string,
+  index: OrderedIndex,
+  visit?: (path: string) => void,
+): Merged {
   const tree: WalkResult = { seen: new Map(), unreadable: [], problems: [] };
   const old = new Map<string, Entry>();
   const rows = index.ordered()[Symbol.iterator]();
@@ -74,7 +90,16 @@ export function scan(
     tree.seen.set(p, s);
   }
   for (; !row.done; row = rows.next()) old.set(row.value[0], row.value[1]);
-  return diffTree(root, old, tree, (ino) => index.withInode(ino));
+  return { old, tree };
+}
+
+/** About how many bytes a diff of `m` will hash: the files new, or moved in size, mtime or inode. */
+export function bytesToHash(m: Merged): number {
+  let bytes = 0;
+  for (const [p, s] of m.tree.seen) {
+    if (s.type === "f" && needsHash(s, m.old.get(p), false)) bytes += s.size;
+  }
+  return bytes;
 }
 
 /**

@@ -141,9 +141,9 @@ function parse(args: string[]): { values: Flags & { help?: boolean }; positional
 }
 
 /**
- * Commands that may hash much load node:crypto first (`sync` and `serve` when
- * they scan, a pull when its content is large; `status` hashes only what
- * changed, with the fallback).
+ * Commands that may hash much load node:crypto first (a sync's scan and pull
+ * load it when what they hash is large; `status` hashes only what changed,
+ * with the fallback).
  */
 const HASHING = new Set(["init", "clone", "fsck", "lento"]);
 

@@ -13,7 +13,7 @@ import type { Volume } from "../volume/volume.ts";
 import { checkRelativePath } from "../fs/paths.ts";
 import { Beneath } from "../fs/beneath.ts";
 import { noFileThere } from "../errors.ts";
-import { capture, type CaptureResult } from "../capture/capture.ts";
+import { captureFully, type CaptureResult } from "../capture/capture.ts";
 import type { PullResult } from "./pull.ts";
 
 /** Who a peer is (the handshake's fields). */
@@ -188,9 +188,9 @@ export function localPeer(
     received: () => received,
     readPosition: (host, incarnation) => Promise.resolve(positionIn(v, host, incarnation)),
     capture: () =>
-      Promise.resolve(
-        opts.journaled ? { via: "lento" as const, recorded: 0, problems: [] } : capture(v),
-      ),
+      opts.journaled
+        ? Promise.resolve({ via: "lento" as const, recorded: 0, problems: [] })
+        : captureFully(v),
     pullFromUs: () => opts.pullFromUs ? opts.pullFromUs() : Promise.reject(new Error("no pull")),
     close: () => Promise.resolve(),
   };

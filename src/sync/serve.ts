@@ -10,12 +10,11 @@
  * @module
  */
 
-import { capture } from "../capture/capture.ts";
+import { captureFully } from "../capture/capture.ts";
 import { KML_HEADER_BYTES } from "../kml/log.ts";
 import type { Volume } from "../volume/volume.ts";
 import { CorruptLogError } from "../errors.ts";
 import { zlib } from "../wire/zlib.ts";
-import { loadHashing } from "../fs/hash.ts";
 import { FLAG_DEFLATE, MsgType, ProtocolError, SEND_BYTES } from "../wire/frame.ts";
 import { encodeJson } from "../wire/json.ts";
 import { changesVolume, type Message } from "../wire/messages.ts";
@@ -75,8 +74,9 @@ function answers(vol: Volume, opts: ServeOptions): Handler {
         });
       case MsgType.CaptureRequest: {
         if (!opts.server) break;
-        if (!opts.journaled && vol.holdsPermit()) await loadHashing(); // a scan
-        const r = opts.journaled ? { via: "lento", recorded: 0, problems: [] } : capture(vol);
+        const r = opts.journaled
+          ? { via: "lento", recorded: 0, problems: [] }
+          : await captureFully(vol);
         return await reply.message({ type: MsgType.Result, result: fit({ ...r }) });
       }
       case MsgType.PullRequest: {

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { capture, type CaptureResult } from "../capture/capture.ts";
+import { captureFully, type CaptureResult } from "../capture/capture.ts";
 import type { Volume } from "../volume/volume.ts";
 import { PeerMismatchError } from "../errors.ts";
 import { localPeer, type Peer } from "./peer.ts";
@@ -52,7 +52,7 @@ export async function syncWith(
   local.rememberHost(who.hostId, who.hostName);
   const localCapture = opts.journaled
     ? { via: "lento" as const, recorded: 0, problems: [] }
-    : capture(local);
+    : await captureFully(local);
   const remoteCapture = await peer.capture();
   const localPull = await pull(local, peer, opts.progress);
   const remotePull = who.readOnly || opts.oneWay ? null : await peer.pullFromUs();

@@ -151,16 +151,15 @@ export class State {
   }
 
   /**
-   * Every row, one at a time, in path order (SQLite compares text as UTF-8
-   * bytes). Nothing may write to the database until the iteration ends.
+   * Every row in path order (SQLite compares text as UTF-8 bytes), read in
+   * pages of 2048 rows from where the last one ended: node:sqlite's row by
+   * row iteration costs three times as much per row.
    */
   *ordered(): Generator<[string, Entry]> {
-    const st = this.sql(`SELECT ${COLUMNS} FROM entries ORDER BY path`) as StatementSync & {
-      setReturnArrays(on: boolean): void;
-    };
-    st.setReturnArrays(true);
-    for (const r of st.iterate() as Iterable<unknown> as Iterable<RowArray>) {
-      yield [r[0], entryOfRow(r)];
+    let page = this.rows("ORDER BY path LIMIT 2048", []);
+    while (page.length > 0) {
+      for (const r of page) yield [r[0], entryOfRow(r)];
+      page = this.rows("WHERE path > ? ORDER BY path LIMIT 2048", [page[page.length - 1][0]]);
     }
   }
 
