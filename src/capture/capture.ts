@@ -48,9 +48,11 @@ function record(vol: Volume, found: ScanResult): CaptureResult {
 /**
  * A full capture as `capture` makes it, for an asynchronous caller: node:crypto
  * is loaded between the walk and the hashing if there is much to hash (a
- * no-op sync hashes nothing and need not pay its loading).
+ * no-op sync hashes nothing and need not pay its loading). With `journaled`
+ * (the volume's lento has recorded every change) nothing is scanned.
  */
-export async function captureFully(vol: Volume): Promise<CaptureResult> {
+export async function captureFully(vol: Volume, journaled = false): Promise<CaptureResult> {
+  if (journaled) return { via: "lento", recorded: 0, problems: [] };
   if (!vol.holdsPermit()) return { via: "none", recorded: 0, problems: [] };
   if (vol.state.indexIsEmpty()) {
     await loadHashing();
@@ -68,11 +70,9 @@ export async function captureFully(vol: Volume): Promise<CaptureResult> {
 function captureNew(vol: Volume): CaptureResult {
   const out: CaptureResult = { via: "scan", recorded: 0, problems: [] };
   for (const found of scanNew(vol.root, vol.state)) {
-    if (found.changes.length > 0 || found.updates.size > 0) {
-      vol.recordLocal(found.changes, found.updates);
-    }
-    out.recorded += found.changes.length;
-    out.problems.push(...found.problems);
+    const done = record(vol, found);
+    out.recorded += done.recorded;
+    out.problems.push(...done.problems);
     collectGarbage();
   }
   return out;

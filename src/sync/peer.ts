@@ -187,10 +187,7 @@ export function localPeer(
     },
     received: () => received,
     readPosition: (host, incarnation) => Promise.resolve(positionIn(v, host, incarnation)),
-    capture: () =>
-      opts.journaled
-        ? Promise.resolve({ via: "lento" as const, recorded: 0, problems: [] })
-        : captureFully(v),
+    capture: () => captureFully(v, opts.journaled),
     pullFromUs: () => opts.pullFromUs ? opts.pullFromUs() : Promise.reject(new Error("no pull")),
     close: () => Promise.resolve(),
   };

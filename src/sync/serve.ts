@@ -74,9 +74,7 @@ function answers(vol: Volume, opts: ServeOptions): Handler {
         });
       case MsgType.CaptureRequest: {
         if (!opts.server) break;
-        const r = opts.journaled
-          ? { via: "lento", recorded: 0, problems: [] }
-          : await captureFully(vol);
+        const r = await captureFully(vol, opts.journaled);
         return await reply.message({ type: MsgType.Result, result: fit({ ...r }) });
       }
       case MsgType.PullRequest: {

@@ -50,9 +50,7 @@ export async function syncWith(
     throw new PeerMismatchError(`${peer.label} is this same replica`);
   }
   local.rememberHost(who.hostId, who.hostName);
-  const localCapture = opts.journaled
-    ? { via: "lento" as const, recorded: 0, problems: [] }
-    : await captureFully(local);
+  const localCapture = await captureFully(local, opts.journaled);
   const remoteCapture = await peer.capture();
   const localPull = await pull(local, peer, opts.progress);
   const remotePull = who.readOnly || opts.oneWay ? null : await peer.pullFromUs();
