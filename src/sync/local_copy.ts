@@ -33,14 +33,12 @@ export class LocalCopy implements ContentCache {
     return {
       hostName: this.hostName,
       take: (t, path, digest, dest, perm) => {
-        const input = this.openLocal(path);
-        const size = input.statSync().size;
-        const limit = this.#sizes.get(digest) ?? Infinity;
-        const got = copyHashing(input, t.createFile(dest, perm), limit);
+        const size = this.#sizes.get(digest);
+        const got = copyHashing(this.openLocal(path), t.createFile(dest, perm), size);
         const xfer = this.#xfer;
-        if (xfer) {
+        if (xfer) { // counted as the record says, as a fetch counts it
           xfer.done.files++;
-          xfer.done.bytes += size;
+          xfer.done.bytes += size ?? 0;
           xfer.progress?.(xfer.done, xfer.total);
         }
         return got;
