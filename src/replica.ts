@@ -22,6 +22,8 @@ import { type Change, scan } from "./capture/scan.ts";
 import { type SyncReport, syncVolumes, syncWith } from "./sync/sync.ts";
 import type { ServerOptions } from "./sync/connect.ts";
 import type { Peer } from "./sync/peer.ts";
+// The network side (sessions, ssh, https) is imported where it is used: local
+// commands do not load it at start-up.
 import type { SshConnection, SshOptions } from "./transport/ssh.ts";
 import type { HttpsOptions } from "./transport/websocket.ts";
 import type { Progress } from "./sync/pull.ts";
@@ -82,22 +84,9 @@ export async function clone(
  */
 export async function serveStdio(dir: string, opts: ServerOptions = {}): Promise<boolean> {
   findRoot(dir); // not a replica: say so now, not to the client
-  const [{ serveReplica }, { streamChannel }] = await network();
+  const { serveReplica } = await import("./sync/connect.ts");
+  const { streamChannel } = await import("./wire/session.ts");
   return await serveReplica(streamChannel(Deno.stdin.readable, Deno.stdout.writable), dir, opts);
-}
-
-/**
- * The network side (sessions, ssh, https), imported when a command first
- * needs it: local commands do not pay its loading at start-up.
- */
-function network() {
-  return Promise.all([
-    import("./sync/connect.ts"),
-    import("./wire/session.ts"),
-    import("./transport/ssh.ts"),
-    import("./transport/websocket.ts"),
-    import("./transport/listen.ts"),
-  ]);
 }
 
 /** How `serve --listen` runs. */
@@ -115,7 +104,8 @@ export interface ListenServeOptions extends ServerOptions {
 /** Serves the replica containing `dir` over HTTPS until `signal` aborts. */
 export async function serveHttps(dir: string, opts: ListenServeOptions): Promise<void> {
   const root = findRoot(dir);
-  const [{ serveReplica }, , , , { listen, parseListen }] = await network();
+  const { serveReplica } = await import("./sync/connect.ts");
+  const { listen, parseListen } = await import("./transport/listen.ts");
   await listen({
     ...parseListen(opts.listen),
     token: opts.token,
@@ -148,8 +138,11 @@ function isRemote(peer: string): boolean {
 type Dialed = SshConnection;
 
 async function dial(url: string, opts: RemoteOptions): Promise<Dialed> {
-  const [, , { openSsh, parseSshUrl }, { openWebSocket }] = await network();
-  if (url.startsWith("ssh://")) return openSsh(parseSshUrl(url), opts);
+  if (url.startsWith("ssh://")) {
+    const { openSsh, parseSshUrl } = await import("./transport/ssh.ts");
+    return openSsh(parseSshUrl(url), opts);
+  }
+  const { openWebSocket } = await import("./transport/websocket.ts");
   const channel = await openWebSocket(url, opts);
   return {
     channel,
@@ -170,7 +163,7 @@ async function withRemotePeer<T>(
   use: (peer: Peer) => Promise<T>,
 ): Promise<T> {
   const conn = await dial(url, opts);
-  const [{ connect }] = await network();
+  const { connect } = await import("./sync/connect.ts");
   try {
     const peer = await connect(conn.channel, local, url, { compress: opts.compress });
     try {
@@ -291,8 +284,10 @@ export function readTokenFile(file: string): string {
 
 /** Syncs with a replica on another host. */
 async function syncRemote(root: string, url: string, opts: SyncOptions): Promise<SyncReport> {
-  const [, , { parseSshUrl }] = await network();
-  if (url.startsWith("ssh://")) parseSshUrl(url); // a malformed URL is a usage error, before locking
+  if (url.startsWith("ssh://")) {
+    const { parseSshUrl } = await import("./transport/ssh.ts");
+    parseSshUrl(url); // a malformed URL is a usage error, before locking
+  }
   const journaled = await flushLento(root);
   const vol = openReplica(root);
   try {
