@@ -365,7 +365,7 @@ Deno.test({
     try {
       const rounds = Number(Deno.env.get("FANOTIFY_TEST_ROUNDS") ?? "150");
       for (let round = 0; round < rounds; round++) {
-        const index = vol.state.loadIndex();
+        const index = new Map(vol.state.ordered());
         const files = [...index].filter(([, e]) => e.type === "f").map(([p]) => p);
         const dirs = [...index].filter(([, e]) => e.type === "d").map(([p]) => p);
         const below = files.filter((f) => moved.some((d) => isWithin(f, d)));

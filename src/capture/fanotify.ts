@@ -86,6 +86,7 @@ import {
   libc,
   O_CLOEXEC,
   O_DIRECTORY,
+  O_PATH,
   O_RDONLY,
 } from "../fs/libc.ts";
 import { Poller } from "./poller.ts";
@@ -133,7 +134,6 @@ const INFO_DFID = 3;
 const INFO_OLD_DFID_NAME = 10;
 const INFO_NEW_DFID_NAME = 12;
 
-const O_PATH = 0o10000000;
 const MAX_HANDLE_SZ = 128;
 
 const EPERM = 1;

@@ -11,7 +11,7 @@
  */
 
 import { layoutOf } from "../volume/layout.ts";
-import { askUnixSocketAsync } from "../fs/unix_socket.ts";
+import { askUnixSocket } from "../fs/unix_socket.ts";
 
 /** How long a sync waits for lento's acknowledgement before scanning itself. */
 const WAIT_MS = 5000;
@@ -26,6 +26,6 @@ export const FLUSH_DONE = "flushed";
  * in which case the caller scans.
  */
 export async function flushLento(root: string): Promise<boolean> {
-  const reply = await askUnixSocketAsync(layoutOf(root).lentoSock, `${FLUSH_REQUEST}\n`, WAIT_MS);
+  const reply = await askUnixSocket(layoutOf(root).lentoSock, `${FLUSH_REQUEST}\n`, WAIT_MS);
   return reply === FLUSH_DONE;
 }

@@ -1,17 +1,24 @@
 /**
  * A stat walk of the volume tree (never following symlinks, never entering
  * `.replicator/`). Paths are volume-relative, parents before children:
- * collected in a map (`walk`, `walkDir`), or streamed in the index's order
- * (`walkInOrder`), holding one directory's entries per level.
+ * collected in a map (`walkDir`, for a scoped scan), or streamed in the
+ * index's order (`walkInOrder`), holding one directory's entries per level.
  *
  * @module
  */
 
 import { type Stat, statAt } from "../fs/stat.ts";
-import { cString, errno, errnoName, libc, O_CLOEXEC, O_DIRECTORY, O_RDONLY } from "../fs/libc.ts";
+import {
+  cString,
+  errno,
+  errnoName,
+  libc,
+  O_CLOEXEC,
+  O_DIRECTORY,
+  O_NOFOLLOW,
+  O_RDONLY,
+} from "../fs/libc.ts";
 import { META_DIR } from "../volume/layout.ts";
-
-const O_NOFOLLOW = 0o400000;
 
 /** One entry seen on disk, with a symlink's target. */
 export interface Seen extends Stat {
@@ -25,13 +32,6 @@ export interface WalkResult {
   unreadable: string[];
   /** Human-readable problems (skipped special files, unreadable directories). */
   problems: string[];
-}
-
-/** Walks the tree under absolute `root`. */
-export function walk(root: string): WalkResult {
-  const out: WalkResult = { seen: new Map(), unreadable: [], problems: [] };
-  walkDir(root, "", out);
-  return out;
 }
 
 /** Adds `rel` (a directory) and everything below it to `out`. */

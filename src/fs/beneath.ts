@@ -23,7 +23,17 @@
  * @module
  */
 
-import { bothTimes, errno, errnoName, libc, O_CLOEXEC, O_DIRECTORY, O_RDONLY } from "./libc.ts";
+import {
+  bothTimes,
+  errno,
+  errnoName,
+  libc,
+  O_CLOEXEC,
+  O_DIRECTORY,
+  O_NOFOLLOW,
+  O_PATH,
+  O_RDONLY,
+} from "./libc.ts";
 import { type Stat, statAt } from "./stat.ts";
 import { FsError, NotConfinedError } from "../errors.ts";
 
@@ -32,9 +42,7 @@ const RESOLVE_NO_MAGICLINKS = 0x02n;
 const RESOLVE_NO_SYMLINKS = 0x04n;
 const RESOLVE_BENEATH = 0x08n;
 const RESOLVE_ALL = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-const O_NOFOLLOW = 0o400000;
 const O_NONBLOCK = 0o4000;
-const O_PATH = 0o10000000;
 const O_WRONLY = 0o1;
 const O_CREAT = 0o100;
 const O_APPEND = 0o2000;

@@ -19,6 +19,8 @@ const AT_SYMLINK_NOFOLLOW = 0x100;
 export const O_RDONLY = 0;
 export const O_DIRECTORY = 0o200000;
 export const O_CLOEXEC = 0o2000000;
+export const O_NOFOLLOW = 0o400000;
+export const O_PATH = 0o10000000;
 
 const SYMBOLS = {
   open: { parameters: ["buffer", "i32"], result: "i32" },

@@ -9,19 +9,12 @@
  * @module
  */
 
-import { libc } from "./libc.ts";
+import { cString, libc, O_CLOEXEC, O_NOFOLLOW, O_PATH } from "./libc.ts";
 
-const O_NOFOLLOW = 0o400000;
-const O_CLOEXEC = 0o2000000;
-const O_PATH = 0o10000000;
 const AT_EMPTY_PATH = 0x1000;
 const STATX_TYPE = 1;
 const S_IFMT = 0o170000;
 const S_IFSOCK = 0o140000;
-
-function cString(s: string): Uint8Array<ArrayBuffer> {
-  return new TextEncoder().encode(s + "\0") as Uint8Array<ArrayBuffer>;
-}
 
 function isSocket(fd: number): boolean {
   const buf = new Uint8Array(256);
@@ -36,7 +29,7 @@ function isSocket(fd: number): boolean {
  * opened O_PATH|O_NOFOLLOW, checked to be a socket inode, and connected to
  * through `/proc/self/fd/N`; the event loop goes on meanwhile.
  */
-export async function askUnixSocketAsync(
+export async function askUnixSocket(
   path: string,
   request: string,
   timeoutMs: number,

@@ -133,13 +133,6 @@ export class State {
     }
   }
 
-  /** The whole index. */
-  loadIndex(): Map<string, Entry> {
-    const out = new Map<string, Entry>();
-    for (const r of this.rows("", [])) out.set(r[0], entryOfRow(r));
-    return out;
-  }
-
   getEntry(path: string): Entry | undefined {
     const [r] = this.rows("WHERE path = ?", [path]);
     return r && entryOfRow(r);
