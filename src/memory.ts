@@ -5,12 +5,20 @@
  * holds about one window's worth, not whatever V8's heap growth allows on a
  * machine with much memory. Without the flag it does nothing.
  *
+ * A full collection costs several milliseconds even on a small heap, which a
+ * lento-assisted sync of a few files cannot afford: below
+ * {@link COLLECT_ABOVE_BYTES} of live heap there is nothing worth collecting.
+ *
  * @module
  */
 
-/** Collects garbage now, if the runtime exposes how. */
+/** Heap in use below which a collection is skipped. */
+export const COLLECT_ABOVE_BYTES = 64 << 20;
+
+/** Collects garbage now, if the runtime exposes how and the heap is large enough to matter. */
 export function collectGarbage(): void {
-  (globalThis as { gc?: () => void }).gc?.();
+  const gc = (globalThis as { gc?: () => void }).gc;
+  if (gc && Deno.memoryUsage().heapUsed >= COLLECT_ABOVE_BYTES) gc();
 }
 
 /** The V8 flags every way of running the program passes (the wrapper, the binary, the bench). */

@@ -10,7 +10,7 @@ const SRC = new URL("../src/", import.meta.url).pathname;
 
 /** Layers, lowest first. A module may import from its own layer or any below. */
 const LAYERS: string[][] = [
-  ["errors.ts", "memory.ts", "fs", "kml", "expect", "wire", "transport"],
+  ["errors.ts", "memory.ts", "timer.ts", "fs", "kml", "expect", "wire", "transport"],
   ["volume"],
   ["capture", "apply"],
   ["sync"],

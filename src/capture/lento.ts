@@ -21,6 +21,7 @@ import { layoutOf } from "../volume/layout.ts";
 import { checkMeta, tryLockNoFollow } from "../fs/nofollow.ts";
 import { BusyError, ReplicatorError } from "../errors.ts";
 import { FLUSH_DONE, FLUSH_REQUEST } from "./lento_client.ts";
+import { sleep } from "../timer.ts";
 
 /** No event source could be armed. */
 export class NoCaptureSourceError extends ReplicatorError {}
@@ -149,7 +150,10 @@ async function serve(
       }
       // Take what else arrives: for BATCH_MS, or until quiet when a sync is waiting.
       for (;;) {
-        const more = await Promise.race([pending, sleep(flush.wanted ? QUIET_MS : BATCH_MS)]);
+        const more = await Promise.race([
+          pending,
+          sleep(flush.wanted ? QUIET_MS : BATCH_MS, "timeout" as const),
+        ]);
         if (more === "timeout" || more.length === 0) break;
         hints.push(...more);
         pending = source.next();
@@ -211,7 +215,7 @@ async function recordRetrying(
     } catch (e) {
       if (!(e instanceof BusyError)) throw e;
     }
-    if (await Promise.race([stopped, sleep(100)]) === "stop") return;
+    if (await Promise.race([stopped, sleep(100, "timeout" as const)]) === "stop") return;
   }
 }
 
@@ -242,8 +246,4 @@ async function acknowledge(waiting: Deno.UnixConn[]): Promise<void> {
     } catch { /* the sync gave up waiting; it scans */ }
     conn.close();
   }
-}
-
-function sleep(ms: number): Promise<"timeout"> {
-  return new Promise((ok) => setTimeout(() => ok("timeout"), ms));
 }

@@ -10,6 +10,7 @@
  */
 
 import { cString, libc, O_CLOEXEC, O_NOFOLLOW, O_PATH } from "./libc.ts";
+import { after } from "../timer.ts";
 
 const AT_EMPTY_PATH = 0x1000;
 const STATX_TYPE = 1;
@@ -37,7 +38,7 @@ export async function askUnixSocket(
   const node = libc().open(cString(path), O_PATH | O_NOFOLLOW | O_CLOEXEC);
   if (node < 0) return null;
   let conn: Deno.UnixConn | undefined;
-  const timer = setTimeout(() => conn?.close(), timeoutMs);
+  const cancel = after(timeoutMs, () => conn?.close());
   try {
     if (!isSocket(node)) return null;
     conn = await Deno.connect({ transport: "unix", path: `/proc/self/fd/${node}` });
@@ -55,7 +56,7 @@ export async function askUnixSocket(
   } catch {
     return null; // nobody listens, or the timer closed the connection
   } finally {
-    clearTimeout(timer);
+    cancel();
     try {
       conn?.close();
     } catch { /* closed by the timer */ }

@@ -18,6 +18,7 @@ import { type Channel, Session } from "../wire/session.ts";
 import { identityOf, type Peer } from "./peer.ts";
 import { fromWire, type ReadOptions, remotePeer, toWire } from "./remote.ts";
 import { volumeHandler } from "./serve.ts";
+import { sleep } from "../timer.ts";
 
 /**
  * The identity a client without a replica says HELLO with (a clone): every
@@ -72,7 +73,7 @@ async function openWaiting(root: string): Promise<Volume> {
       return openReplica(root, 0);
     } catch (e) {
       if (!(e instanceof BusyError) || Date.now() >= deadline) throw e;
-      await new Promise((r) => setTimeout(r, 100));
+      await sleep(100);
     }
   }
 }

@@ -11,6 +11,7 @@
 
 import { ReplicatorError } from "../errors.ts";
 import { type Channel, streamChannel } from "../wire/session.ts";
+import { sleep } from "../timer.ts";
 
 /** An ssh:// URL taken apart. */
 export interface SshTarget {
@@ -93,8 +94,7 @@ export function openSsh(t: SshTarget, opts: SshOptions = {}): SshConnection {
   const stderr = collect(child.stderr);
   const channel = streamChannel(child.stdout, child.stdin);
   // Bounded waits: an --ssh wrapper's children may hold the pipes after it ends.
-  const within = <T>(p: Promise<T>, ms: number) =>
-    Promise.race([p, new Promise<null>((r) => setTimeout(r, ms, null))]);
+  const within = <T>(p: Promise<T>, ms: number) => Promise.race([p, sleep(ms, null)]);
   return {
     channel,
     explain: async (e) => {

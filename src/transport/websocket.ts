@@ -10,6 +10,7 @@
 import { ReplicatorError } from "../errors.ts";
 import { type Frame, FrameDecoder, ProtocolError } from "../wire/frame.ts";
 import type { Channel } from "../wire/session.ts";
+import { sleep } from "../timer.ts";
 
 /** Bytes queued for sending before send() waits (the only flow control a WebSocket offers). */
 const SEND_WINDOW = 8 << 20;
@@ -63,7 +64,7 @@ export function wsChannel(ws: WebSocket): Channel {
   return {
     send: async (bytes) => {
       while (ws.bufferedAmount > SEND_WINDOW && ws.readyState === WebSocket.OPEN) {
-        await new Promise((r) => setTimeout(r, 5));
+        await sleep(5);
       }
       if (ws.readyState !== WebSocket.OPEN) throw new Error("the WebSocket is closed");
       ws.send(bytes);

@@ -16,6 +16,7 @@ import {
   PROTOCOL_VERSION,
 } from "./messages.ts";
 import { type Channel, ConnectionError, RemoteError, timeoutMs } from "./session.ts";
+import { after } from "../timer.ts";
 
 /** The server's identity as WELCOME carries it. */
 export type Welcome = Identity & { readOnly: boolean };
@@ -100,17 +101,17 @@ export async function awaitHello(
  */
 async function within<T>(p: Promise<T>, what: string): Promise<T> {
   const ms = Math.max(timeoutMs(), 10_000);
-  let timer: ReturnType<typeof setTimeout> | undefined;
+  let cancel = () => {};
   const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new ConnectionError(`${what} for ${Math.round(ms / 1000)} s; check the peer`)),
+    cancel = after(
       ms,
+      () => reject(new ConnectionError(`${what} for ${Math.round(ms / 1000)} s; check the peer`)),
     );
   });
   try {
     return await Promise.race([p, late]);
   } finally {
-    clearTimeout(timer);
+    cancel();
   }
 }
 

@@ -29,6 +29,7 @@ import {
   type Message,
   printable,
 } from "./messages.ts";
+import { every } from "../timer.ts";
 
 /** Where frames travel: a byte stream (ssh) or a WebSocket (https). */
 export interface Channel {
@@ -182,7 +183,7 @@ export class Session {
   #handlers = new Set<Promise<void>>();
   #failed?: Error;
   #heard = Date.now();
-  #timer?: ReturnType<typeof setInterval>;
+  #stopWatch?: () => void;
   #timeout: number;
   #loop?: Promise<void>;
   #byeSeen = false;
@@ -200,8 +201,8 @@ export class Session {
   start(
     frames: AsyncIterator<Frame> = this.#channel.frames[Symbol.asyncIterator](),
   ): Promise<void> {
-    this.#timer = setInterval(() => this.#watch(), Math.min(1000, this.#timeout / 4));
-    this.#loop = this.#read(frames).finally(() => clearInterval(this.#timer));
+    this.#stopWatch = every(Math.min(1000, this.#timeout / 4), () => this.#watch());
+    this.#loop = this.#read(frames).finally(() => this.#stopWatch?.());
     return this.#loop;
   }
 
@@ -280,7 +281,7 @@ export class Session {
         .catch(() => {});
     }
     this.#failed ??= new ConnectionError(`the session with ${this.peer} is closed`);
-    clearInterval(this.#timer);
+    this.#stopWatch?.();
     this.#channel.close();
     await this.#loop?.catch(() => {});
   }
