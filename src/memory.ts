@@ -13,7 +13,7 @@
  */
 
 /** Heap in use below which a collection is skipped. */
-export const COLLECT_ABOVE_BYTES = 64 << 20;
+export const COLLECT_ABOVE_BYTES = 16 << 20;
 
 /** Collects garbage now, if the runtime exposes how and the heap is large enough to matter. */
 export function collectGarbage(): void {
