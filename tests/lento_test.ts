@@ -132,6 +132,37 @@ Deno.test({
 });
 
 Deno.test({
+  name: "lento answers a flush only once every change made before it is recorded",
+  ignore: Deno.uid() !== 0,
+  sanitizeResources: false,
+  fn: async () => {
+    const { a } = await pair();
+    put(`${a}/f`, "0");
+    await cli(["init", a, "--host", "alpha"]);
+    const lento = await startLento(a);
+    try {
+      // Each change is followed at once by the flush: it answers from what the
+      // kernel had queued, with no quiet period to hide a missed event.
+      for (let round = 1; round <= 25; round++) {
+        put(`${a}/f`, `${round}`);
+        if (round % 5 === 0) put(`${a}/new-${round}`, "n");
+        assert(await flushLento(a), `round ${round}: lento did not answer`);
+        const vol = openReplica(a);
+        try {
+          assertEquals(vol.state.getEntry("f")?.size, String(round).length, `round ${round}`);
+          const fresh = vol.state.getEntry(`new-${round}`);
+          if (round % 5 === 0) assert(fresh, `round ${round}: new-${round} not recorded`);
+        } finally {
+          vol.close();
+        }
+      }
+    } finally {
+      assertEquals(await lento.stop(), 0);
+    }
+  },
+});
+
+Deno.test({
   name: "lento rescans on start: nothing changed while it was down is missed",
   ignore: Deno.uid() !== 0,
   sanitizeResources: false,

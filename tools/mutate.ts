@@ -61,6 +61,23 @@ export const MUTANTS: Mutant[] = [
     run: tests("tests/lento_overflow_test.ts"),
   },
   {
+    name: "lento-flush-no-drain",
+    why: "lento answers a flush without waiting for events its source still holds",
+    file: "src/capture/lento.ts",
+    find: "return source.queued() && performance.now() < until ? DRAIN_POLL_MS : 0;",
+    replace: "return 0;",
+    run: tests("tests/lento_flush_test.ts"),
+  },
+  {
+    name: "lento-flush-unbounded",
+    why: "a source that never runs dry (a busy filesystem) holds a sync's flush forever",
+    file: "src/capture/lento.ts",
+    find: "return source.queued() && performance.now() < until ? DRAIN_POLL_MS : 0;",
+    replace: "return source.queued() ? DRAIN_POLL_MS : 0;",
+    run: tests("tests/lento_flush_test.ts"),
+    timeoutS: 120,
+  },
+  {
     name: "scan-renames-off",
     why: "scan capture never pairs a vanished path with a new one of the same inode",
     file: "src/capture/scan.ts",

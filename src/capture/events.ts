@@ -22,6 +22,14 @@ export interface EventSource {
    * once the source is closed. Never blocks the event loop.
    */
   next(): Promise<Hint[]>;
+  /**
+   * True if events wait in the kernel for this source, or a read of them is
+   * under way: a sync waiting for a flush gets its answer once this is false
+   * and a pending next() has nothing more. (The kernel queues an event before
+   * the call that caused it returns, so nothing made before the request can
+   * still be on its way.) Never blocks.
+   */
+  queued(): boolean;
   /** Disarms and releases the source; a pending next() resolves with []. */
   close(): void;
 }

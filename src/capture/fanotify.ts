@@ -649,6 +649,10 @@ export class FanotifySource implements EventSource {
     return this.#poller.turn(() => this.#next());
   }
 
+  queued(): boolean {
+    return this.#poller.queued();
+  }
+
   /** Removes the marks and ends a pending next(). */
   close(): void {
     this.#poller.close();

@@ -40,8 +40,6 @@ export interface LentoOptions {
 
 /** Collects more events for this long after the first of a batch. */
 const BATCH_MS = 20;
-/** A drain for a flush request ends when the source has been quiet this long. */
-const QUIET_MS = 5;
 
 /** Runs lento for the volume containing `dir` until `opts.signal` aborts. */
 export async function runLento(dir: string, opts: LentoOptions = {}): Promise<void> {
@@ -148,12 +146,13 @@ async function serve(
         hints.push(...first);
         pending = source.next();
       }
-      // Take what else arrives: for BATCH_MS, or until quiet when a sync is waiting.
+      // Take what else arrives: for BATCH_MS; for a waiting sync, what is queued.
+      let until = 0; // the end of a waiting sync's drain, from when it is first seen
       for (;;) {
-        const more = await Promise.race([
-          pending,
-          sleep(flush.wanted ? QUIET_MS : BATCH_MS, "timeout" as const),
-        ]);
+        if (flush.wanted && until === 0) until = performance.now() + BATCH_MS;
+        const ms = flush.wanted ? drainMs(source, until) : BATCH_MS;
+        const more = await Promise.race([pending, sleep(ms, "timeout" as const)]);
+        if (more === "timeout" && ms === DRAIN_POLL_MS) continue;
         if (more === "timeout" || more.length === 0) break;
         hints.push(...more);
         pending = source.next();
@@ -172,6 +171,20 @@ async function serve(
       }
     } catch { /* a foreign file there now: leave it */ }
   }
+}
+
+/** How often a drain for a waiting sync looks at the source again. */
+const DRAIN_POLL_MS = 1;
+
+/**
+ * How long to wait for the source's pending next() while a sync waits for
+ * its flush. Every change made before the request is queued in the kernel
+ * already: while the source holds queued events, wait for them (looking again
+ * every DRAIN_POLL_MS, as long as the batch lasts); once it holds none, 0
+ * still lets a next() that has already settled be taken first.
+ */
+function drainMs(source: EventSource, until: number): number {
+  return source.queued() && performance.now() < until ? DRAIN_POLL_MS : 0;
 }
 
 /** Flush requests not yet answered; `fired` resolves when one arrives. */

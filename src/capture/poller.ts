@@ -62,6 +62,10 @@ export class Poller {
   readonly #wake: number;
   readonly #hooks: PollerHooks;
   readonly #pollfds = new Uint8Array(16);
+  /** The source fd alone, for queued(): a worker may be using #pollfds meanwhile. */
+  readonly #pollNow = new Uint8Array(8);
+  /** Reads of the source fd under way on a worker thread. */
+  #reads = 0;
   #closed = false;
   #released = false;
   #inFlight = 0;
@@ -78,6 +82,8 @@ export class Poller {
     v.setInt32(0, fd, true);
     v.setInt16(4, POLLIN, true);
     v.setInt32(8, wake, true);
+    new DataView(this.#pollNow.buffer).setInt32(0, fd, true);
+    new DataView(this.#pollNow.buffer).setInt16(4, POLLIN, true);
     v.setInt16(12, POLLIN, true);
   }
 
@@ -139,6 +145,27 @@ export class Poller {
     const p = this.#chain.then(run, run);
     this.#chain = p;
     return p;
+  }
+
+  /**
+   * True if the source fd has something to read now (a poll(2) with no
+   * timeout, on this thread), or a {@link Poller.read} is under way.
+   */
+  queued(): boolean {
+    if (this.#closed) return false;
+    if (this.#reads > 0) return true;
+    if (libc().pollNow(this.#pollNow, 1n, 0) <= 0) return false;
+    return (new DataView(this.#pollNow.buffer).getUint16(6, true) & POLLIN) !== 0;
+  }
+
+  /** {@link Poller.call} for a read of the source fd: queued() is true until it returns. */
+  async read<T>(f: () => Promise<T>): Promise<T> {
+    this.#reads++;
+    try {
+      return await this.call(f);
+    } finally {
+      this.#reads--;
+    }
   }
 
   /** Runs one nonblocking FFI call, keeping the fds open until it returns. */

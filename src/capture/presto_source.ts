@@ -152,6 +152,10 @@ export class PrestoSource implements EventSource {
     return this.#poller.turn(() => this.#next());
   }
 
+  queued(): boolean {
+    return this.#poller.queued();
+  }
+
   /** Disarms the reader (the kernel then wakes pollers with POLLHUP) and ends a pending next(). */
   close(): void {
     this.#poller.close();
@@ -164,7 +168,7 @@ export class PrestoSource implements EventSource {
       if (woke === "closed" || woke === "hangup") break; // hangup: disarmed, nothing left to read
       if (woke !== "readable") continue; // a failed poll (EINTR): the poller counts it
       const n = Number(
-        await poller.call(() =>
+        await poller.read(() =>
           libc().readNonblocking(poller.fd, this.#buf, BigInt(READ_BUFFER_BYTES))
         ),
       );

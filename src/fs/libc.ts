@@ -46,6 +46,8 @@ const SYMBOLS = {
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
   /** poll(2) on a worker thread. */
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
+  /** poll(2) on this thread: for a timeout of 0 only. */
+  pollNow: { name: "poll", parameters: ["buffer", "u64", "i32"], result: "i32" },
   fanotify_init: { parameters: ["u32", "u32"], result: "i32" },
   fanotify_mark: { parameters: ["i32", "u32", "u64", "i32", "buffer"], result: "i32" },
   name_to_handle_at: { parameters: ["i32", "buffer", "buffer", "buffer", "i32"], result: "i32" },
