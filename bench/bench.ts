@@ -32,6 +32,7 @@ import { haveSshd, type Sshd, startSshd } from "../tools/sshd.ts";
 import { V8_FLAGS } from "../src/memory.ts";
 import {
   DENO,
+  ENTRY,
   env,
   flush,
   grid,
@@ -385,7 +386,7 @@ function sshMode(s: Sshd, src: string): Mode {
 /** An sshd whose --remote-cmd runs MOD (the measured revision) under GNU time. */
 async function startBenchSshd(): Promise<{ sshd: Sshd; cipher: string; floor: number }> {
   const sshd = await startSshd({
-    mod: MOD,
+    mod: ENTRY,
     wrap: ["/usr/bin/time", "-f", SERVER_TIME_FMT, "-a", "-o", SERVER_TIME],
     parent: WORK,
   });

@@ -61,19 +61,31 @@ export const WORK = `${PARENT}/replicator-bench-${
 /** Which replicator to measure: a git revision (default HEAD), exported to WORK, or "worktree". */
 export const REV = Deno.env.get("BENCH_REV") || "HEAD";
 const CODE = REV === "worktree" ? REPO : `${WORK}/replicator`;
-/** The measured revision's entry point. */
+/** The measured revision's source entry point (profiles are taken on it, for line numbers). */
 export const MOD = `${CODE}/mod.ts`;
+/** What `./replicator` runs: mod.ts bundled into one file (made by {@link buildEntry}). */
+export const ENTRY = `${CODE}/dist/replicator.js`;
 
-/** The replicator as a user runs it (`./replicator`: with its V8 flags). */
+/** The replicator as a user runs it (`./replicator` without its shell: the bundle, its V8 flags). */
 export const repl = (...args: string[]) => [
   DENO,
   "run",
   "-A",
   "--quiet",
   `--v8-flags=${V8_FLAGS}`,
-  MOD,
+  ENTRY,
   ...args,
 ];
+
+/** Makes {@link ENTRY} as `./replicator` does (it bundles mod.ts when the bundle is stale). */
+export function buildEntry(): void {
+  sh([`${CODE}/replicator`, "--help"]);
+  try {
+    Deno.statSync(ENTRY);
+  } catch {
+    throw new Error(`${CODE}/replicator did not make ${ENTRY}`);
+  }
+}
 
 /**
  * Why a part that needs something this host may lack does not run, or null
@@ -528,7 +540,8 @@ export function checkout(): { commit: string; dirty: string } {
     "-o",
     "pipefail",
     "-c",
-    `git -C "${REPO}" archive "${REV}" mod.ts src deno.json | tar -x -C "${CODE}"`,
+    `git -C "${REPO}" archive "${REV}" mod.ts src deno.json replicator | tar -x -C "${CODE}"`,
   ]);
+  Deno.symlinkSync(`${REPO}/node_modules`, `${CODE}/node_modules`); // the wrapper's deno
   return { commit, dirty: "" };
 }

@@ -17,6 +17,7 @@
  */
 
 import {
+  buildEntry,
   checkout,
   DENO,
   KEEP,
@@ -73,7 +74,8 @@ async function main(): Promise<number> {
   const load0 = loadavg();
   const { commit, dirty } = checkout();
   log(`work dir ${WORK}; replicator ${commit}${dirty}; parts ${names.join(" ")}`);
-  sh(repl("--help")); // warm Deno's module cache so no timing pays for transpiling
+  buildEntry();
+  sh(repl("--help")); // warm Deno's module cache so no timing pays for it
   const deno = sh([DENO, "--version"]).out.split(" (")[0];
   console.log(
     `bench${QUICK ? " --quick" : ""}: replicator ${commit}${dirty} (${deno}) vs ${
