@@ -14,13 +14,14 @@ Deno.test("a local copy stops one byte past the recorded size, and the digest th
   const recorded = new TextEncoder().encode("0123456789");
   Deno.writeFileSync(`${dir}/src`, new Uint8Array(1 << 20).fill(7)); // grew to 1 MiB since
   const digest = hashBytes(recorded);
-  const copy = new LocalCopy(dir, "peer", (p) => Deno.openSync(`${dir}/${p}`));
+  const t = Beneath.open(dir);
+  const copy = new LocalCopy(dir, "peer", (p) => t.openRaw(p));
   const xfer = { done: { files: 0, bytes: 0 }, total: { files: 1, bytes: 10 } };
   await copy.fill([{ path: "src", digest, size: recorded.length }], xfer);
-  const t = Beneath.open(dir);
   try {
-    const got = copy.source().take(t, "src", digest, "dest", 0o644);
+    const got = copy.source().take(t, "src", digest, "dest");
     assertEquals(Deno.statSync(`${dir}/dest`).size, recorded.length + 1);
+    assertEquals(Deno.statSync(`${dir}/dest`).mode! & 0o777, 0o600, "staged readable, private");
     assertEquals(got === digest, false, "not the recorded content");
   } finally {
     t.close();

@@ -11,7 +11,13 @@
 export { openReplica } from "./open.ts";
 export { applyBatch, type Batch, type BatchResult, planFirst } from "./batch.ts";
 export { finalContent, type Plan } from "./plan.ts";
-export { type Amount, type ContentSource, type Progress, StagingError } from "./stage.ts";
+export {
+  type Amount,
+  type ContentSource,
+  type Progress,
+  STAGED_MODE,
+  StagingError,
+} from "./stage.ts";
 export { fetchWanted, type WantedResult } from "./wanted.ts";
 export { checkRecord } from "./validate.ts";
 export { indexRecords, recoverTxn } from "./txn.ts";

@@ -16,21 +16,28 @@
 
 import type { KmlRecord } from "../kml/record.ts";
 import type { Beneath } from "../fs/beneath.ts";
+import type { Stat } from "../fs/stat.ts";
 import { type Entry, entryOf, type Wanted } from "../volume/state.ts";
 import type { Volume } from "../volume/volume.ts";
 import { HostilePeerError, noFileThere, ReplicatorError } from "../errors.ts";
 import { type Need, ownerFor, permOf, wantedOf } from "./plan.ts";
 import { STAGING } from "./steps.ts";
 
+/**
+ * The mode a content source gives the file it puts in staging: readable by
+ * this replica whatever the record's mode, which staging sets afterwards.
+ */
+export const STAGED_MODE = 0o600;
+
 /** Where content comes from: what a pull fetched from its peer. */
 export interface ContentSource {
   hostName: string;
   /**
    * Puts the content `digest` (the peer's file at `path`) at the new file
-   * `dest` below `t`'s root, returning the SHA-256 of what it put there.
-   * Throws Deno.errors.NotFound if the content is not available.
+   * `dest` below `t`'s root (mode STAGED_MODE), returning the SHA-256 of what
+   * it put there. Throws Deno.errors.NotFound if the content is not available.
    */
-  take(t: Beneath, path: string, digest: string, dest: string, perm: number): string;
+  take(t: Beneath, path: string, digest: string, dest: string): string;
 }
 
 /** Files and bytes, for progress. */
@@ -78,19 +85,22 @@ export function stage(
       own(t, name, r);
       t.setMtime(name, r.mtimeNs);
     } else {
-      if (!fetch(vol, t, source, r, need.from, name)) {
-        out.deferred.push(wantedOf(vol, need.from, r));
-        continue;
-      }
+      const st = fetch(vol, t, source, r, need.from, name);
+      if (!st) out.deferred.push(wantedOf(vol, need.from, r));
+      else out.entries.set(i, entryOf(st, r.digest, r.target));
+      continue;
     }
     const st = t.stat(name);
     if (!st) throw new StagingError(`${t.abs(name)} vanished while staging; run sync again`);
-    out.entries.set(i, entryOf(st, need.kind === "fetch" ? r.digest : "", r.target));
+    out.entries.set(i, entryOf(st, "", r.target));
   }
   return out;
 }
 
-/** Fetches `from` into `name` for record `r`, with its owner, mode and mtime; false as fetchVerified. */
+/**
+ * Fetches `from` into `name` for record `r`, with its owner, mode and mtime:
+ * what was staged, or null as fetchVerified says false.
+ */
 function fetch(
   vol: Volume,
   t: Beneath,
@@ -98,14 +108,33 @@ function fetch(
   r: KmlRecord,
   from: string,
   name: string,
-): boolean {
-  const perm = permOf(vol, r.mode);
+): Stat | null {
   const what = "nothing of this batch was applied";
-  if (!fetchVerified(t, source, from, name, r.digest, perm, what)) return false;
-  own(t, name, r);
-  t.chmod(name, perm);
-  t.setMtime(name, r.mtimeNs);
-  return true;
+  if (!fetchVerified(t, source, from, name, r.digest, what)) return null;
+  return finishStaged(t, name, ownerFor(r), permOf(vol, r.mode), r.mtimeNs);
+}
+
+/**
+ * Gives the staged file `name` its owner (where this replica can: see
+ * ownerFor), mode and mtime through one descriptor, and returns what it is
+ * then. A file staged by a content source is readable (STAGED_MODE).
+ */
+export function finishStaged(
+  t: Beneath,
+  name: string,
+  owner: { uid: number; gid: number } | null,
+  perm: number,
+  mtimeNs: bigint,
+): Stat {
+  const f = t.openRaw(name);
+  try {
+    if (owner) f.chown(owner.uid, owner.gid);
+    f.chmod(perm); // after chown, which clears set-id bits
+    f.setMtime(mtimeNs);
+    return f.stat();
+  } finally {
+    f.close();
+  }
 }
 
 /**
@@ -120,12 +149,11 @@ export function fetchVerified(
   from: string,
   name: string,
   digest: string,
-  perm: number,
   what: string,
 ): boolean {
   let got: string;
   try {
-    got = source.take(t, from, digest, name, perm);
+    got = source.take(t, from, digest, name);
   } catch (e) {
     t.tryUnlink(name);
     if (e instanceof HostilePeerError) throw e;

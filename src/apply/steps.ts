@@ -183,18 +183,22 @@ function place(ctx: StepContext, k: number, s: PlaceStep): void {
     return;
   }
   if (cur && supersededAt(ctx, k, s.path, cur)) return;
-  putStaged(ctx, s.staged, s.path, s.pre, cur);
+  putStaged(ctx, s.staged, s.path, s.pre, cur, s.post.type === "d");
 }
 
-/** Installs staged `name` at `path`, keeping whatever is there that is not `pre`. */
+/**
+ * Installs staged `name` (a directory if `isDir`: its post entry says so) at
+ * `path`, keeping whatever is there that is not `pre`.
+ */
 function putStaged(
   ctx: StepContext,
   name: string,
   path: string,
   pre: Entry | null,
   cur: Stat | null,
+  isDir: boolean,
 ): void {
-  if (cur) clearFor(ctx, path, pre, cur, ctx.t.stat(`${STAGING}/${name}`)?.type === "d");
+  if (cur) clearFor(ctx, path, pre, cur, isDir);
   makeParents(ctx, path);
   ctx.t.rename(`${STAGING}/${name}`, path);
 }
@@ -270,7 +274,7 @@ function move(ctx: StepContext, k: number, s: MoveStep): void {
   if (s.staged && t.stat(`${STAGING}/${s.staged}`)) {
     const now = t.stat(s.to);
     if (now && (same(now, s.post!) || supersededAt(ctx, k, s.to, now))) return;
-    putStaged(ctx, s.staged, s.to, s.preTo, now);
+    putStaged(ctx, s.staged, s.to, s.preTo, now, s.post!.type === "d");
   } else if (s.want) {
     const placed = s.post && same(t.stat(s.to), s.post);
     if (!placed && !replacedLater(ctx, k, s.to)) ctx.out.wants.push(s.want);

@@ -15,7 +15,7 @@ import { hashOpenFile } from "../fs/hash.ts";
 import { entryOf, type Wanted } from "../volume/state.ts";
 import type { Volume } from "../volume/volume.ts";
 import { FsError, HostilePeerError } from "../errors.ts";
-import { type ContentSource, fetchVerified, StagingError } from "./stage.ts";
+import { type ContentSource, fetchVerified, finishStaged, StagingError } from "./stage.ts";
 import { newOutcome, runStep, same, STAGING, type StepContext } from "./steps.ts";
 import { utcStamp } from "./batch.ts";
 
@@ -79,10 +79,8 @@ function install(
   result: WantedResult,
 ): boolean {
   const tmp = `${STAGING}/${TMP}`;
-  if (!fetchVerified(t, source, w.path, tmp, w.digest, w.perm, "it stays wanted")) return false;
-  t.chmod(tmp, w.perm);
-  t.setMtime(tmp, mtimeNsOf(w));
-  const post = entryOf(t.stat(tmp)!, w.digest, "");
+  if (!fetchVerified(t, source, w.path, tmp, w.digest, "it stays wanted")) return false;
+  const post = entryOf(finishStaged(t, tmp, null, w.perm, mtimeNsOf(w)), w.digest, "");
   const out = newOutcome();
   const ctx: StepContext = {
     t,

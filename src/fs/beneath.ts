@@ -35,6 +35,7 @@ import {
   O_RDONLY,
 } from "./libc.ts";
 import { type Stat, statAt } from "./stat.ts";
+import { RawFile } from "./raw_file.ts";
 import { FsError, NotConfinedError } from "../errors.ts";
 
 const SYS_OPENAT2 = 437n;
@@ -307,15 +308,25 @@ export class Beneath {
     }
   }
 
-  /** Creates the regular file `rel` (it must not exist) and opens it for writing. */
-  createFile(rel: string, perm: number): Deno.FsFile {
-    const flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK;
-    const fd = this.mustResolve(rel, "create", rel, flags, perm);
+  /** Opens the regular file at `rel` for reading, as a descriptor; throws FsError if it is not one. */
+  openRaw(rel: string): RawFile {
+    const fd = this.mustResolve(rel, "open", rel, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
+    const f = new RawFile(fd, this.abs(rel));
     try {
-      return Deno.openSync(`/proc/self/fd/${fd}`, { write: true });
-    } finally {
-      libc().close(fd);
+      if (f.opened().type !== "f") {
+        throw new FsError("read", this.abs(rel), 0, "ENOENT", "not a regular file");
+      }
+      return f;
+    } catch (e) {
+      f.close();
+      throw e;
     }
+  }
+
+  /** Creates the regular file `rel` (it must not exist), open for writing as a descriptor. */
+  createRaw(rel: string, perm: number): RawFile {
+    const flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK;
+    return new RawFile(this.mustResolve(rel, "create", rel, flags, perm), this.abs(rel));
   }
 
   /** Opens the regular file at `rel` to append to it, created (mode 0600) if missing. */

@@ -5,6 +5,7 @@
  */
 
 import { newHash } from "../fs/hash.ts";
+import type { RawFile } from "../fs/raw_file.ts";
 
 /** One buffer for every copy: allocating per file would dominate small files. */
 const buf = new Uint8Array(1 << 20);
@@ -15,17 +16,14 @@ const buf = new Uint8Array(1 << 20);
  * most `limit` + 1 bytes are copied: a file still growing under a writer
  * cannot fill the disk, and one byte more than expected cannot hash right.
  */
-export function copyHashing(input: Deno.FsFile, output: Deno.FsFile, limit = Infinity): string {
+export function copyHashing(input: RawFile, output: RawFile, limit = Infinity): string {
   const h = newHash();
   try {
     let left = limit + 1;
-    for (
-      let n;
-      left > 0 && (n = input.readSync(buf.subarray(0, Math.min(buf.length, left))) ?? 0) > 0;
-    ) {
+    for (let n; left > 0 && (n = input.read(buf.subarray(0, Math.min(buf.length, left)))) > 0;) {
       const chunk = buf.subarray(0, n);
       h.update(chunk);
-      for (let w = 0; w < n;) w += output.writeSync(chunk.subarray(w));
+      output.write(chunk);
       left -= n;
     }
     return h.digest("hex");

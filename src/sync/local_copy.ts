@@ -7,9 +7,10 @@
  * @module
  */
 
-import type { ContentSource } from "../apply/mod.ts";
+import { type ContentSource, STAGED_MODE } from "../apply/mod.ts";
 import { clearFetchDir, type ContentCache, type Transfer, type Want } from "./prefetch.ts";
 import { copyHashing } from "./copy.ts";
+import type { RawFile } from "../fs/raw_file.ts";
 
 /** Copies content as it is staged, from a peer's `openLocal`. */
 export class LocalCopy implements ContentCache {
@@ -20,7 +21,7 @@ export class LocalCopy implements ContentCache {
   constructor(
     readonly root: string,
     readonly hostName: string,
-    readonly openLocal: (path: string) => Deno.FsFile,
+    readonly openLocal: (path: string) => RawFile,
   ) {}
 
   fill(wants: Want[], xfer: Transfer): Promise<void> {
@@ -32,9 +33,9 @@ export class LocalCopy implements ContentCache {
   source(): ContentSource {
     return {
       hostName: this.hostName,
-      take: (t, path, digest, dest, perm) => {
+      take: (t, path, digest, dest) => {
         const size = this.#sizes.get(digest);
-        const got = copyHashing(this.openLocal(path), t.createFile(dest, perm), size);
+        const got = copyHashing(this.openLocal(path), t.createRaw(dest, STAGED_MODE), size);
         const xfer = this.#xfer;
         if (xfer) { // counted as the record says, as a fetch counts it
           xfer.done.files++;

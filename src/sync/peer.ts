@@ -12,6 +12,7 @@ import type { Frame } from "../kml/log.ts";
 import type { Volume } from "../volume/volume.ts";
 import { checkRelativePath } from "../fs/paths.ts";
 import { Beneath } from "../fs/beneath.ts";
+import type { RawFile } from "../fs/raw_file.ts";
 import { noFileThere } from "../errors.ts";
 import { captureFully, type CaptureResult } from "../capture/capture.ts";
 import type { PullResult } from "./pull.ts";
@@ -59,7 +60,7 @@ export interface Peer {
    * confined beneath its root (counted as received). Content is then copied
    * straight into staging, with nothing fetched ahead.
    */
-  openLocal?(path: string): Deno.FsFile;
+  openLocal?(path: string): RawFile;
   /** Bytes of file content received from the peer so far, as they travelled (deflated or not). */
   received(): number;
   /** How far the peer has read and applied the log of `host` in `incarnation`. */
@@ -178,8 +179,8 @@ export function localPeer(
       checkRelativePath(path);
       const t = Beneath.open(v.root);
       try {
-        const file = t.openFile(path);
-        received += file.statSync().size;
+        const file = t.openRaw(path);
+        received += file.opened().size;
         return file;
       } finally {
         t.close();
