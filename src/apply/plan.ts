@@ -43,9 +43,16 @@ export interface Plan {
  */
 export type DirAttrs = [string, number, number, number, number];
 
-/** Where record `i`'s entry is staged, below STAGING (64 buckets: big directories are slow). */
+/** Records per staging bucket: a batch of up to this many stages into one directory. */
+export const STAGING_BUCKET = 256;
+
+/**
+ * Where record `i`'s entry is staged, below STAGING: in buckets of
+ * STAGING_BUCKET consecutive records, so a big batch never makes one huge
+ * directory and a small one makes (and flushes) one bucket, not one per file.
+ */
 export function stagedName(i: number): string {
-  return `${i % 64}/${i}`;
+  return `${Math.floor(i / STAGING_BUCKET)}/${i}`;
 }
 
 /** Permission bits to apply: setuid and setgid are dropped unless the volume keeps them (rule 11). */

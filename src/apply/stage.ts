@@ -20,7 +20,7 @@ import type { Stat } from "../fs/stat.ts";
 import { type Entry, entryOf, type Wanted } from "../volume/state.ts";
 import type { Volume } from "../volume/volume.ts";
 import { HostilePeerError, noFileThere, ReplicatorError } from "../errors.ts";
-import { type Need, ownerFor, permOf, wantedOf } from "./plan.ts";
+import { type Need, ownerFor, permOf, stagedName, wantedOf } from "./plan.ts";
 import { STAGING } from "./steps.ts";
 
 /**
@@ -70,12 +70,13 @@ export function stage(
 ): Staged {
   const out: Staged = { entries: new Map(), deferred: [] };
   makeDir(t, STAGING);
-  const made = new Set<number>(); // staging's subdirectories made by this call
+  const made = new Set<string>(); // staging's subdirectories made by this call
   for (const [i, need] of needs) {
     const r = records[i];
-    const name = `${STAGING}/${i % 64}/${i}`;
-    if (!made.has(i % 64)) makeDir(t, name.slice(0, name.lastIndexOf("/")));
-    made.add(i % 64);
+    const name = `${STAGING}/${stagedName(i)}`;
+    const bucket = name.slice(0, name.lastIndexOf("/"));
+    if (!made.has(bucket)) makeDir(t, bucket);
+    made.add(bucket);
     if (need.kind === "dir") {
       t.mkdir(name, 0o700);
       own(t, name, r);

@@ -30,7 +30,7 @@ export function checkRecord(r: KmlRecord, from: string): void {
   }
 }
 
-const STAGED_NAME = /^[0-9]{1,2}\/[0-9]{1,9}$/;
+const STAGED_NAME = /^[0-9]{1,9}\/[0-9]{1,9}$/;
 const KINDS = new Set(["place", "remove", "move", "attrs", "link"]);
 
 /**
