@@ -308,9 +308,16 @@ async function syncOne(root: string, peerRoot: string, opts: SyncOptions): Promi
       `${peerRoot} is not a replica (it has no .replicator/); check the peer's path`,
     );
   }
-  refuseSelf(root, peerRoot);
   // A side whose lento runs has its changes recorded already: no scan there.
-  const [journaled, remoteJournaled] = await Promise.all([flushLento(root), flushLento(peerRoot)]);
+  // (Asked first: the lentos record while this process checks the pair.)
+  const flushed = Promise.all([flushLento(root), flushLento(peerRoot)]);
+  try {
+    refuseSelf(root, peerRoot);
+  } catch (e) {
+    await flushed; // a request is harmless; leave no socket behind
+    throw e;
+  }
+  const [journaled, remoteJournaled] = await flushed;
   // Lock in path order, so two runs syncing the same pair in opposite directions cannot deadlock.
   const [first, second] = root < peerRoot ? [root, peerRoot] : [peerRoot, root];
   const a = openReplica(first);
