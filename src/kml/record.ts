@@ -232,17 +232,27 @@ export function decodeRecord(bytes: Uint8Array): KmlRecord {
       size: Number(v.getBigUint64(56, true)),
       mtimeNs: v.getBigInt64(64, true),
       digest: bytesHex(bytes.subarray(72, 104)),
-      path: dec.decode(bytes.subarray(RECORD_FIXED, RECORD_FIXED + n1)),
-      target: dec.decode(bytes.subarray(RECORD_FIXED + n1, at)),
+      path: utf8(bytes.subarray(RECORD_FIXED, RECORD_FIXED + n1)),
+      target: utf8(bytes.subarray(RECORD_FIXED + n1, at)),
       uid: v2 ? id(v.getUint32(at, true)) : -1,
       gid: v2 ? id(v.getUint32(at + 4, true)) : -1,
-      owner: v2 ? dec.decode(bytes.subarray(at + OWNER_FIXED, at + OWNER_FIXED + n3)) : "",
-      group: v2 ? dec.decode(bytes.subarray(at + OWNER_FIXED + n3, at + ext)) : "",
+      owner: v2 ? utf8(bytes.subarray(at + OWNER_FIXED, at + OWNER_FIXED + n3)) : "",
+      group: v2 ? utf8(bytes.subarray(at + OWNER_FIXED + n3, at + ext)) : "",
     };
   } catch (e) {
     if (e instanceof TypeError) throw new FormatError("invalid KML record: path is not UTF-8");
     throw e;
   }
+}
+
+/**
+ * The text of UTF-8 `b` (a TypeError if it is not UTF-8). ASCII, the usual
+ * case, is decoded here: a call into the runtime's decoder costs more than
+ * a short path (a pull decodes four strings per record).
+ */
+function utf8(b: Uint8Array): string {
+  for (let i = 0; i < b.length; i++) if (b[i] >= 0x80) return dec.decode(b);
+  return String.fromCharCode.apply(null, b as unknown as number[]);
 }
 
 /** Length of the record starting at `bytes[0]` (no validation). */
