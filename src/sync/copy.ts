@@ -11,14 +11,17 @@ import type { RawFile } from "../fs/raw_file.ts";
 const buf = new Uint8Array(1 << 20);
 
 /**
- * Copies the open file `input` (from where it stands) into the open file
- * `output`, returning the hex SHA-256 of what was copied; closes both. At
- * most `limit` + 1 bytes are copied: a file still growing under a writer
- * cannot fill the disk, and one byte more than expected cannot hash right.
+ * Copies the open file `input` (from where it stands) into the file
+ * `create()` makes, returning the hex SHA-256 of what was copied; closes
+ * both (`input` also when `create` throws). At most `limit` + 1 bytes are
+ * copied: a file still growing under a writer cannot fill the disk, and one
+ * byte more than expected cannot hash right.
  */
-export function copyHashing(input: RawFile, output: RawFile, limit = Infinity): string {
+export function copyHashing(input: RawFile, create: () => RawFile, limit = Infinity): string {
+  let output: RawFile | undefined;
   const h = newHash();
   try {
+    output = create();
     let left = limit + 1;
     for (let n; left > 0 && (n = input.read(buf.subarray(0, Math.min(buf.length, left)))) > 0;) {
       const chunk = buf.subarray(0, n);
@@ -29,6 +32,6 @@ export function copyHashing(input: RawFile, output: RawFile, limit = Infinity): 
     return h.digest("hex");
   } finally {
     input.close();
-    output.close();
+    output?.close();
   }
 }

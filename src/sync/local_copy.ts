@@ -35,7 +35,7 @@ export class LocalCopy implements ContentCache {
       hostName: this.hostName,
       take: (t, path, digest, dest) => {
         const size = this.#sizes.get(digest);
-        const got = copyHashing(this.openLocal(path), t.createRaw(dest, STAGED_MODE), size);
+        const got = copyHashing(this.openLocal(path), () => t.createRaw(dest, STAGED_MODE), size);
         const xfer = this.#xfer;
         if (xfer) { // counted as the record says, as a fetch counts it
           xfer.done.files++;

@@ -169,7 +169,7 @@ export class FetchCache implements ContentCache {
           return digest; // hashed when it arrived (or, left by an earlier run, by fill)
         }
         // Shared with a later record of the batch: copy it (hashing the copy).
-        return copyHashing(t.openRaw(rel), t.createRaw(dest, STAGED_MODE));
+        return copyHashing(t.openRaw(rel), () => t.createRaw(dest, STAGED_MODE));
       },
     };
   }
