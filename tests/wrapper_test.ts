@@ -1,11 +1,12 @@
 /**
  * `./replicator`, the way the README runs the program from source: it runs
  * mod.ts bundled into dist/replicator.js, bundles again when a source
- * changed after the bundle was made, and runs mod.ts itself where it cannot bundle.
+ * changed after the bundle was made, and runs mod.ts itself where it cannot
+ * bundle (saying so once).
  */
 
 import { assert, assertEquals, assertMatch } from "./assert.ts";
-import { put, tempDir } from "./helpers.ts";
+import { existsSync, put, tempDir } from "./helpers.ts";
 
 const REPO = new URL("..", import.meta.url).pathname;
 
@@ -67,6 +68,25 @@ Deno.test("./replicator runs the bundle, makes it again when a source changes, a
     assertEquals(r.code, 0, r.stderr);
     assert(Deno.statSync(bundle).mtime!.getTime() > first, "not bundled again");
     assert(Deno.readTextFileSync(bundle).includes("UNPUBLISHED-MARK"), "the bundle is stale");
+
+    // A bundling failure is said once, not on every (cron) run, and tried
+    // again once a source changes.
+    const broken = `${program}/src/timer.ts`;
+    const good = Deno.readTextFileSync(broken);
+    await new Promise((ok) => setTimeout(ok, 20));
+    Deno.writeTextFileSync(broken, good + "\nexport const = ;\n");
+    r = await run(program, "--help");
+    assertMatch(r.stderr, /replicator: bundling mod\.ts failed, running it unbundled/);
+    r = await run(program, "--help");
+    assert(!r.stderr.includes("bundling mod.ts failed"), `said again: ${r.stderr}`);
+    await new Promise((ok) => setTimeout(ok, 20));
+    Deno.writeTextFileSync(broken, good);
+    r = await run(program, "status", "-C", vol);
+    assertEquals([r.code, r.stderr], [0, ""]);
+    assert(
+      !existsSync(`${program}/dist/bundle-failed.log`),
+      "the failure is forgotten once mended",
+    );
 
     // Nowhere to bundle: mod.ts itself runs, the same program.
     Deno.removeSync(`${program}/dist`, { recursive: true });
