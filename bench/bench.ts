@@ -620,7 +620,7 @@ export async function sshPart(): Promise<PartResult> {
         `  SSH = ${sshd.ssh}`,
         `  replicator clone URL DST | sync -C DST URL, --ssh "$SSH" --remote-cmd W`,
         `    URL = ${sshd.url(SRC)}`,
-        `    (W runs ${MOD} under /usr/bin/time)`,
+        `    (W runs ${ENTRY} under /usr/bin/time)`,
         `  rsync -a [--delete] --exclude=.replicator -e "$SSH -p ${sshd.port}" \\`,
         `    --rsync-path="/usr/bin/time … rsync" root@127.0.0.1:${SRC}/ DST/`,
       ].join("\n"),
