@@ -130,8 +130,11 @@ export async function pull(vol: Volume, peer: Peer, progress?: Progress): Promis
     const window = await reader.window(windowBytes());
     more = window.more;
     result.received += window.accepted.length;
-    if (window.accepted.length === 0) continue;
-    written = await applyWindow(vol, cache, window.accepted, reader, others, result, xfer);
+    if (window.accepted.length > 0) {
+      written = await applyWindow(vol, cache, window.accepted, reader, others, result, xfer);
+    }
+    // The window's records are garbage now, applied or skipped (a peer's log of
+    // records this replica already has, such as a clone's, is read to its end).
     collectGarbage();
   }
   reader.finish();
