@@ -15,7 +15,7 @@ import type { RawFile } from "../fs/raw_file.ts";
 /** Copies content as it is staged, from a peer's `openLocal`. */
 export class LocalCopy implements ContentCache {
   #xfer: Transfer | undefined;
-  /** The size each content is recorded with: a copy takes no more. */
+  /** The size each content of the batch being staged is recorded with: a copy takes no more. */
   #sizes = new Map<string, number>();
 
   constructor(
@@ -26,6 +26,7 @@ export class LocalCopy implements ContentCache {
 
   fill(wants: Want[], xfer: Transfer): Promise<void> {
     this.#xfer = xfer;
+    this.#sizes.clear(); // kept across batches, it grew by an entry per file of the pull
     for (const w of wants) this.#sizes.set(w.digest, w.size);
     return Promise.resolve();
   }
