@@ -296,15 +296,11 @@ export class Beneath {
 
   /** Opens the regular file at `rel` for reading; throws FsError if it is not one. */
   openFile(rel: string): Deno.FsFile {
-    const fd = this.mustResolve(rel, "open", rel, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
+    const f = this.openRaw(rel);
     try {
-      const st = statAt(fd, "", this.abs(rel), true);
-      if (st?.type !== "f") {
-        throw new FsError("read", this.abs(rel), 0, "ENOENT", "not a regular file");
-      }
-      return Deno.openSync(`/proc/self/fd/${fd}`, { read: true });
+      return f.reopen();
     } finally {
-      libc().close(fd);
+      f.close();
     }
   }
 

@@ -84,6 +84,14 @@ export class RawFile {
     return this.#opened;
   }
 
+  /**
+   * A Deno.FsFile for reading the same file, opened again through the
+   * descriptor's /proc/self/fd link (so the very inode); this one stays open.
+   */
+  reopen(): Deno.FsFile {
+    return Deno.openSync(`/proc/self/fd/${this.#fd}`, { read: true });
+  }
+
   /** Closes the descriptor (once; later calls do nothing). */
   close(): void {
     if (this.#fd >= 0) libc().close(this.#fd);
