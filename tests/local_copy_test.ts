@@ -20,9 +20,11 @@ Deno.test("a local copy stops one byte past the recorded size, and the digest th
   await copy.fill([{ path: "src", digest, size: recorded.length }], xfer);
   try {
     const got = copy.source().take(t, "src", digest, "dest");
+    assertEquals(got.file.stat().size, recorded.length + 1, "the staged file, still open");
+    got.file.close();
     assertEquals(Deno.statSync(`${dir}/dest`).size, recorded.length + 1);
     assertEquals(Deno.statSync(`${dir}/dest`).mode! & 0o777, 0o600, "staged readable, private");
-    assertEquals(got === digest, false, "not the recorded content");
+    assertEquals(got.digest === digest, false, "not the recorded content");
   } finally {
     t.close();
   }

@@ -42,7 +42,7 @@ export interface Batch {
 export function planFirst(vol: Volume, batch: Batch): Plan {
   const t = Beneath.open(vol.root);
   try {
-    return planBatch(vol, t, batch.records, batch.finals);
+    return t.within(() => planBatch(vol, t, batch.records, batch.finals));
   } finally {
     t.close();
   }
@@ -62,7 +62,8 @@ export function applyBatch(
   try {
     staged = stage(vol, t, records, first.needs, source);
     pausePoint("staged");
-    plan = planBatch(vol, t, records, finals, staged.entries, first.adopted);
+    const entries = staged.entries;
+    plan = t.within(() => planBatch(vol, t, records, finals, entries, first.adopted));
   } finally {
     t.close();
   }

@@ -17,6 +17,7 @@ export {
   type Progress,
   STAGED_MODE,
   StagingError,
+  type Taken,
 } from "./stage.ts";
 export { fetchWanted, type WantedResult } from "./wanted.ts";
 export { checkRecord } from "./validate.ts";

@@ -19,7 +19,7 @@ import { type Entry, entryOf, type Wanted } from "../volume/state.ts";
 import type { Volume } from "../volume/volume.ts";
 import { same, type Step } from "./steps.ts";
 import { View } from "./view.ts";
-import { localGid, localUid } from "../fs/owners.ts";
+import { localGid, localUid, runAsRoot } from "../fs/owners.ts";
 
 /** What staging must provide for a record: a file fetched from `from`, a symlink, a directory. */
 export type Need = { kind: "fetch"; from: string } | { kind: "symlink" } | { kind: "dir" };
@@ -66,7 +66,7 @@ export function permOf(vol: Volume, mode: number): number {
  * root (a replica runs as whatever user it runs as) or if `r` carries none.
  */
 export function ownerFor(r: KmlRecord): { uid: number; gid: number } | null {
-  if (r.uid < 0 || Deno.uid() !== 0) return null;
+  if (r.uid < 0 || !runAsRoot()) return null;
   return { uid: localUid(r.owner, r.uid), gid: r.gid < 0 ? -1 : localGid(r.group, r.gid) };
 }
 

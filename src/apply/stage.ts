@@ -17,6 +17,7 @@
 import type { KmlRecord } from "../kml/record.ts";
 import type { Beneath } from "../fs/beneath.ts";
 import type { Stat } from "../fs/stat.ts";
+import type { RawFile } from "../fs/raw_file.ts";
 import { type Entry, entryOf, type Wanted } from "../volume/state.ts";
 import type { Volume } from "../volume/volume.ts";
 import { HostilePeerError, noFileThere, ReplicatorError } from "../errors.ts";
@@ -29,15 +30,22 @@ import { STAGING } from "./steps.ts";
  */
 export const STAGED_MODE = 0o600;
 
+/** Content a source put in staging: the SHA-256 of what it put there, and that file, open. */
+export interface Taken {
+  digest: string;
+  /** The staged file; whoever takes it closes it. */
+  file: RawFile;
+}
+
 /** Where content comes from: what a pull fetched from its peer. */
 export interface ContentSource {
   hostName: string;
   /**
    * Puts the content `digest` (the peer's file at `path`) at the new file
-   * `dest` below `t`'s root (mode STAGED_MODE), returning the SHA-256 of what
-   * it put there. Throws Deno.errors.NotFound if the content is not available.
+   * `dest` below `t`'s root (mode STAGED_MODE). Throws Deno.errors.NotFound
+   * if the content is not available.
    */
-  take(t: Beneath, path: string, digest: string, dest: string): string;
+  take(t: Beneath, path: string, digest: string, dest: string): Taken;
 }
 
 /** Files and bytes, for progress. */
@@ -111,23 +119,21 @@ function fetch(
   name: string,
 ): Stat | null {
   const what = "nothing of this batch was applied";
-  if (!fetchVerified(t, source, from, name, r.digest, what)) return null;
-  return finishStaged(t, name, ownerFor(r), permOf(vol, r.mode), r.mtimeNs);
+  const f = fetchVerified(t, source, from, name, r.digest, what);
+  return f && finishStaged(f, ownerFor(r), permOf(vol, r.mode), r.mtimeNs);
 }
 
 /**
- * Gives the staged file `name` its owner (where this replica can: see
- * ownerFor), mode and mtime through one descriptor, and returns what it is
- * then. A file staged by a content source is readable (STAGED_MODE).
+ * Gives the staged file `f` its owner (where this replica can: see
+ * ownerFor), mode and mtime through its descriptor, closes it, and returns
+ * what it was then.
  */
 export function finishStaged(
-  t: Beneath,
-  name: string,
+  f: RawFile,
   owner: { uid: number; gid: number } | null,
   perm: number,
   mtimeNs: bigint,
 ): Stat {
-  const f = t.openRaw(name);
   try {
     if (owner) f.chown(owner.uid, owner.gid);
     f.chmod(perm); // after chown, which clears set-id bits
@@ -140,9 +146,10 @@ export function finishStaged(
 
 /**
  * Copies the source's file `from` to the new staged file `name` (below the
- * volume root) and checks it holds `digest`: false, and nothing left staged,
- * if the source no longer has that content (rule 3: never mixed). Any other
- * failure is a StagingError saying `what` and what to do.
+ * volume root) and checks it holds `digest`: that file, open, or null and
+ * nothing left staged if the source no longer has that content (rule 3:
+ * never mixed). Any other failure is a StagingError saying `what` and what
+ * to do.
  */
 export function fetchVerified(
   t: Beneath,
@@ -151,22 +158,23 @@ export function fetchVerified(
   name: string,
   digest: string,
   what: string,
-): boolean {
-  let got: string;
+): RawFile | null {
+  let got: Taken;
   try {
     got = source.take(t, from, digest, name);
   } catch (e) {
     t.tryUnlink(name);
     if (e instanceof HostilePeerError) throw e;
-    if (noFileThere(e)) return false;
+    if (noFileThere(e)) return null;
     throw new StagingError(
       `cannot fetch ${from} from ${source.hostName}: ${(e as Error).message}; ` +
         `${what}; run sync again once that is fixed`,
     );
   }
-  if (got === digest) return true;
+  if (got.digest === digest) return got.file;
+  got.file.close();
   t.tryUnlink(name); // changed again on the source: a later record brings it
-  return false;
+  return null;
 }
 
 /** Gives a staged entry the record's owner, where this replica can (see ownerFor). */

@@ -24,6 +24,7 @@ import type { Entry, Wanted } from "../volume/state.ts";
 import type { Beneath } from "../fs/beneath.ts";
 import { mtimeNsOf, type Stat } from "../fs/stat.ts";
 import { FsError, NotConfinedError } from "../errors.ts";
+import { runAsRoot } from "../fs/owners.ts";
 
 /** Where staged entries live, relative to the volume root. */
 export const STAGING = ".replicator/staging";
@@ -200,7 +201,28 @@ function putStaged(
 ): void {
   if (cur) clearFor(ctx, path, pre, cur, isDir);
   makeParents(ctx, path);
-  ctx.t.rename(`${STAGING}/${name}`, path);
+  renameInto(ctx, `${STAGING}/${name}`, path, replaces(cur, pre, isDir));
+}
+
+/** True if the rename that follows clearFor replaces `cur`: a file that is `pre`. */
+function replaces(cur: Stat | null, pre: Entry | null, newIsDir: boolean): boolean {
+  return cur !== null && cur.type !== "d" && !newIsDir && same(cur, pre);
+}
+
+/**
+ * Renames `from` to `path`. Unless it `replace`s what was checked there, the
+ * path must be empty: what appeared there since the check is a local change,
+ * kept aside.
+ */
+function renameInto(ctx: StepContext, from: string, path: string, replace: boolean): void {
+  for (let tries = 1;; tries++) {
+    try {
+      return ctx.t.rename(from, path, !replace);
+    } catch (e) {
+      if (!(e instanceof FsError && e.code === "EEXIST") || tries === 3) throw e;
+      keepAside(ctx, path);
+    }
+  }
 }
 
 /**
@@ -259,9 +281,10 @@ function move(ctx: StepContext, k: number, s: MoveStep): void {
     return void ctx.out.moved.add(k);
   }
   if (s.pre && same(from, s.pre)) {
-    if (to) clearFor(ctx, s.to, s.preTo, to, from!.type === "d");
+    const isDir = from!.type === "d";
+    if (to) clearFor(ctx, s.to, s.preTo, to, isDir);
     makeParents(ctx, s.to);
-    t.rename(s.path, s.to);
+    renameInto(ctx, s.path, s.to, replaces(to, s.preTo, isDir));
     ctx.out.moved.add(k);
     return;
   }
@@ -300,7 +323,7 @@ function attrs(ctx: StepContext, s: AttrsStep): void {
     return; // a local change: its own attributes stay
   }
   const { uid, gid } = s.post;
-  if (uid >= 0 && Deno.uid() === 0 && (cur.uid !== uid || (gid >= 0 && cur.gid !== gid))) {
+  if (uid >= 0 && runAsRoot() && (cur.uid !== uid || (gid >= 0 && cur.gid !== gid))) {
     t.chown(s.path, uid, gid); // before chmod: a chown clears setuid bits
   }
   if (cur.type !== "l") t.chmod(s.path, s.post.perm);

@@ -22,7 +22,7 @@ import type { ExpectEntry } from "../expect/expect.ts";
 import { fsyncDir, fsyncFile, syncFilesystem, writeFileAtomic } from "../fs/durable.ts";
 import { parentOf } from "../fs/paths.ts";
 import { Beneath } from "../fs/beneath.ts";
-import { mtimeNsOf } from "../fs/stat.ts";
+import { mtimeNsOf, type Stat } from "../fs/stat.ts";
 import type { Volume } from "../volume/volume.ts";
 import { type Entry, entryOf, type Wanted } from "../volume/state.ts";
 import { FsError, MetadataError } from "../errors.ts";
@@ -190,7 +190,7 @@ function applyTxn(vol: Volume, { txn, records, frames }: LoadedTxn): TxnResult {
     let applied = 0;
     txn.steps.forEach((s, k) => {
       try {
-        runStep(ctx, k);
+        t.within(() => runStep(ctx, k)); // each directory resolved once per step
         applied++;
       } catch (e) {
         if (!(e instanceof FsError)) throw e;
@@ -202,7 +202,7 @@ function applyTxn(vol: Volume, { txn, records, frames }: LoadedTxn): TxnResult {
       }
       crashPoint(`step:${k + 1}`);
     });
-    setDirAttrs(vol, t, txn.dirs, out);
+    t.within(() => setDirAttrs(vol, t, txn.dirs, out));
     crashPoint("steps");
     // A re-run after the records and index were committed (their one SQLite
     // transaction notes the KML's new end) does not do them twice.
@@ -269,21 +269,10 @@ function finalize(vol: Volume, t: Beneath, txn: Txn, out: Outcome): void {
     state.renameEntries(s.path, s.to);
     state.renameWanted(s.path, s.to);
   });
-  for (const [p, e] of txn.rows) {
-    if (e && e.type !== "f") state.unwant(p); // the holder has no file there any more
-    const st = t.stat(p);
-    if (e && st && (same(st, e) || (st.type === "d" && e.type === "d"))) {
-      // A directory's row keeps the holder's mode: a different one here is a local change.
-      const perm = st.type === "d" ? e.perm : st.perm;
-      state.putEntry(p, { ...entryOf(st, e.digest, e.target), perm });
-      if (e.digest && state.wantedAt(p)?.digest === e.digest) state.unwant(p);
-    } else if (!e) {
-      if (!out.keptDirs.has(p)) state.deleteEntry(p);
-      state.unwant(p);
-    } else if (!same(st, state.getEntry(p) ?? null)) {
-      state.deleteEntry(p); // a local change is there (or nothing): no row, it is not ours
-    } // else the step failed and the old version is whole: its row still holds
-  }
+  // Only stats below: each directory is resolved once for the whole pass.
+  t.within(() => {
+    for (const [p, e] of txn.rows) putRow(vol, t.stat(p), p, e, out);
+  });
   const rows = new Map(txn.rows);
   for (const w of [...txn.wants, ...out.wants]) {
     if (state.getEntry(w.path)?.digest === w.digest || rows.get(w.path) === null) continue;
@@ -298,6 +287,26 @@ function finalize(vol: Volume, t: Beneath, txn: Txn, out: Outcome): void {
     const w = s.kind === "attrs" && s.wantAttrs ? state.wantedAt(s.path) : undefined;
     if (w && s.kind === "attrs") state.want({ ...w, ...s.wantAttrs });
   }
+}
+
+/**
+ * The row of `p` after the batch: the one it expected (`e`, null for none)
+ * where the disk (`st`) shows exactly that entry.
+ */
+function putRow(vol: Volume, st: Stat | null, p: string, e: Entry | null, out: Outcome): void {
+  const { state } = vol;
+  if (e && e.type !== "f") state.unwant(p); // the holder has no file there any more
+  if (e && st && (same(st, e) || (st.type === "d" && e.type === "d"))) {
+    // A directory's row keeps the holder's mode: a different one here is a local change.
+    const perm = st.type === "d" ? e.perm : st.perm;
+    state.putEntry(p, { ...entryOf(st, e.digest, e.target), perm });
+    if (e.digest && state.wantedAt(p)?.digest === e.digest) state.unwant(p);
+  } else if (!e) {
+    if (!out.keptDirs.has(p)) state.deleteEntry(p);
+    state.unwant(p);
+  } else if (!same(st, state.getEntry(p) ?? null)) {
+    state.deleteEntry(p); // a local change is there (or nothing): no row, it is not ours
+  } // else the step failed and the old version is whole: its row still holds
 }
 
 /** Brings the index up to `records` as if they had all been applied (own records a crash left unindexed). */
@@ -356,7 +365,7 @@ function touchedDirs(vol: Volume, t: Beneath, steps: Step[], kept: string[]): st
   for (const p of paths) {
     for (let d = parentOf(p); d !== ""; d = parentOf(d)) rel.add(d);
   }
-  const dirs = [...rel].filter((d) => d === "" || t.stat(d)?.type === "d");
+  const dirs = t.within(() => [...rel].filter((d) => d === "" || t.stat(d)?.type === "d"));
   return [vol.layout.meta, ...dirs.map((d) => d ? `${vol.root}/${d}` : vol.root)];
 }
 

@@ -79,8 +79,9 @@ function install(
   result: WantedResult,
 ): boolean {
   const tmp = `${STAGING}/${TMP}`;
-  if (!fetchVerified(t, source, w.path, tmp, w.digest, "it stays wanted")) return false;
-  const post = entryOf(finishStaged(t, tmp, null, w.perm, mtimeNsOf(w)), w.digest, "");
+  const f = fetchVerified(t, source, w.path, tmp, w.digest, "it stays wanted");
+  if (!f) return false;
+  const post = entryOf(finishStaged(f, null, w.perm, mtimeNsOf(w)), w.digest, "");
   const out = newOutcome();
   const ctx: StepContext = {
     t,

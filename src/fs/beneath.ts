@@ -3,8 +3,13 @@
  * openat2(2) from a descriptor of the tree's root with RESOLVE_BENEATH and
  * RESOLVE_NO_SYMLINKS: no component may be a symlink or leave the tree, so
  * nothing here can be steered outside, whatever was swapped in between two
- * calls. There is deliberately no cache of "known directories": each call
- * resolves afresh.
+ * calls. There is deliberately no cache of "known directories" across
+ * operations: each call resolves afresh, except that the calls made inside
+ * one `within` (one step of a transaction, one planning pass) share what
+ * each directory resolved to, until one of them creates, renames or removes
+ * a name. So a step's check and the rename that follows it act on the same
+ * directory, and the step costs one resolution per directory, not one per
+ * call.
  *
  * Final components are never followed either: stat and utimens use
  * AT_SYMLINK_NOFOLLOW, chmod goes through an O_PATH descriptor, opens use
@@ -96,8 +101,17 @@ function split(rel: string): [string, string] {
   return i < 0 ? ["", rel] : [rel.slice(0, i), rel.slice(i + 1)];
 }
 
+const DIR_FLAGS = O_RDONLY | O_DIRECTORY;
+
+/** How many directories one `within` holds open at most (descriptors are finite). */
+const HELD_AT_MOST = 64;
+
 /** A tree whose every operation stays beneath its root. Close it when done. */
 export class Beneath {
+  /** Directories resolved inside `within`: path -> descriptor, or -errno (null outside). */
+  #held: Map<string, number> | null = null;
+  #heldFds = new Set<number>();
+
   private constructor(readonly root: string, private fd: number) {}
 
   /** Opens the tree at absolute path `root` (the root itself may be reached through symlinks). */
@@ -111,8 +125,39 @@ export class Beneath {
   }
 
   close(): void {
+    this.#forget();
     if (this.fd >= 0) libc().close(this.fd);
     this.fd = -1;
+  }
+
+  /**
+   * Runs `fn`, during which each directory this tree resolves is resolved
+   * once and kept open (or its failure kept), until an operation creates,
+   * renames or removes a name (then all are resolved afresh) or `fn`
+   * returns. For the calls of one short unit of work only: a step, or a pass
+   * that only reads.
+   */
+  within<T>(fn: () => T): T {
+    if (this.#held) return fn();
+    this.#held = new Map();
+    try {
+      return fn();
+    } finally {
+      this.#forget();
+      this.#held = null;
+    }
+  }
+
+  /** Closes the directories `within` holds: the next use resolves them afresh. */
+  #forget(): void {
+    for (const fd of this.#heldFds) libc().close(fd);
+    this.#heldFds.clear();
+    this.#held?.clear();
+  }
+
+  /** Closes `fd` unless `within` holds it. */
+  #release(fd: number): void {
+    if (!this.#heldFds.has(fd)) libc().close(fd);
   }
 
   /** Absolute path of `rel`, for messages only: never pass it to a system call. */
@@ -126,12 +171,12 @@ export class Beneath {
    */
   stat(rel: string): Stat | null {
     const [dir, name] = split(rel);
-    const fd = this.resolve(dir, O_RDONLY | O_DIRECTORY, "stat");
+    const fd = this.resolve(dir, DIR_FLAGS, "stat");
     if (fd < 0) return null;
     try {
       return statAt(fd, name, this.abs(rel));
     } finally {
-      libc().close(fd);
+      this.#release(fd);
     }
   }
 
@@ -155,15 +200,15 @@ export class Beneath {
     if (parent === "") return;
     // The common case, parents all there: one resolution of the whole parent
     // (which follows no symlink and stays beneath) says so.
-    const whole = this.resolve(parent, O_RDONLY | O_DIRECTORY, "open");
-    if (whole >= 0) return void libc().close(whole);
+    const whole = this.resolve(parent, DIR_FLAGS, "open");
+    if (whole >= 0) return this.#release(whole);
     const parts = rel.split("/");
     let dir = "";
     for (let i = 0; i < parts.length - 1;) {
       const next = dir ? `${dir}/${parts[i]}` : parts[i];
-      const fd = this.resolve(next, O_RDONLY | O_DIRECTORY, "open");
+      const fd = this.resolve(next, DIR_FLAGS, "open");
       if (fd >= 0) {
-        libc().close(fd);
+        this.#release(fd);
         dir = next;
         i++;
       } else if (this.lastErrno === ENOENT) {
@@ -172,6 +217,7 @@ export class Beneath {
           const rc = libc().mkdirat(pfd, cstr(name), 0o755);
           return rc === 0 || errno() === EEXIST ? 0 : -1;
         });
+        this.#forget(); // a failure held for `next` (or below it) is stale now
       } else {
         const e = this.lastErrno;
         throw new NotConfinedError("use", this.abs(next), e, errnoName(e), "not a real directory");
@@ -183,9 +229,9 @@ export class Beneath {
   blockedParent(rel: string): string | null {
     const parent = split(rel)[0];
     if (parent === "") return null;
-    const whole = this.resolve(parent, O_RDONLY | O_DIRECTORY, "open");
+    const whole = this.resolve(parent, DIR_FLAGS, "open");
     if (whole >= 0) {
-      libc().close(whole);
+      this.#release(whole);
       return null; // every parent is a real directory
     }
     const parts = rel.split("/");
@@ -216,15 +262,20 @@ export class Beneath {
         );
         if (rc !== 0) this.fail("rename", `${from} to ${to}`);
       } finally {
-        libc().close(tfd);
+        this.#release(tfd);
       }
     } finally {
-      libc().close(ffd);
+      this.#release(ffd);
+      this.#forget(); // a held directory may have moved
     }
   }
 
   unlink(rel: string): void {
-    this.inParent(rel, "remove", (fd, name) => libc().unlinkat(fd, cstr(name), 0));
+    try {
+      this.inParent(rel, "remove", (fd, name) => libc().unlinkat(fd, cstr(name), 0));
+    } finally {
+      this.#forget();
+    }
   }
 
   /** unlink, for clean-up of what may never have been made: a failure is no error. */
@@ -236,15 +287,27 @@ export class Beneath {
 
   /** rmdir(2); an ENOTEMPTY FsError if the directory holds anything. */
   rmdir(rel: string): void {
-    this.inParent(rel, "remove", (fd, name) => libc().unlinkat(fd, cstr(name), AT_REMOVEDIR));
+    try {
+      this.inParent(rel, "remove", (fd, name) => libc().unlinkat(fd, cstr(name), AT_REMOVEDIR));
+    } finally {
+      this.#forget();
+    }
   }
 
   mkdir(rel: string, perm: number): void {
-    this.inParent(rel, "create", (fd, name) => libc().mkdirat(fd, cstr(name), perm));
+    try {
+      this.inParent(rel, "create", (fd, name) => libc().mkdirat(fd, cstr(name), perm));
+    } finally {
+      this.#forget();
+    }
   }
 
   symlink(target: string, rel: string): void {
-    this.inParent(rel, "create", (fd, name) => libc().symlinkat(cstr(target), fd, cstr(name)));
+    try {
+      this.inParent(rel, "create", (fd, name) => libc().symlinkat(cstr(target), fd, cstr(name)));
+    } finally {
+      this.#forget();
+    }
   }
 
   /** A hard link at `to` to the file at `from` (neither followed). */
@@ -258,7 +321,8 @@ export class Beneath {
         (tfd, tname) => libc().linkat(ffd, cstr(fname), tfd, cstr(tname), 0),
       );
     } finally {
-      libc().close(ffd);
+      this.#release(ffd);
+      this.#forget();
     }
   }
 
@@ -322,13 +386,16 @@ export class Beneath {
   /** Creates the regular file `rel` (it must not exist), open for writing as a descriptor. */
   createRaw(rel: string, perm: number): RawFile {
     const flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK;
-    return new RawFile(this.mustResolve(rel, "create", rel, flags, perm), this.abs(rel));
+    const fd = this.mustResolve(rel, "create", rel, flags, perm);
+    this.#forget();
+    return new RawFile(fd, this.abs(rel));
   }
 
   /** Opens the regular file at `rel` to append to it, created (mode 0600) if missing. */
   openAppend(rel: string): Deno.FsFile {
     const flags = O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_NONBLOCK;
     const fd = this.mustResolve(rel, "open", rel, flags, 0o600);
+    this.#forget();
     try {
       if (statAt(fd, "", this.abs(rel), true)?.type !== "f") {
         throw new FsError("open", this.abs(rel), 0, "EEXIST", "not a regular file");
@@ -346,18 +413,32 @@ export class Beneath {
    * lastErrno set on failure (ENOENT missing, ELOOP/ENOTDIR/EXDEV not confined).
    */
   private resolve(rel: string, flags: number, _op: string, mode = 0): number {
+    const held = flags === DIR_FLAGS ? this.#held : null;
+    const had = held?.get(rel);
+    if (had !== undefined) {
+      if (had < 0) this.lastErrno = -had;
+      return had < 0 ? -1 : had;
+    }
     const fd = Number(
       libc().openat2(SYS_OPENAT2, BigInt(this.fd), cstr(rel || "."), openHow(flags, mode), 24n),
     );
     if (fd < 0) this.lastErrno = errno();
+    if (held) this.#hold(held, rel, fd < 0 ? -this.lastErrno : fd);
     return fd;
+  }
+
+  /** Keeps `rel`'s descriptor, or its failure as a negative errno, for the rest of `within`. */
+  #hold(held: Map<string, number>, rel: string, fdOrErrno: number): void {
+    if (held.size >= HELD_AT_MOST) this.#forget();
+    held.set(rel, fdOrErrno);
+    if (fdOrErrno >= 0) this.#heldFds.add(fdOrErrno);
   }
 
   private mustResolve(
     rel: string,
     op: string,
     label: string,
-    flags = O_RDONLY | O_DIRECTORY,
+    flags = DIR_FLAGS,
     mode = 0,
   ): number {
     const fd = this.resolve(rel, flags, op, mode);
@@ -384,7 +465,7 @@ export class Beneath {
       if (out === -1) this.fail(op, rel);
       return out as T;
     } finally {
-      libc().close(fd);
+      this.#release(fd);
     }
   }
 

@@ -55,3 +55,10 @@ export function localGid(name: string, gid: number): number {
   groups ??= load("/etc/group");
   return (name ? groups.byName.get(name) : undefined) ?? gid;
 }
+
+let root: boolean | undefined;
+
+/** True if this process runs as root (asked once: Deno.uid() is a system call each time). */
+export function runAsRoot(): boolean {
+  return root ??= Deno.uid() === 0;
+}

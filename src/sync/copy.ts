@@ -4,6 +4,7 @@
  * @module
  */
 
+import type { Taken } from "../apply/mod.ts";
 import { newHash } from "../fs/hash.ts";
 import type { RawFile } from "../fs/raw_file.ts";
 
@@ -12,12 +13,13 @@ const buf = new Uint8Array(1 << 20);
 
 /**
  * Copies the open file `input` (from where it stands) into the file
- * `create()` makes, returning the hex SHA-256 of what was copied; closes
- * both (`input` also when `create` throws). At most `limit` + 1 bytes are
- * copied: a file still growing under a writer cannot fill the disk, and one
- * byte more than expected cannot hash right.
+ * `create()` makes, returning the hex SHA-256 of what was copied and the new
+ * file, still open (staging finishes it through that descriptor). Closes
+ * `input` in any case, and the new file if the copy fails. At most `limit` +
+ * 1 bytes are copied: a file still growing under a writer cannot fill the
+ * disk, and one byte more than expected cannot hash right.
  */
-export function copyHashing(input: RawFile, create: () => RawFile, limit = Infinity): string {
+export function copyHashing(input: RawFile, create: () => RawFile, limit = Infinity): Taken {
   let output: RawFile | undefined;
   const h = newHash();
   try {
@@ -29,9 +31,11 @@ export function copyHashing(input: RawFile, create: () => RawFile, limit = Infin
       output.write(chunk);
       left -= n;
     }
-    return h.digest("hex");
+    return { digest: h.digest("hex"), file: output };
+  } catch (e) {
+    output?.close();
+    throw e;
   } finally {
     input.close();
-    output?.close();
   }
 }

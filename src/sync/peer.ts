@@ -163,6 +163,7 @@ export function localPeer(
   opts: { journaled?: boolean; pullFromUs?: () => Promise<PullResult> } = {},
 ): Peer {
   let received = 0;
+  let tree: Beneath | undefined; // opened by the first openLocal, closed by close()
   return {
     who: identityOf(v),
     label: v.root,
@@ -177,19 +178,18 @@ export function localPeer(
     },
     openLocal: (path) => {
       checkRelativePath(path);
-      const t = Beneath.open(v.root);
-      try {
-        const file = t.openRaw(path);
-        received += file.opened().size;
-        return file;
-      } finally {
-        t.close();
-      }
+      const file = (tree ??= Beneath.open(v.root)).openRaw(path);
+      received += file.opened().size;
+      return file;
     },
     received: () => received,
     readPosition: (host, incarnation) => Promise.resolve(positionIn(v, host, incarnation)),
     capture: () => captureFully(v, opts.journaled),
     pullFromUs: () => opts.pullFromUs ? opts.pullFromUs() : Promise.reject(new Error("no pull")),
-    close: () => Promise.resolve(),
+    close: () => {
+      tree?.close();
+      tree = undefined;
+      return Promise.resolve();
+    },
   };
 }

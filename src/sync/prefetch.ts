@@ -166,7 +166,8 @@ export class FetchCache implements ContentCache {
         if (left <= 0) {
           t.rename(rel, dest, true);
           this.#fresh.delete(digest); // gone from here: a later batch fetches it again
-          return digest; // hashed when it arrived (or, left by an earlier run, by fill)
+          // Hashed when it arrived (or, left by an earlier run, by fill).
+          return { digest, file: t.openRaw(dest) };
         }
         // Shared with a later record of the batch: copy it (hashing the copy).
         return copyHashing(t.openRaw(rel), () => t.createRaw(dest, STAGED_MODE));

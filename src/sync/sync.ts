@@ -63,15 +63,21 @@ export async function syncWith(
 }
 
 /** Syncs two replicas open in this process (both locked by the caller). */
-export function syncVolumes(
+export async function syncVolumes(
   local: Volume,
   remote: Volume,
   opts: SyncOptions & { remoteJournaled?: boolean } = {},
 ): Promise<SyncReport> {
   remote.rememberHost(local.hostId, local.config.hostName);
+  const back = localPeer(local);
   const peer = localPeer(remote, {
     journaled: opts.remoteJournaled,
-    pullFromUs: () => pull(remote, localPeer(local), opts.progress),
+    pullFromUs: () => pull(remote, back, opts.progress),
   });
-  return syncWith(local, peer, opts);
+  try {
+    return await syncWith(local, peer, opts);
+  } finally {
+    await peer.close();
+    await back.close();
+  }
 }
