@@ -105,3 +105,41 @@ Deno.test("inside the tree every operation works, and errors carry their errno",
     t.close();
   }
 });
+
+/** Descriptors this process has open. */
+function openFds(): number {
+  return [...Deno.readDirSync("/proc/self/fd")].length;
+}
+
+Deno.test("within shares each directory's resolution until a name changes, and closes what it held", async () => {
+  const { t, vol } = await setup();
+  try {
+    const before = openFds();
+    t.within(() => {
+      assertEquals(t.stat("real/f")?.type, "f");
+      assertEquals(t.stat("real/g"), null);
+      assertEquals(
+        openFds(),
+        before + 1,
+        "the directory stays open, once, for the rest of the call",
+      );
+      // A failure is held too, until a name changes: a directory made here is then seen.
+      assertEquals(t.stat("new/f"), null);
+      t.makeParents("new/f");
+      assertEquals(t.stat("new")?.type, "d");
+      t.within(() => assertEquals(t.stat("new/f"), null, "nested: the same resolutions"));
+      Deno.writeTextFileSync(`${vol}/new/f`, "x");
+      assertEquals(t.stat("new/f")?.type, "f");
+      // After a rename a held directory is resolved afresh: "real" is not where it was.
+      assertEquals(t.stat("real/f")?.type, "f");
+      t.rename("real", "moved");
+      assertEquals(t.stat("real/f"), null, "not followed to the directory's new name");
+      assertEquals(t.stat("moved/f")?.type, "f");
+    });
+    assertEquals(openFds(), before, "all closed when the call returns");
+    assertThrows(() => t.within(() => t.stat("moved/f") && t.rmdir("moved")), FsError);
+    assertEquals(openFds(), before, "and when it throws");
+  } finally {
+    t.close();
+  }
+});

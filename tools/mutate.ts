@@ -61,6 +61,22 @@ export const MUTANTS: Mutant[] = [
     run: tests("tests/lento_overflow_test.ts"),
   },
   {
+    name: "place-replaces-racing-file",
+    why: "a step's rename replaces a file the user made at the path after the step's check",
+    file: "src/apply/steps.ts",
+    find: "return ctx.t.rename(from, path, !replace);",
+    replace: "return ctx.t.rename(from, path, false);",
+    run: tests("tests/steps_race_test.ts"),
+  },
+  {
+    name: "beneath-within-keeps-moved-dir",
+    why: "a directory held by `within` is still used after a rename moved it",
+    file: "src/fs/beneath.ts",
+    find: "this.#forget(); // a held directory may have moved",
+    replace: "// no forget",
+    run: tests("tests/beneath_test.ts"),
+  },
+  {
     name: "lento-flush-no-drain",
     why: "lento answers a flush without waiting for events its source still holds",
     file: "src/capture/lento.ts",

@@ -1,0 +1,73 @@
+/**
+ * A user racing a step: what appears at a path between the step's check and
+ * its rename is a local change, kept aside as a conflict copy, never
+ * replaced (rule 8). The race is made deterministic by creating the file
+ * from inside the tree's rename, just before the real one runs.
+ */
+
+import { assertEquals } from "./assert.ts";
+import { tempDir } from "./helpers.ts";
+import { Beneath } from "../src/fs/beneath.ts";
+import { newOutcome, runStep, STAGING, type Step, type StepContext } from "../src/apply/steps.ts";
+import { entryOf } from "../src/volume/state.ts";
+
+/** A tree whose next rename to `path` finds a file the user just wrote there. */
+function racedAt(root: string, path: string): Beneath {
+  const t = Beneath.open(root);
+  const rename = t.rename.bind(t);
+  let raced = false;
+  t.rename = (from, to, noReplace) => {
+    if (to === path && !raced) {
+      raced = true;
+      Deno.writeTextFileSync(`${root}/${path}`, "the user's");
+    }
+    rename(from, to, noReplace);
+  };
+  return t;
+}
+
+function context(t: Beneath, step: Step): StepContext {
+  return { t, host: "here", stamp: "20261130T000000Z", steps: [step], out: newOutcome() };
+}
+
+/** Names in `dir`, and what each file holds. */
+function contents(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const e of Deno.readDirSync(dir)) out[e.name] = Deno.readTextFileSync(`${dir}/${e.name}`);
+  return out;
+}
+
+Deno.test("a file created where a place step installs, after its check, is kept aside", async () => {
+  const root = await tempDir();
+  Deno.mkdirSync(`${root}/${STAGING}/0`, { recursive: true });
+  Deno.mkdirSync(`${root}/d`);
+  Deno.writeTextFileSync(`${root}/${STAGING}/0/0`, "the holder's");
+  const t = racedAt(root, "d/f");
+  try {
+    const post = entryOf(t.stat(`${STAGING}/0/0`)!, "", "");
+    const ctx = context(t, { kind: "place", i: 0, path: "d/f", staged: "0/0", pre: null, post });
+    runStep(ctx, 0);
+    const kept = "f.conflict-here-20261130T000000Z";
+    assertEquals(ctx.out.kept, [`d/${kept}`]);
+    assertEquals(contents(`${root}/d`), { f: "the holder's", [kept]: "the user's" });
+  } finally {
+    t.close();
+  }
+});
+
+Deno.test("a file created where a move step moves to, after its check, is kept aside", async () => {
+  const root = await tempDir();
+  Deno.mkdirSync(`${root}/d`);
+  Deno.writeTextFileSync(`${root}/d/old`, "the holder's");
+  const t = racedAt(root, "d/new");
+  try {
+    const pre = entryOf(t.stat("d/old")!, "", "");
+    const ctx = context(t, { kind: "move", i: 0, path: "d/old", to: "d/new", pre, preTo: null });
+    runStep(ctx, 0);
+    const kept = "new.conflict-here-20261130T000000Z";
+    assertEquals(ctx.out.kept, [`d/${kept}`]);
+    assertEquals(contents(`${root}/d`), { new: "the holder's", [kept]: "the user's" });
+  } finally {
+    t.close();
+  }
+});
