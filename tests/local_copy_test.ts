@@ -19,11 +19,15 @@ Deno.test("a local copy stops one byte past the recorded size, and the digest th
   const xfer = { done: { files: 0, bytes: 0 }, total: { files: 1, bytes: 10 } };
   await copy.fill([{ path: "src", digest, size: recorded.length }], xfer);
   try {
-    const got = copy.source().take(t, "src", digest, "dest");
+    const got = copy.source().take(t, "src", digest, "dest", 0o440);
     assertEquals(got.file.stat().size, recorded.length + 1, "the staged file, still open");
     got.file.close();
     assertEquals(Deno.statSync(`${dir}/dest`).size, recorded.length + 1);
-    assertEquals(Deno.statSync(`${dir}/dest`).mode! & 0o777, 0o600, "staged readable, private");
+    assertEquals(
+      Deno.statSync(`${dir}/dest`).mode! & 0o777,
+      0o640,
+      "staged with the mode, writable",
+    );
     assertEquals(got.digest === digest, false, "not the recorded content");
   } finally {
     t.close();

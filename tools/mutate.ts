@@ -77,6 +77,14 @@ export const MUTANTS: Mutant[] = [
     run: tests("tests/beneath_test.ts"),
   },
   {
+    name: "finish-staged-ignores-mode",
+    why: "a staged file keeps the mode it was created with when only its mode differs",
+    file: "src/apply/stage.ts",
+    find: "if (!chown && st.perm === perm) return st;",
+    replace: "if (!chown) return st;",
+    run: tests("tests/stage_finish_test.ts"),
+  },
+  {
     name: "lento-flush-no-drain",
     why: "lento answers a flush without waiting for events its source still holds",
     file: "src/capture/lento.ts",

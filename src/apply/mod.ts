@@ -15,7 +15,7 @@ export {
   type Amount,
   type ContentSource,
   type Progress,
-  STAGED_MODE,
+  stagedMode,
   StagingError,
   type Taken,
 } from "./stage.ts";

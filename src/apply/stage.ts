@@ -25,10 +25,15 @@ import { type Need, ownerFor, permOf, stagedName, wantedOf } from "./plan.ts";
 import { STAGING } from "./steps.ts";
 
 /**
- * The mode a content source gives the file it puts in staging: readable by
- * this replica whatever the record's mode, which staging sets afterwards.
+ * The mode a content source creates a staged file with, for a record's
+ * `perm`: those permission bits (as the umask lets them through; staging
+ * corrects any difference afterwards, which then costs a chmod), and always
+ * readable and writable by this replica. No one else can reach it: staging's
+ * directories are 0700.
  */
-export const STAGED_MODE = 0o600;
+export function stagedMode(perm: number): number {
+  return (perm & 0o777) | 0o600;
+}
 
 /** Content a source put in staging: the SHA-256 of what it put there, and that file, open. */
 export interface Taken {
@@ -42,10 +47,11 @@ export interface ContentSource {
   hostName: string;
   /**
    * Puts the content `digest` (the peer's file at `path`) at the new file
-   * `dest` below `t`'s root (mode STAGED_MODE). Throws Deno.errors.NotFound
-   * if the content is not available.
+   * `dest` below `t`'s root, for a record whose permission bits are `perm`
+   * (see stagedMode). Throws Deno.errors.NotFound if the content is not
+   * available.
    */
-  take(t: Beneath, path: string, digest: string, dest: string): Taken;
+  take(t: Beneath, path: string, digest: string, dest: string, perm: number): Taken;
 }
 
 /** Files and bytes, for progress. */
@@ -119,14 +125,16 @@ function fetch(
   name: string,
 ): Stat | null {
   const what = "nothing of this batch was applied";
-  const f = fetchVerified(t, source, from, name, r.digest, what);
-  return f && finishStaged(f, ownerFor(r), permOf(vol, r.mode), r.mtimeNs);
+  const perm = permOf(vol, r.mode);
+  const f = fetchVerified(t, source, from, name, r.digest, perm, what);
+  return f && finishStaged(f, ownerFor(r), perm, r.mtimeNs);
 }
 
 /**
  * Gives the staged file `f` its owner (where this replica can: see
  * ownerFor), mode and mtime through its descriptor, closes it, and returns
- * what it was then.
+ * what it was then. Owner and mode are set only where they differ: each
+ * change is an inode update the filesystem journals.
  */
 export function finishStaged(
   f: RawFile,
@@ -135,9 +143,12 @@ export function finishStaged(
   mtimeNs: bigint,
 ): Stat {
   try {
-    if (owner) f.chown(owner.uid, owner.gid);
-    f.chmod(perm); // after chown, which clears set-id bits
     f.setMtime(mtimeNs);
+    const st = f.stat();
+    const chown = !!owner && (st.uid !== owner.uid || (owner.gid >= 0 && st.gid !== owner.gid));
+    if (!chown && st.perm === perm) return st;
+    if (chown) f.chown(owner.uid, owner.gid);
+    f.chmod(perm); // after chown, which clears set-id bits
     return f.stat();
   } finally {
     f.close();
@@ -146,7 +157,8 @@ export function finishStaged(
 
 /**
  * Copies the source's file `from` to the new staged file `name` (below the
- * volume root) and checks it holds `digest`: that file, open, or null and
+ * volume root; `perm` as stagedMode says) and checks it holds `digest`:
+ * that file, open, or null and
  * nothing left staged if the source no longer has that content (rule 3:
  * never mixed). Any other failure is a StagingError saying `what` and what
  * to do.
@@ -157,11 +169,12 @@ export function fetchVerified(
   from: string,
   name: string,
   digest: string,
+  perm: number,
   what: string,
 ): RawFile | null {
   let got: Taken;
   try {
-    got = source.take(t, from, digest, name);
+    got = source.take(t, from, digest, name, perm);
   } catch (e) {
     t.tryUnlink(name);
     if (e instanceof HostilePeerError) throw e;

@@ -79,7 +79,7 @@ function install(
   result: WantedResult,
 ): boolean {
   const tmp = `${STAGING}/${TMP}`;
-  const f = fetchVerified(t, source, w.path, tmp, w.digest, "it stays wanted");
+  const f = fetchVerified(t, source, w.path, tmp, w.digest, w.perm, "it stays wanted");
   if (!f) return false;
   const post = entryOf(finishStaged(f, null, w.perm, mtimeNsOf(w)), w.digest, "");
   const out = newOutcome();

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { type ContentSource, STAGED_MODE } from "../apply/mod.ts";
+import { type ContentSource, stagedMode } from "../apply/mod.ts";
 import { clearFetchDir, type ContentCache, type Transfer, type Want } from "./prefetch.ts";
 import { copyHashing } from "./copy.ts";
 import type { RawFile } from "../fs/raw_file.ts";
@@ -34,9 +34,10 @@ export class LocalCopy implements ContentCache {
   source(): ContentSource {
     return {
       hostName: this.hostName,
-      take: (t, path, digest, dest) => {
+      take: (t, path, digest, dest, perm) => {
         const size = this.#sizes.get(digest);
-        const got = copyHashing(this.openLocal(path), () => t.createRaw(dest, STAGED_MODE), size);
+        const create = () => t.createRaw(dest, stagedMode(perm));
+        const got = copyHashing(this.openLocal(path), create, size);
         const xfer = this.#xfer;
         if (xfer) { // counted as the record says, as a fetch counts it
           xfer.done.files++;

@@ -21,7 +21,7 @@
 
 import { Beneath } from "../fs/beneath.ts";
 import type { Volume } from "../volume/volume.ts";
-import { type Amount, type ContentSource, type Progress, STAGED_MODE } from "../apply/mod.ts";
+import { type Amount, type ContentSource, type Progress, stagedMode } from "../apply/mod.ts";
 import { copyHashing } from "./copy.ts";
 import { feedOpenFile, type Hash, hashOpenFile, newHash } from "../fs/hash.ts";
 import { CHUNK_BYTES, gone, type Peer } from "./peer.ts";
@@ -158,7 +158,7 @@ export class FetchCache implements ContentCache {
   source(): ContentSource {
     return {
       hostName: this.peer.who.hostName,
-      take: (t, _path, digest, dest) => {
+      take: (t, _path, digest, dest, perm) => {
         const rel = `${DIR}/${digest}`;
         const left = (this.#uses.get(digest) ?? 1) - 1;
         this.#uses.set(digest, left);
@@ -170,7 +170,7 @@ export class FetchCache implements ContentCache {
           return { digest, file: t.openRaw(dest) };
         }
         // Shared with a later record of the batch: copy it (hashing the copy).
-        return copyHashing(t.openRaw(rel), () => t.createRaw(dest, STAGED_MODE));
+        return copyHashing(t.openRaw(rel), () => t.createRaw(dest, stagedMode(perm)));
       },
     };
   }
