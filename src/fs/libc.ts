@@ -47,6 +47,8 @@ const SYMBOLS = {
   ioctlPtr: { name: "ioctl", parameters: ["i32", "u64", "buffer"], result: "i32" },
   ioctlInt: { name: "ioctl", parameters: ["i32", "u64", "u64"], result: "i32" },
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
+  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
   /** poll(2) on a worker thread. */
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
   /** poll(2) on this thread: for a timeout of 0 only. */
