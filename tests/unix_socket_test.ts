@@ -44,7 +44,7 @@ Deno.test("the first line of the answer, also when it arrives in pieces", async 
 Deno.test("no whole line in time, or a close before one: null, when the time is up", async () => {
   const path = `${await tempDir()}/s`;
   let answer = true;
-  const stop = listen(path, async (c) => {
+  const stop = listen(path, async (_c) => {
     if (answer) return; // closes at once, without a line
     await new Promise((r) => setTimeout(r, 1500)); // says nothing meanwhile
   });
