@@ -85,6 +85,14 @@ export const MUTANTS: Mutant[] = [
     run: tests("tests/stage_finish_test.ts"),
   },
   {
+    name: "libc-syscall-wrong-number",
+    why: "a function made of syscall(2) calls another system call than its own",
+    file: "src/fs/libc.ts",
+    find: 'write: [1, "ibiib", (fd, buf, n) => [fd, buf, n, 0, null]],',
+    replace: 'write: [0, "ibiib", (fd, buf, n) => [fd, buf, n, 0, null]],',
+    run: tests("tests/libc_test.ts"),
+  },
+  {
     name: "lento-flush-no-drain",
     why: "lento answers a flush without waiting for events its source still holds",
     file: "src/capture/lento.ts",

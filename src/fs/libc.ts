@@ -76,29 +76,129 @@ const SYMBOLS = {
 
 /** The loaded symbols' type. */
 export type Lib = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+type Key = keyof typeof SYMBOLS;
 let lib: Lib | undefined;
 
-/** The symbols, each bound when first read (then a plain property). */
+/**
+ * The symbols. Each is bound when first read, or, for the functions
+ * VIA_SYSCALL lists, made of a generic syscall(2) symbol until it has been
+ * called HOT_AFTER times and then bound: binding costs 0.3–0.6 ms a symbol
+ * (Deno compiles a call stub for each), and a command making a few calls to
+ * each of 15 functions spent more on binding them than on the calls. A
+ * function called often gets its own stub, the fastest call there is.
+ */
 export function libc(): Lib {
-  lib ??= lazySymbols();
+  lib ??= lazySymbols(Deno.build.arch === "x86_64" ? HOT_AFTER : 0);
   return lib;
 }
 
-function lazySymbols(): Lib {
+/**
+ * The same functions, those VIA_SYSCALL lists always through syscall(2)
+ * (`viaSyscall`) or never: for tests, which compare the two.
+ */
+export function libcFor(viaSyscall: boolean): Lib {
+  return lazySymbols(viaSyscall ? Infinity : 0);
+}
+
+/** Calls after which a function is bound as its own symbol. */
+const HOT_AFTER = 64;
+
+function lazySymbols(hotAfter: number): Lib {
   const out: Record<string, unknown> = {};
-  for (const key of Object.keys(SYMBOLS) as (keyof typeof SYMBOLS)[]) {
+  for (const key of Object.keys(SYMBOLS) as Key[]) {
     Object.defineProperty(out, key, {
       configurable: true,
       get() {
-        const one = { [key]: SYMBOLS[key] } as Pick<typeof SYMBOLS, typeof key>;
-        const fn = Deno.dlopen("libc.so.6", one).symbols[key];
-        Object.defineProperty(out, key, { value: fn });
+        const via = hotAfter > 0 ? VIA_SYSCALL[key] : undefined;
+        const fn = via ? warming(out, key, via, hotAfter) : bind(key);
+        Object.defineProperty(out, key, { value: fn, configurable: true });
         return fn;
       },
     });
   }
   return out as Lib;
 }
+
+function bind<K extends Key>(key: K): Lib[K] {
+  const one = { [key]: SYMBOLS[key] } as Pick<typeof SYMBOLS, K>;
+  return Deno.dlopen("libc.so.6", one).symbols[key] as Lib[K];
+}
+
+/** `key` through syscall(2), replaced in `table` by its own symbol at its `hotAfter`th call. */
+function warming(table: Record<string, unknown>, key: Key, via: Via, hotAfter: number): unknown {
+  const [nr, shape, order] = via;
+  let calls = 0;
+  return (...args: unknown[]) => {
+    if (++calls === hotAfter) Object.defineProperty(table, key, { value: bind(key) });
+    return generic(shape)(nr, ...order(...args));
+  };
+}
+
+/**
+ * syscall(2) as a few signatures (after the number: i = an integer, b = a
+ * buffer or null). The result is declared i32: every call made through them
+ * returns an fd, 0/-1, or a count of at most a buffer's 1 MiB.
+ */
+const SHAPES = {
+  iiiii: { name: "syscall", parameters: ["i64", "i64", "i64", "i64", "i64", "i64"], result: "i32" },
+  ibiib: {
+    name: "syscall",
+    parameters: ["i64", "i64", "buffer", "i64", "i64", "buffer"],
+    result: "i32",
+  },
+  ibbii: {
+    name: "syscall",
+    parameters: ["i64", "i64", "buffer", "buffer", "i64", "i64"],
+    result: "i32",
+  },
+  ibibi: {
+    name: "syscall",
+    parameters: ["i64", "i64", "buffer", "i64", "buffer", "i64"],
+    result: "i32",
+  },
+} as const;
+type Shape = keyof typeof SHAPES;
+// deno-lint-ignore no-explicit-any
+type Generic = (nr: number, ...args: any[]) => number;
+const generics = new Map<Shape, Generic>();
+
+function generic(shape: Shape): Generic {
+  let fn = generics.get(shape);
+  if (!fn) {
+    const one = { [shape]: SHAPES[shape] } as Pick<typeof SHAPES, typeof shape>;
+    fn = Deno.dlopen("libc.so.6", one).symbols[shape] as unknown as Generic;
+    generics.set(shape, fn);
+  }
+  return fn;
+}
+
+/** A function as syscall(2): x86-64 number, shape, and the caller's arguments in the kernel's order. */
+// deno-lint-ignore no-explicit-any
+type Via = [number, Shape, (...a: any[]) => unknown[]];
+
+const VIA_SYSCALL: Partial<Record<Key, Via>> = {
+  open: [257, "ibiib", (path, flags) => [AT_FDCWD, path, flags, 0, null]], // openat
+  openMode: [257, "ibiib", (path, flags, mode) => [AT_FDCWD, path, flags, mode, null]],
+  read: [0, "ibiib", (fd, buf, n) => [fd, buf, n, 0, null]],
+  write: [1, "ibiib", (fd, buf, n) => [fd, buf, n, 0, null]],
+  close: [3, "iiiii", (fd) => [fd, 0, 0, 0, 0]],
+  flock: [73, "iiiii", (fd, op) => [fd, op, 0, 0, 0]],
+  syncfs: [306, "iiiii", (fd) => [fd, 0, 0, 0, 0]],
+  fchown: [93, "iiiii", (fd, uid, gid) => [fd, uid, gid, 0, 0]],
+  fchmod: [91, "iiiii", (fd, mode) => [fd, mode, 0, 0, 0]],
+  statx: [332, "ibiib", (dirfd, path, flags, mask, buf) => [dirfd, path, flags, mask, buf]],
+  utimensat: [280, "ibbii", (dirfd, path, times, flags) => [dirfd, path, times, flags, 0]],
+  futimens: [280, "ibbii", (fd, times) => [fd, null, times, 0, 0]], // utimensat(fd, NULL, ...)
+  socket: [41, "iiiii", (domain, type, protocol) => [domain, type, protocol, 0, 0]],
+  connect: [42, "ibiib", (fd, addr, len) => [fd, addr, len, 0, null]],
+  renameat2: [316, "ibibi", (ofd, from, nfd, to, flags) => [ofd, from, nfd, to, flags]],
+  linkat: [265, "ibibi", (ofd, from, nfd, to, flags) => [ofd, from, nfd, to, flags]],
+  unlinkat: [263, "ibiib", (fd, path, flags) => [fd, path, flags, 0, null]],
+  mkdirat: [258, "ibiib", (fd, path, mode) => [fd, path, mode, 0, null]],
+  readlinkat: [267, "ibbii", (fd, path, buf, size) => [fd, path, buf, size, 0]],
+  // Bound as syscall(SYS_openat2, ...) itself: its first argument is the number.
+  openat2: [437, "ibbii", (_nr, dirfd, path, how, size) => [dirfd, path, how, size, 0]],
+};
 
 const encoder = new TextEncoder();
 const pathBuf = new Uint8Array(64 * 1024);
