@@ -251,7 +251,8 @@ export class Beneath {
     const [tdir, tname] = split(to);
     const ffd = this.mustResolve(fdir, "rename", from);
     try {
-      const tfd = this.mustResolve(tdir, "rename", to);
+      // Both names in one directory (a part file completed, a conflict copy): resolved once.
+      const tfd = tdir === fdir ? ffd : this.mustResolve(tdir, "rename", to);
       try {
         const rc = libc().renameat2(
           ffd,
@@ -262,7 +263,7 @@ export class Beneath {
         );
         if (rc !== 0) this.fail("rename", `${from} to ${to}`);
       } finally {
-        this.#release(tfd);
+        if (tfd !== ffd) this.#release(tfd);
       }
     } finally {
       this.#release(ffd);
@@ -392,17 +393,18 @@ export class Beneath {
   }
 
   /** Opens the regular file at `rel` to append to it, created (mode 0600) if missing. */
-  openAppend(rel: string): Deno.FsFile {
+  openAppend(rel: string): RawFile {
     const flags = O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_NONBLOCK;
-    const fd = this.mustResolve(rel, "open", rel, flags, 0o600);
+    const f = new RawFile(this.mustResolve(rel, "open", rel, flags, 0o600), this.abs(rel));
     this.#forget();
     try {
-      if (statAt(fd, "", this.abs(rel), true)?.type !== "f") {
+      if (f.opened().type !== "f") {
         throw new FsError("open", this.abs(rel), 0, "EEXIST", "not a regular file");
       }
-      return Deno.openSync(`/proc/self/fd/${fd}`, { write: true, append: true });
-    } finally {
-      libc().close(fd);
+      return f;
+    } catch (e) {
+      f.close();
+      throw e;
     }
   }
 

@@ -72,6 +72,7 @@ const SYMBOLS = {
   fchownat: { parameters: ["i32", "buffer", "u32", "u32", "i32"], result: "i32" },
   ftruncate: { parameters: ["i32", "i64"], result: "i32" },
   pwrite: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
+  lseek: { parameters: ["i32", "i64", "i32"], result: "i64" },
 } as const;
 
 /** The loaded symbols' type. */

@@ -26,6 +26,7 @@ import { type Stat, statAt } from "./stat.ts";
 import { FsError } from "../errors.ts";
 
 const EINTR = 4;
+const SEEK_SET = 0;
 
 /** A regular file open as a descriptor; close it. */
 export class RawFile {
@@ -44,6 +45,11 @@ export class RawFile {
       if (n >= 0) return n;
       if (errno() !== EINTR) this.fail("read");
     }
+  }
+
+  /** Moves the offset to `offset` bytes from the start. */
+  seek(offset: number): void {
+    if (Number(libc().lseek(this.#fd, BigInt(offset), SEEK_SET)) < 0) this.fail("seek in");
   }
 
   /** Writes all of `bytes` at the current offset. */

@@ -101,10 +101,10 @@ export async function* readBeneath(
   from: number,
 ): AsyncGenerator<Uint8Array> {
   checkRelativePath(path);
-  let file: Deno.FsFile;
+  let file: RawFile;
   const t = Beneath.open(root);
   try {
-    file = t.openFile(path);
+    file = t.openRaw(path);
   } catch (e) {
     if (gone(e)) throw new ContentGoneError(`${path}: no regular file there now`);
     throw e;
@@ -114,16 +114,16 @@ export async function* readBeneath(
   try {
     // Synchronous reads: each asynchronous one is a round trip through the
     // runtime's thread pool, which costs a small file more than its read.
-    if (from > 0) file.seekSync(from, Deno.SeekMode.Start);
+    if (from > 0) file.seek(from);
     // Buffers sized to what the file holds: most files are small, and a
     // fresh 1 MiB per read would dominate their cost. One byte more tells the end.
-    let left = file.statSync().size - from;
+    let left = file.opened().size - from;
     let grew = false;
     for (;;) {
       const want = left > 0 ? Math.min(CHUNK_BYTES, left) : grew ? CHUNK_BYTES : 1;
       const buf = new Uint8Array(want);
-      const n = file.readSync(buf);
-      if (n === null || n === 0) return;
+      const n = file.read(buf);
+      if (n === 0) return;
       left -= n;
       grew ||= left < 0;
       yield buf.subarray(0, n);

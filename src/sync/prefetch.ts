@@ -220,12 +220,12 @@ export class FetchCache implements ContentCache {
         // More than the record's size cannot hash to its digest: stop taking it.
         if (have + chunk.length > w.size) return "gone";
         h.update(chunk);
-        for (let n = 0; n < chunk.length;) n += out.writeSync(chunk.subarray(n));
+        out.write(chunk);
         have += chunk.length;
         xfer.done.bytes += chunk.length;
         if (have < w.size) xfer.progress?.(xfer.done, xfer.total);
       }
-      return { size: out.statSync().size };
+      return { size: out.stat().size };
     } catch (e) {
       if (gone(e)) return "gone";
       throw e;
