@@ -6,9 +6,10 @@
  * init` and `clone`, an rsync copy, one no-op sync of each tool without lento
  * (the scan lento saves), then `replicator lento -v -C DIR` started on the
  * source and on the destination and waited for until each has rescanned.
- * Each round (BENCH_LENTO_REPS, 3) rewrites BENCH_LENTO_CHANGES (10) files
- * in the source, then times `replicator sync -C DST SRC` and `rsync -a
- * --delete --exclude=.replicator SRC/ RSYNC_DST/`; medians are reported.
+ * Each round (BENCH_LENTO_REPS, 5, after one untimed warm-up round) rewrites
+ * BENCH_LENTO_CHANGES (10) files in the source, then times `replicator sync
+ * -C DST SRC` and `rsync -a --delete --exclude=.replicator SRC/ RSYNC_DST/`;
+ * medians are reported.
  * Both copies are verified against the source at the end; the lentos are
  * stopped with SIGTERM and must exit 0.
  *
@@ -46,7 +47,7 @@ import {
 
 const SIZES = envList("BENCH_LENTO_FILES", q([2000, 20000], [20000, 200000]));
 const CHANGES = Math.max(1, env("BENCH_LENTO_CHANGES", 10));
-const REPS = Math.max(1, env("BENCH_LENTO_REPS", 3));
+const REPS = Math.max(1, env("BENCH_LENTO_REPS", 5));
 const SPEEDUP = env("BENCH_LENTO_SPEEDUP", 20);
 const GROWTH = env("BENCH_LENTO_GROWTH", 1.2);
 /** How long a lento may take to arm and rescan before the bench gives up on it. */
@@ -173,14 +174,17 @@ async function oneSize(files: number): Promise<SizeResult> {
   try {
     r.ready = Math.max(...await Promise.all(lentos.map((l) => l.ready())));
     log(`lento ${files}: both lentos armed and rescanned after ${r.ready.toFixed(1)} s`);
-    for (let round = 0; round < REPS; round++) {
+    // Round 0 warms up, untimed; rounds 1..REPS are timed (single rounds swing by up to
+    // 2x here: more of them make a steadier median).
+    for (let round = 0; round <= REPS; round++) {
       change(tree, round);
-      r.sync.push(timed(repl("sync", "-C", dst, src)));
+      const sync = timed(repl("sync", "-C", dst, src));
       await sleep(200); // the destination's lento records what the sync installed
-      r.rsync.push(timed(rsync(src, rdst)));
+      const copy = timed(rsync(src, rdst));
+      if (round > 0) [r.sync, r.rsync].forEach((all, k) => all.push([sync, copy][k]));
       log(
-        `lento ${files} round ${round + 1}: replicator ${r.sync.at(-1)!.wall.toFixed(3)} s, ` +
-          `rsync ${r.rsync.at(-1)!.wall.toFixed(3)} s`,
+        `lento ${files} ${round > 0 ? `round ${round}` : "warm-up round"}: replicator ` +
+          `${sync.wall.toFixed(3)} s, rsync ${copy.wall.toFixed(3)} s`,
       );
     }
     r.lentoMB = lentos.map((l) => l.peakMB());
@@ -217,7 +221,9 @@ export async function lentoPart(): Promise<PartResult> {
   console.log(
     `\n== lento: sync after ${CHANGES} changed files, lento capturing on both replicas, vs rsync -a --delete`,
   );
-  console.log(`files of 1-2 KiB; median of ${REPS} rounds; 'sync' before each timed run`);
+  console.log(
+    `files of 1-2 KiB; median of ${REPS} rounds after a warm-up round; 'sync' before each timed run`,
+  );
   for (const n of notes) console.log(n);
   if (results.length === 0) return { name: "lento", skipped: notes.join("; "), miss: 0 };
   const lines = [[
