@@ -149,3 +149,21 @@ Deno.test("within shares each directory's resolution until a name changes, and c
     t.close();
   }
 });
+
+Deno.test("within holds at most 64 directories and never closes one a call is using", async () => {
+  const { t, vol } = await setup();
+  try {
+    for (let i = 0; i < 70; i++) Deno.mkdirSync(`${vol}/d${i}`);
+    Deno.writeTextFileSync(`${vol}/d0/f`, "moved");
+    const before = openFds(vol);
+    t.within(() => {
+      for (let i = 0; i < 64; i++) assertEquals(t.stat(`d${i}/f`)?.type, i === 0 ? "f" : undefined);
+      assertEquals(openFds(vol), before + 64);
+      t.rename("d0/f", "d65/f"); // d0 held, d65 one past the limit
+    });
+    assertEquals(Deno.readTextFileSync(`${vol}/d65/f`), "moved");
+    assertEquals(openFds(vol), before);
+  } finally {
+    t.close();
+  }
+});

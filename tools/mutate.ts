@@ -93,6 +93,14 @@ export const MUTANTS: Mutant[] = [
     run: tests("tests/libc_test.ts"),
   },
   {
+    name: "beneath-within-evicts-in-use",
+    why: "a full `within` closes the directories it holds, one of them in use by the call",
+    file: "src/fs/beneath.ts",
+    find: "if (held.size >= HELD_AT_MOST) return;",
+    replace: "if (held.size >= HELD_AT_MOST) this.#forget();",
+    run: tests("tests/beneath_test.ts"),
+  },
+  {
     name: "lento-flush-no-drain",
     why: "lento answers a flush without waiting for events its source still holds",
     file: "src/capture/lento.ts",

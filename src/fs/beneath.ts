@@ -429,9 +429,14 @@ export class Beneath {
     return fd;
   }
 
-  /** Keeps `rel`'s descriptor, or its failure as a negative errno, for the rest of `within`. */
+  /**
+   * Keeps `rel`'s descriptor, or its failure as a negative errno, for the
+   * rest of `within`; past HELD_AT_MOST, not kept (the caller closes it).
+   * Never closes what is held: a call may be using it right now, and a
+   * descriptor number closed under it could be reused by another thread.
+   */
   #hold(held: Map<string, number>, rel: string, fdOrErrno: number): void {
-    if (held.size >= HELD_AT_MOST) this.#forget();
+    if (held.size >= HELD_AT_MOST) return;
     held.set(rel, fdOrErrno);
     if (fdOrErrno >= 0) this.#heldFds.add(fdOrErrno);
   }
