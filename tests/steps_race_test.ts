@@ -10,6 +10,7 @@ import { tempDir } from "./helpers.ts";
 import { Beneath } from "../src/fs/beneath.ts";
 import { newOutcome, runStep, STAGING, type Step, type StepContext } from "../src/apply/steps.ts";
 import { entryOf } from "../src/volume/state.ts";
+import { FsError } from "../src/errors.ts";
 
 /** A tree whose next rename to `path` finds a file the user just wrote there. */
 function racedAt(root: string, path: string): Beneath {
@@ -67,6 +68,28 @@ Deno.test("a file created where a move step moves to, after its check, is kept a
     const kept = "new.conflict-here-20261130T000000Z";
     assertEquals(ctx.out.kept, [`d/${kept}`]);
     assertEquals(contents(`${root}/d`), { new: "the holder's", [kept]: "the user's" });
+  } finally {
+    t.close();
+  }
+});
+
+Deno.test("where the filesystem has no RENAME_NOREPLACE (EINVAL), a place step renames as before", async () => {
+  const root = await tempDir();
+  Deno.mkdirSync(`${root}/${STAGING}/0`, { recursive: true });
+  Deno.mkdirSync(`${root}/d`);
+  Deno.writeTextFileSync(`${root}/${STAGING}/0/0`, "the holder's");
+  const t = Beneath.open(root);
+  const rename = t.rename.bind(t);
+  t.rename = (from, to, noReplace) => {
+    if (noReplace) throw new FsError("rename", to, 22, "EINVAL");
+    rename(from, to, noReplace);
+  };
+  try {
+    const post = entryOf(t.stat(`${STAGING}/0/0`)!, "", "");
+    const ctx = context(t, { kind: "place", i: 0, path: "d/f", staged: "0/0", pre: null, post });
+    runStep(ctx, 0);
+    assertEquals(ctx.out.kept, []);
+    assertEquals(contents(`${root}/d`), { f: "the holder's" });
   } finally {
     t.close();
   }

@@ -212,13 +212,17 @@ function replaces(cur: Stat | null, pre: Entry | null, newIsDir: boolean): boole
 /**
  * Renames `from` to `path`. Unless it `replace`s what was checked there, the
  * path must be empty: what appeared there since the check is a local change,
- * kept aside.
+ * kept aside. (A filesystem without RENAME_NOREPLACE, such as NFS, has only
+ * the check.)
  */
 function renameInto(ctx: StepContext, from: string, path: string, replace: boolean): void {
   for (let tries = 1;; tries++) {
     try {
       return ctx.t.rename(from, path, !replace);
     } catch (e) {
+      if (!replace && e instanceof FsError && e.code === "EINVAL") {
+        return ctx.t.rename(from, path);
+      }
       if (!(e instanceof FsError && e.code === "EEXIST") || tries === 3) throw e;
       keepAside(ctx, path);
     }
