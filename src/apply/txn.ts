@@ -202,7 +202,7 @@ function applyTxn(vol: Volume, { txn, records, frames }: LoadedTxn): TxnResult {
       }
       crashPoint(`step:${k + 1}`);
     });
-    t.within(() => setDirAttrs(vol, t, txn.dirs, out));
+    setDirAttrs(vol, t, txn.dirs, out); // writes: each directory resolved afresh
     crashPoint("steps");
     // A re-run after the records and index were committed (their one SQLite
     // transaction notes the KML's new end) does not do them twice.
