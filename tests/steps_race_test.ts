@@ -38,16 +38,28 @@ function contents(dir: string): Record<string, string> {
   return out;
 }
 
-Deno.test("a file created where a place step installs, after its check, is kept aside", async () => {
+/** A tree with the holder's file staged (as "0/0") for d/f, where nothing is yet. */
+async function stagedTree(): Promise<string> {
   const root = await tempDir();
   Deno.mkdirSync(`${root}/${STAGING}/0`, { recursive: true });
   Deno.mkdirSync(`${root}/d`);
   Deno.writeTextFileSync(`${root}/${STAGING}/0/0`, "the holder's");
+  return root;
+}
+
+/** Runs the step that places the staged file at d/f, in `t`; what it did. */
+function placeAtF(t: Beneath): StepContext {
+  const post = entryOf(t.stat(`${STAGING}/0/0`)!, "", "");
+  const ctx = context(t, { kind: "place", i: 0, path: "d/f", staged: "0/0", pre: null, post });
+  runStep(ctx, 0);
+  return ctx;
+}
+
+Deno.test("a file created where a place step installs, after its check, is kept aside", async () => {
+  const root = await stagedTree();
   const t = racedAt(root, "d/f");
   try {
-    const post = entryOf(t.stat(`${STAGING}/0/0`)!, "", "");
-    const ctx = context(t, { kind: "place", i: 0, path: "d/f", staged: "0/0", pre: null, post });
-    runStep(ctx, 0);
+    const ctx = placeAtF(t);
     const kept = "f.conflict-here-20261130T000000Z";
     assertEquals(ctx.out.kept, [`d/${kept}`]);
     assertEquals(contents(`${root}/d`), { f: "the holder's", [kept]: "the user's" });
@@ -74,10 +86,7 @@ Deno.test("a file created where a move step moves to, after its check, is kept a
 });
 
 Deno.test("where the filesystem has no RENAME_NOREPLACE (EINVAL), a place step renames as before", async () => {
-  const root = await tempDir();
-  Deno.mkdirSync(`${root}/${STAGING}/0`, { recursive: true });
-  Deno.mkdirSync(`${root}/d`);
-  Deno.writeTextFileSync(`${root}/${STAGING}/0/0`, "the holder's");
+  const root = await stagedTree();
   const t = Beneath.open(root);
   const rename = t.rename.bind(t);
   t.rename = (from, to, noReplace) => {
@@ -85,9 +94,7 @@ Deno.test("where the filesystem has no RENAME_NOREPLACE (EINVAL), a place step r
     rename(from, to, noReplace);
   };
   try {
-    const post = entryOf(t.stat(`${STAGING}/0/0`)!, "", "");
-    const ctx = context(t, { kind: "place", i: 0, path: "d/f", staged: "0/0", pre: null, post });
-    runStep(ctx, 0);
+    const ctx = placeAtF(t);
     assertEquals(ctx.out.kept, []);
     assertEquals(contents(`${root}/d`), { f: "the holder's" });
   } finally {
