@@ -26,6 +26,8 @@ import { copyHashing } from "./copy.ts";
 import { feedOpenFile, type Hash, hashOpenFile, newHash } from "../fs/hash.ts";
 import { CHUNK_BYTES, gone, type Peer } from "./peer.ts";
 import { META_DIR } from "../volume/layout.ts";
+import type { RawFile } from "../fs/raw_file.ts";
+import { FsError } from "../errors.ts";
 
 /** Content to fetch: where the peer has it, and what it must hash to. */
 export interface Want {
@@ -162,15 +164,20 @@ export class FetchCache implements ContentCache {
         const rel = `${DIR}/${digest}`;
         const left = (this.#uses.get(digest) ?? 1) - 1;
         this.#uses.set(digest, left);
-        if (t.stat(rel)?.type !== "f") throw new Deno.errors.NotFound(`${digest} was not fetched`);
+        const file = fetched(t, rel);
         if (left <= 0) {
-          t.rename(rel, dest, true);
+          try {
+            t.rename(rel, dest, true); // the descriptor goes with it
+          } catch (e) {
+            file.close();
+            throw e;
+          }
           this.#fresh.delete(digest); // gone from here: a later batch fetches it again
           // Hashed when it arrived (or, left by an earlier run, by fill).
-          return { digest, file: t.openRaw(dest) };
+          return { digest, file };
         }
         // Shared with a later record of the batch: copy it (hashing the copy).
-        return copyHashing(t.openRaw(rel), () => t.createRaw(dest, stagedMode(perm)));
+        return copyHashing(file, () => t.createRaw(dest, stagedMode(perm)));
       },
     };
   }
@@ -232,6 +239,16 @@ export class FetchCache implements ContentCache {
     } finally {
       out.close();
     }
+  }
+}
+
+/** The fetched file `rel`, open; Deno.errors.NotFound if there is no regular file there. */
+function fetched(t: Beneath, rel: string): RawFile {
+  try {
+    return t.openRaw(rel);
+  } catch (e) {
+    if (e instanceof FsError) throw new Deno.errors.NotFound(`${rel} was not fetched`);
+    throw e;
   }
 }
 
