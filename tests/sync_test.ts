@@ -277,3 +277,33 @@ Deno.test("the same content needed by two batches arrives in both places in one 
   assertEquals([r.code, r.stderr], [0, ""]);
   assertEquals(listing(b), listing(a));
 });
+
+Deno.test("content a later record replaced is no longer wanted: the next sync fetches nothing", async () => {
+  const { a, b } = await pair();
+  put(`${a}/f`, "version 1");
+  put(`${a}/g`, "other");
+  await cli(["init", a, "--host", "alpha"]);
+  const va = openReplica(a);
+  try {
+    put(`${a}/f`, "version 2, longer");
+    assertEquals(capture(va).recorded, 1);
+  } finally {
+    va.close();
+  }
+  // One record per window: the first version of f is looked for alone, and is gone by then.
+  const env = { REPLICATOR_WINDOW_BYTES: "1" };
+  const made = await cli(["clone", a, b, "--host", "beta"], { env });
+  assertEquals(made.code, 0, made.stderr);
+  assertEquals(Deno.readTextFileSync(`${b}/f`), "version 2, longer");
+  const vb = openReplica(b);
+  try {
+    assertEquals(vb.state.wanted(), [], "the first version is not wanted any more");
+  } finally {
+    vb.close();
+  }
+  const [r] = json<{ fetched: number; fetchedBytes: number }[]>(
+    await cli(["sync", "-C", b, a, "--json"]),
+  );
+  assertEquals([r.fetched, r.fetchedBytes], [0, 0]);
+  assertEquals(listing(b), listing(a));
+});

@@ -101,6 +101,14 @@ export const MUTANTS: Mutant[] = [
     run: tests("tests/beneath_test.ts"),
   },
   {
+    name: "superseded-want-kept",
+    why: "content a later record replaced stays wanted, and is fetched again by every sync",
+    file: "src/apply/txn.ts",
+    find: "if (placed || (e.digest && state.wantedAt(p)?.digest === e.digest)) state.unwant(p);",
+    replace: "if (e.digest && state.wantedAt(p)?.digest === e.digest) state.unwant(p);",
+    run: tests("tests/sync_test.ts"),
+  },
+  {
     name: "lento-flush-no-drain",
     why: "lento answers a flush without waiting for events its source still holds",
     file: "src/capture/lento.ts",

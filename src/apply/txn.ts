@@ -269,9 +269,11 @@ function finalize(vol: Volume, t: Beneath, txn: Txn, out: Outcome): void {
     state.renameEntries(s.path, s.to);
     state.renameWanted(s.path, s.to);
   });
-  // Only stats below: each directory is resolved once for the whole pass.
+  // Content this batch put in place supersedes content wanted there before (this batch's
+  // own wants are added after the rows). Only stats below: each directory is resolved once.
+  const placed = new Set(txn.steps.flatMap(contentAt));
   t.within(() => {
-    for (const [p, e] of txn.rows) putRow(vol, t.stat(p), p, e, out);
+    for (const [p, e] of txn.rows) putRow(vol, t.stat(p), p, e, out, placed.has(p));
   });
   const rows = new Map(txn.rows);
   for (const w of [...txn.wants, ...out.wants]) {
@@ -289,18 +291,36 @@ function finalize(vol: Volume, t: Beneath, txn: Txn, out: Outcome): void {
   }
 }
 
+/** Where step `s` puts a file's content of its record (a Setattr or a rename puts none). */
+function contentAt(s: Step): string[] {
+  if (s.kind === "place") return s.post.type === "f" ? [s.path] : [];
+  if (s.kind === "link") return [s.path];
+  if (s.kind === "attrs" && s.want) return [s.path]; // a Store whose content was already there
+  return [];
+}
+
 /**
  * The row of `p` after the batch: the one it expected (`e`, null for none)
- * where the disk (`st`) shows exactly that entry.
+ * where the disk (`st`) shows exactly that entry. Where the batch `placed`
+ * content, what was wanted there before is not any more.
  */
-function putRow(vol: Volume, st: Stat | null, p: string, e: Entry | null, out: Outcome): void {
+function putRow(
+  vol: Volume,
+  st: Stat | null,
+  p: string,
+  e: Entry | null,
+  out: Outcome,
+  placed: boolean,
+): void {
   const { state } = vol;
   if (e && e.type !== "f") state.unwant(p); // the holder has no file there any more
   if (e && st && (same(st, e) || (st.type === "d" && e.type === "d"))) {
     // A directory's row keeps the holder's mode: a different one here is a local change.
     const perm = st.type === "d" ? e.perm : st.perm;
     state.putEntry(p, { ...entryOf(st, e.digest, e.target), perm });
-    if (e.digest && state.wantedAt(p)?.digest === e.digest) state.unwant(p);
+    // Wanted content is there now, or older than what the batch put there. (After a
+    // Setattr or a rename the wanted content may be newer than the file: it stays wanted.)
+    if (placed || (e.digest && state.wantedAt(p)?.digest === e.digest)) state.unwant(p);
   } else if (!e) {
     if (!out.keptDirs.has(p)) state.deleteEntry(p);
     state.unwant(p);
