@@ -213,11 +213,10 @@ export class Beneath {
         i++;
       } else if (this.lastErrno === ENOENT) {
         // Made here, or meanwhile by someone else (EEXIST): either way, checked again.
-        this.inParent(next, "mkdir", (pfd, name) => {
+        this.#changeName(next, "mkdir", (pfd, name) => {
           const rc = libc().mkdirat(pfd, cstr(name), 0o755);
           return rc === 0 || errno() === EEXIST ? 0 : -1;
         });
-        this.#forget(); // a failure held for `next` (or below it) is stale now
       } else {
         const e = this.lastErrno;
         throw new NotConfinedError("use", this.abs(next), e, errnoName(e), "not a real directory");
@@ -272,11 +271,7 @@ export class Beneath {
   }
 
   unlink(rel: string): void {
-    try {
-      this.inParent(rel, "remove", (fd, name) => libc().unlinkat(fd, cstr(name), 0));
-    } finally {
-      this.#forget();
-    }
+    this.#changeName(rel, "remove", (fd, name) => libc().unlinkat(fd, cstr(name), 0));
   }
 
   /** unlink, for clean-up of what may never have been made: a failure is no error. */
@@ -288,27 +283,15 @@ export class Beneath {
 
   /** rmdir(2); an ENOTEMPTY FsError if the directory holds anything. */
   rmdir(rel: string): void {
-    try {
-      this.inParent(rel, "remove", (fd, name) => libc().unlinkat(fd, cstr(name), AT_REMOVEDIR));
-    } finally {
-      this.#forget();
-    }
+    this.#changeName(rel, "remove", (fd, name) => libc().unlinkat(fd, cstr(name), AT_REMOVEDIR));
   }
 
   mkdir(rel: string, perm: number): void {
-    try {
-      this.inParent(rel, "create", (fd, name) => libc().mkdirat(fd, cstr(name), perm));
-    } finally {
-      this.#forget();
-    }
+    this.#changeName(rel, "create", (fd, name) => libc().mkdirat(fd, cstr(name), perm));
   }
 
   symlink(target: string, rel: string): void {
-    try {
-      this.inParent(rel, "create", (fd, name) => libc().symlinkat(cstr(target), fd, cstr(name)));
-    } finally {
-      this.#forget();
-    }
+    this.#changeName(rel, "create", (fd, name) => libc().symlinkat(cstr(target), fd, cstr(name)));
   }
 
   /** A hard link at `to` to the file at `from` (neither followed). */
@@ -461,6 +444,19 @@ export class Beneath {
       );
     }
     throw new FsError(op, this.abs(label), e, errnoName(e));
+  }
+
+  /**
+   * inParent for a call that creates or removes the name `rel`: what `within`
+   * holds is resolved afresh afterwards (a failure held for `rel` or below it,
+   * a directory held at `rel`, are stale).
+   */
+  #changeName(rel: string, op: string, call: (fd: number, name: string) => number): void {
+    try {
+      this.inParent(rel, op, call);
+    } finally {
+      this.#forget();
+    }
   }
 
   /** Runs `call` with the parent directory's descriptor and the last component of `rel`. */
