@@ -121,8 +121,15 @@ function lazySymbols(hotAfter: number): Lib {
 }
 
 function bind<K extends Key>(key: K): Lib[K] {
-  const one = { [key]: SYMBOLS[key] } as Pick<typeof SYMBOLS, K>;
-  return Deno.dlopen("libc.so.6", one).symbols[key] as Lib[K];
+  return bindOne(SYMBOLS, key) as Lib[K];
+}
+
+/** Symbol `key` of `table`, bound alone (binding a whole table costs every symbol's stub). */
+function bindOne<T extends Deno.ForeignLibraryInterface, K extends keyof T & string>(
+  table: T,
+  key: K,
+): unknown {
+  return Deno.dlopen("libc.so.6", { [key]: table[key] } as Pick<T, K>).symbols[key];
 }
 
 /** `key` through syscall(2), replaced in `table` by its own symbol at its `hotAfter`th call. */
@@ -166,8 +173,7 @@ const generics = new Map<Shape, Generic>();
 function generic(shape: Shape): Generic {
   let fn = generics.get(shape);
   if (!fn) {
-    const one = { [shape]: SHAPES[shape] } as Pick<typeof SHAPES, typeof shape>;
-    fn = Deno.dlopen("libc.so.6", one).symbols[shape] as unknown as Generic;
+    fn = bindOne(SHAPES, shape) as Generic;
     generics.set(shape, fn);
   }
   return fn;
