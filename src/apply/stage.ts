@@ -158,10 +158,9 @@ export function finishStaged(
 /**
  * Copies the source's file `from` to the new staged file `name` (below the
  * volume root; `perm` as stagedMode says) and checks it holds `digest`:
- * that file, open, or null and
- * nothing left staged if the source no longer has that content (rule 3:
- * never mixed). Any other failure is a StagingError saying `what` and what
- * to do.
+ * that file, open, or null and nothing left staged if the source no longer
+ * has that content (rule 3: never mixed). Any other failure is a
+ * StagingError saying `what` and what to do.
  */
 export function fetchVerified(
   t: Beneath,
