@@ -181,7 +181,10 @@ async function oneSize(files: number): Promise<SizeResult> {
       const sync = timed(repl("sync", "-C", dst, src));
       await sleep(200); // the destination's lento records what the sync installed
       const copy = timed(rsync(src, rdst));
-      if (round > 0) [r.sync, r.rsync].forEach((all, k) => all.push([sync, copy][k]));
+      if (round > 0) {
+        r.sync.push(sync);
+        r.rsync.push(copy);
+      }
       log(
         `lento ${files} ${round > 0 ? `round ${round}` : "warm-up round"}: replicator ` +
           `${sync.wall.toFixed(3)} s, rsync ${copy.wall.toFixed(3)} s`,
