@@ -69,6 +69,22 @@ export const MUTANTS: Mutant[] = [
     run: tests("tests/steps_race_test.ts"),
   },
   {
+    name: "place-new-name-replaces",
+    why: "a place step's first try at a new name replaces what the user just made there",
+    file: "src/apply/steps.ts",
+    find: "ctx.t.rename(`${STAGING}/${s.staged}`, s.path, true);",
+    replace: "ctx.t.rename(`${STAGING}/${s.staged}`, s.path, false);",
+    run: tests("tests/steps_race_test.ts"),
+  },
+  {
+    name: "no-wants-skips-unwant",
+    why: "a row's old want is kept because the batch thinks nothing is wanted",
+    file: "src/apply/txn.ts",
+    find: "const wants = state.anyWanted();",
+    replace: "const wants = false;",
+    run: tests("tests/sync_test.ts"),
+  },
+  {
     name: "beneath-within-keeps-moved-dir",
     why: "a directory held by `within` is still used after a rename moved it",
     file: "src/fs/beneath.ts",
@@ -104,8 +120,8 @@ export const MUTANTS: Mutant[] = [
     name: "superseded-want-kept",
     why: "content a later record replaced stays wanted, and is fetched again by every sync",
     file: "src/apply/txn.ts",
-    find: "if (placed || (e.digest && state.wantedAt(p)?.digest === e.digest)) state.unwant(p);",
-    replace: "if (e.digest && state.wantedAt(p)?.digest === e.digest) state.unwant(p);",
+    find: "if (wants && (placed || (e.digest && state.wantedAt(p)?.digest === e.digest))) {",
+    replace: "if (wants && e.digest && state.wantedAt(p)?.digest === e.digest) {",
     run: tests("tests/sync_test.ts"),
   },
   {

@@ -174,6 +174,7 @@ function link(ctx: StepContext, k: number, s: LinkStep): void {
 
 function place(ctx: StepContext, k: number, s: PlaceStep): void {
   const { t } = ctx;
+  if (s.pre === null && s.post.type !== "d" && placedAtNewName(ctx, s)) return;
   const cur = t.stat(s.path);
   if (same(cur, s.post)) return; // done before a crash
   if (!t.stat(`${STAGING}/${s.staged}`)) return; // placed before a crash, since moved or replaced
@@ -185,6 +186,23 @@ function place(ctx: StepContext, k: number, s: PlaceStep): void {
   }
   if (cur && supersededAt(ctx, k, s.path, cur)) return;
   putStaged(ctx, s.staged, s.path, s.pre, cur, s.post.type === "d");
+}
+
+/**
+ * The common case of a new name, tried first: a rename that fails if
+ * anything is at `s.path` is itself the check that nothing is there (what
+ * the full step would find before the same rename). False if it did not
+ * happen (something there, the staged file or a parent missing, no
+ * RENAME_NOREPLACE): the full step then looks at what is there.
+ */
+function placedAtNewName(ctx: StepContext, s: PlaceStep): boolean {
+  try {
+    ctx.t.rename(`${STAGING}/${s.staged}`, s.path, true);
+    return true;
+  } catch (e) {
+    if (e instanceof FsError) return false;
+    throw e;
+  }
 }
 
 /**

@@ -272,8 +272,9 @@ function finalize(vol: Volume, t: Beneath, txn: Txn, out: Outcome): void {
   // Content this batch put in place supersedes content wanted there before (this batch's
   // own wants are added after the rows). Only stats below: each directory is resolved once.
   const placed = new Set(txn.steps.flatMap(contentAt));
+  const wants = state.anyWanted(); // if none, no row has one to end (a clone, most syncs)
   t.within(() => {
-    for (const [p, e] of txn.rows) putRow(vol, t.stat(p), p, e, out, placed.has(p));
+    for (const [p, e] of txn.rows) putRow(vol, t.stat(p), p, e, out, placed.has(p), wants);
   });
   const rows = new Map(txn.rows);
   for (const w of [...txn.wants, ...out.wants]) {
@@ -302,7 +303,8 @@ function contentAt(s: Step): string[] {
 /**
  * The row of `p` after the batch: the one it expected (`e`, null for none)
  * where the disk (`st`) shows exactly that entry. Where the batch `placed`
- * content, what was wanted there before is not any more.
+ * content, what was wanted there before is not any more (if `wants`: some
+ * content is wanted at all).
  */
 function putRow(
   vol: Volume,
@@ -311,19 +313,22 @@ function putRow(
   e: Entry | null,
   out: Outcome,
   placed: boolean,
+  wants: boolean,
 ): void {
   const { state } = vol;
-  if (e && e.type !== "f") state.unwant(p); // the holder has no file there any more
+  if (wants && e && e.type !== "f") state.unwant(p); // the holder has no file there any more
   if (e && st && (same(st, e) || (st.type === "d" && e.type === "d"))) {
     // A directory's row keeps the holder's mode: a different one here is a local change.
     const perm = st.type === "d" ? e.perm : st.perm;
     state.putEntry(p, { ...entryOf(st, e.digest, e.target), perm });
     // Wanted content is there now, or older than what the batch put there. (After a
     // Setattr or a rename the wanted content may be newer than the file: it stays wanted.)
-    if (placed || (e.digest && state.wantedAt(p)?.digest === e.digest)) state.unwant(p);
+    if (wants && (placed || (e.digest && state.wantedAt(p)?.digest === e.digest))) {
+      state.unwant(p);
+    }
   } else if (!e) {
     if (!out.keptDirs.has(p)) state.deleteEntry(p);
-    state.unwant(p);
+    if (wants) state.unwant(p);
   } else if (!same(st, state.getEntry(p) ?? null)) {
     state.deleteEntry(p); // a local change is there (or nothing): no row, it is not ours
   } // else the step failed and the old version is whole: its row still holds

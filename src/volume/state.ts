@@ -237,6 +237,11 @@ export class State {
     ).all() as unknown as Wanted[];
   }
 
+  /** True if any content is wanted. */
+  anyWanted(): boolean {
+    return this.sql("SELECT 1 FROM wanted LIMIT 1").get() !== undefined;
+  }
+
   /** The content wanted at `path`, if any. */
   wantedAt(path: string): Wanted | undefined {
     return this.sql(
