@@ -2,7 +2,9 @@
  * A user racing a step: what appears at a path between the step's check and
  * its rename is a local change, kept aside as a conflict copy, never
  * replaced (rule 8). The race is made deterministic by creating the file
- * from inside the tree's rename, just before the real one runs.
+ * from inside the tree's rename, just before the real one runs. And a place
+ * step at a new name, which tries its no-replace rename before it looks:
+ * each way that rename can fail leads to what the full step does.
  */
 
 import { assertEquals } from "./assert.ts";
@@ -96,6 +98,60 @@ Deno.test("where the filesystem has no RENAME_NOREPLACE (EINVAL), a place step r
   try {
     const ctx = placeAtF(t);
     assertEquals(ctx.out.kept, []);
+    assertEquals(contents(`${root}/d`), { f: "the holder's" });
+  } finally {
+    t.close();
+  }
+});
+
+Deno.test("a place step at a new name whose directory is missing makes it, then places", async () => {
+  const root = await stagedTree();
+  Deno.removeSync(`${root}/d`);
+  const t = Beneath.open(root);
+  try {
+    const ctx = placeAtF(t);
+    assertEquals(ctx.out.kept, []);
+    assertEquals(contents(`${root}/d`), { f: "the holder's" });
+  } finally {
+    t.close();
+  }
+});
+
+Deno.test("a place step run again after it was done (a crash in between) changes nothing", async () => {
+  const root = await stagedTree();
+  const t = Beneath.open(root);
+  try {
+    const post = entryOf(t.stat(`${STAGING}/0/0`)!, "", "");
+    const step: Step = { kind: "place", i: 0, path: "d/f", staged: "0/0", pre: null, post };
+    runStep(context(t, step), 0);
+    const again = context(t, step);
+    runStep(again, 0);
+    assertEquals(again.out.kept, []);
+    assertEquals(contents(`${root}/d`), { f: "the holder's" });
+    // Placed, then replaced by the user before the re-run: the user's file stays as it is.
+    Deno.writeTextFileSync(`${root}/d/f.new`, "the user's");
+    Deno.renameSync(`${root}/d/f.new`, `${root}/d/f`);
+    const third = context(t, step);
+    runStep(third, 0);
+    assertEquals(third.out.kept, []);
+    assertEquals(contents(`${root}/d`), { f: "the user's" });
+  } finally {
+    t.close();
+  }
+});
+
+Deno.test("a place step at a new name below a symlink keeps it aside, writing nothing through it", async () => {
+  const root = await stagedTree();
+  const outside = await tempDir();
+  Deno.removeSync(`${root}/d`);
+  Deno.symlinkSync(outside, `${root}/d`);
+  const t = Beneath.open(root);
+  try {
+    const ctx = placeAtF(t);
+    const kept = "d.conflict-here-20261130T000000Z";
+    assertEquals(ctx.out.kept, [kept]);
+    assertEquals(Deno.readLinkSync(`${root}/${kept}`), outside);
+    assertEquals([...Deno.readDirSync(outside)], []);
     assertEquals(contents(`${root}/d`), { f: "the holder's" });
   } finally {
     t.close();
