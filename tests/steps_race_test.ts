@@ -49,25 +49,30 @@ async function stagedTree(): Promise<string> {
   return root;
 }
 
-/** Runs the step that places the staged file at d/f, in `t`; what it did. */
+/** Runs the step that places the staged file at d/f, in `t`, then closes `t`; what it did. */
 function placeAtF(t: Beneath): StepContext {
-  const post = entryOf(t.stat(`${STAGING}/0/0`)!, "", "");
-  const ctx = context(t, { kind: "place", i: 0, path: "d/f", staged: "0/0", pre: null, post });
-  runStep(ctx, 0);
-  return ctx;
+  try {
+    const post = entryOf(t.stat(`${STAGING}/0/0`)!, "", "");
+    const ctx = context(t, { kind: "place", i: 0, path: "d/f", staged: "0/0", pre: null, post });
+    runStep(ctx, 0);
+    return ctx;
+  } finally {
+    t.close();
+  }
+}
+
+/** The holder's file is at d/f and nothing was kept aside. */
+function placedCleanly(root: string, ctx: StepContext): void {
+  assertEquals(ctx.out.kept, []);
+  assertEquals(contents(`${root}/d`), { f: "the holder's" });
 }
 
 Deno.test("a file created where a place step installs, after its check, is kept aside", async () => {
   const root = await stagedTree();
-  const t = racedAt(root, "d/f");
-  try {
-    const ctx = placeAtF(t);
-    const kept = "f.conflict-here-20261130T000000Z";
-    assertEquals(ctx.out.kept, [`d/${kept}`]);
-    assertEquals(contents(`${root}/d`), { f: "the holder's", [kept]: "the user's" });
-  } finally {
-    t.close();
-  }
+  const ctx = placeAtF(racedAt(root, "d/f"));
+  const kept = "f.conflict-here-20261130T000000Z";
+  assertEquals(ctx.out.kept, [`d/${kept}`]);
+  assertEquals(contents(`${root}/d`), { f: "the holder's", [kept]: "the user's" });
 });
 
 Deno.test("a file created where a move step moves to, after its check, is kept aside", async () => {
@@ -95,26 +100,13 @@ Deno.test("where the filesystem has no RENAME_NOREPLACE (EINVAL), a place step r
     if (noReplace) throw new FsError("rename", to, 22, "EINVAL");
     rename(from, to, noReplace);
   };
-  try {
-    const ctx = placeAtF(t);
-    assertEquals(ctx.out.kept, []);
-    assertEquals(contents(`${root}/d`), { f: "the holder's" });
-  } finally {
-    t.close();
-  }
+  placedCleanly(root, placeAtF(t));
 });
 
 Deno.test("a place step at a new name whose directory is missing makes it, then places", async () => {
   const root = await stagedTree();
   Deno.removeSync(`${root}/d`);
-  const t = Beneath.open(root);
-  try {
-    const ctx = placeAtF(t);
-    assertEquals(ctx.out.kept, []);
-    assertEquals(contents(`${root}/d`), { f: "the holder's" });
-  } finally {
-    t.close();
-  }
+  placedCleanly(root, placeAtF(Beneath.open(root)));
 });
 
 Deno.test("a place step run again after it was done (a crash in between) changes nothing", async () => {
@@ -123,17 +115,17 @@ Deno.test("a place step run again after it was done (a crash in between) changes
   try {
     const post = entryOf(t.stat(`${STAGING}/0/0`)!, "", "");
     const step: Step = { kind: "place", i: 0, path: "d/f", staged: "0/0", pre: null, post };
-    runStep(context(t, step), 0);
-    const again = context(t, step);
-    runStep(again, 0);
-    assertEquals(again.out.kept, []);
-    assertEquals(contents(`${root}/d`), { f: "the holder's" });
+    const run = () => {
+      const ctx = context(t, step);
+      runStep(ctx, 0);
+      return ctx;
+    };
+    run();
+    placedCleanly(root, run());
     // Placed, then replaced by the user before the re-run: the user's file stays as it is.
     Deno.writeTextFileSync(`${root}/d/f.new`, "the user's");
     Deno.renameSync(`${root}/d/f.new`, `${root}/d/f`);
-    const third = context(t, step);
-    runStep(third, 0);
-    assertEquals(third.out.kept, []);
+    assertEquals(run().out.kept, []);
     assertEquals(contents(`${root}/d`), { f: "the user's" });
   } finally {
     t.close();
@@ -145,15 +137,10 @@ Deno.test("a place step at a new name below a symlink keeps it aside, writing no
   const outside = await tempDir();
   Deno.removeSync(`${root}/d`);
   Deno.symlinkSync(outside, `${root}/d`);
-  const t = Beneath.open(root);
-  try {
-    const ctx = placeAtF(t);
-    const kept = "d.conflict-here-20261130T000000Z";
-    assertEquals(ctx.out.kept, [kept]);
-    assertEquals(Deno.readLinkSync(`${root}/${kept}`), outside);
-    assertEquals([...Deno.readDirSync(outside)], []);
-    assertEquals(contents(`${root}/d`), { f: "the holder's" });
-  } finally {
-    t.close();
-  }
+  const ctx = placeAtF(Beneath.open(root));
+  const kept = "d.conflict-here-20261130T000000Z";
+  assertEquals(ctx.out.kept, [kept]);
+  assertEquals(Deno.readLinkSync(`${root}/${kept}`), outside);
+  assertEquals([...Deno.readDirSync(outside)], []);
+  assertEquals(contents(`${root}/d`), { f: "the holder's" });
 });
