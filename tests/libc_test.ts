@@ -7,19 +7,19 @@
 import { assertEquals } from "./assert.ts";
 import { tempDir } from "./helpers.ts";
 import {
+  AT_SYMLINK_NOFOLLOW,
   bothTimes,
   errno,
   type Lib,
   libc,
   libcFor,
+  O_CREAT,
   O_DIRECTORY,
+  O_EXCL,
   O_RDONLY,
+  O_WRONLY,
 } from "../src/fs/libc.ts";
 
-const O_WRONLY = 0o1;
-const O_CREAT = 0o100;
-const O_EXCL = 0o200;
-const AT_SYMLINK_NOFOLLOW = 0x100;
 const LOCK_EX_NB = 2 | 4;
 const ENOENT = 2;
 const EEXIST = 17;

@@ -30,10 +30,9 @@ import {
   PRESTO_RING_MAX,
   PRESTO_RING_MIN,
 } from "./presto.ts";
-import { cString, errno, errnoName, libc, O_CLOEXEC, O_RDONLY } from "../fs/libc.ts";
+import { cString, errno, errnoName, libc, O_CLOEXEC, O_NONBLOCK, O_RDONLY } from "../fs/libc.ts";
 import { Poller } from "./poller.ts";
 
-const O_NONBLOCK = 0o4000;
 /** The read buffer: many records per read (a record is at most 8,240 bytes). */
 const READ_BUFFER_BYTES = 64 * 1024;
 

@@ -29,15 +29,20 @@
  */
 
 import {
+  AT_SYMLINK_NOFOLLOW,
   bothTimes,
   errno,
   errnoName,
   libc,
   O_CLOEXEC,
+  O_CREAT,
   O_DIRECTORY,
+  O_EXCL,
   O_NOFOLLOW,
+  O_NONBLOCK,
   O_PATH,
   O_RDONLY,
+  O_WRONLY,
 } from "./libc.ts";
 import { type Stat, statAt } from "./stat.ts";
 import { RawFile } from "./raw_file.ts";
@@ -48,13 +53,8 @@ const RESOLVE_NO_MAGICLINKS = 0x02n;
 const RESOLVE_NO_SYMLINKS = 0x04n;
 const RESOLVE_BENEATH = 0x08n;
 const RESOLVE_ALL = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-const O_NONBLOCK = 0o4000;
-const O_WRONLY = 0o1;
-const O_CREAT = 0o100;
 const O_APPEND = 0o2000;
-const O_EXCL = 0o200;
 const AT_REMOVEDIR = 0x200;
-const AT_SYMLINK_NOFOLLOW = 0x100;
 const RENAME_NOREPLACE = 1;
 const ENOENT = 2;
 const EEXIST = 17;

@@ -15,8 +15,12 @@
  */
 
 export const AT_FDCWD = -100;
-const AT_SYMLINK_NOFOLLOW = 0x100;
+export const AT_SYMLINK_NOFOLLOW = 0x100;
 export const O_RDONLY = 0;
+export const O_WRONLY = 0o1;
+export const O_CREAT = 0o100;
+export const O_EXCL = 0o200;
+export const O_NONBLOCK = 0o4000;
 export const O_DIRECTORY = 0o200000;
 export const O_CLOEXEC = 0o2000000;
 export const O_NOFOLLOW = 0o400000;

@@ -13,7 +13,7 @@
  */
 
 import { MetadataError } from "../errors.ts";
-import { errno, libc, O_CLOEXEC, O_NOFOLLOW } from "./libc.ts";
+import { errno, libc, O_CLOEXEC, O_CREAT, O_NOFOLLOW } from "./libc.ts";
 
 /** What a metadata path must be. */
 export type MetaKind = "file" | "directory" | "socket";
@@ -112,7 +112,6 @@ export function createFresh(path: string, mode = 0o644): Deno.FsFile {
 }
 
 const O_RDWR = 2;
-const O_CREAT = 0o100;
 const LOCK_EX = 2;
 const LOCK_NB = 4;
 const ELOOP = 40;

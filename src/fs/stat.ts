@@ -5,10 +5,8 @@
  * @module
  */
 
-import { cString, errno, errnoName, libc } from "./libc.ts";
+import { AT_FDCWD, AT_SYMLINK_NOFOLLOW, cString, errno, errnoName, libc } from "./libc.ts";
 
-const AT_FDCWD = -100;
-const AT_SYMLINK_NOFOLLOW = 0x100;
 const AT_EMPTY_PATH = 0x1000;
 const STATX_BASIC_STATS = 0x7ff;
 const S_IFMT = 0o170000;
