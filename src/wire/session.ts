@@ -30,6 +30,7 @@ import {
   printable,
 } from "./messages.ts";
 import { every } from "../timer.ts";
+import { coalescing } from "./coalesce.ts";
 
 /** Where frames travel: a byte stream (ssh) or a WebSocket (https). */
 export interface Channel {
@@ -41,14 +42,14 @@ export interface Channel {
   close(): void;
 }
 
-/** A channel over a pair of byte streams (stdio, a pipe, ssh). */
+/** A channel over a pair of byte streams (stdio, a pipe, ssh); frames sent together share a write. */
 export function streamChannel(
   readable: ReadableStream<Uint8Array>,
   writable: WritableStream<Uint8Array>,
 ): Channel {
   const writer = writable.getWriter();
   return {
-    send: (bytes) => writer.write(bytes),
+    send: coalescing((bytes) => writer.write(bytes)),
     frames: readFrames(readable),
     close: () => {
       writer.close().catch(() => {});
