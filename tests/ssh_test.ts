@@ -7,6 +7,7 @@
  */
 
 import { assert, assertEquals, assertMatch } from "./assert.ts";
+import { createHash } from "node:crypto";
 import {
   changeEveryKind,
   cli,
@@ -132,6 +133,28 @@ Deno.test({
       report.receivedBytes <= size - kept + (1 << 20),
       `only the rest travelled again: ${report.receivedBytes} of ${size} bytes, ${kept} kept`,
     );
+    assertEquals(listing(b), listing(a));
+    assert(!existsSync(`${b}/.replicator/fetch`), "nothing left over");
+  }),
+});
+
+Deno.test({
+  name: "ssh: a whole, right part file left by an earlier run is staged without travelling again",
+  ignore,
+  fn: withSshd(async (s) => {
+    const { a, b } = await holderAndReplica(smallTree);
+    const size = 2 << 20;
+    const content = new Uint8Array(size).map((_, i) => (i * 31) >> 2);
+    put(`${a}/whole`, content);
+    const digest = createHash("sha256").update(content).digest("hex");
+    Deno.mkdirSync(`${b}/.replicator/fetch`);
+    put(`${b}/.replicator/fetch/${digest}.part`, content);
+    const r = await syncSsh(s, b, a, "--json");
+    assertEquals([r.code, r.stderr], [0, ""]);
+    const [report] = json<{ receivedBytes: number; fetched: number }[]>(r);
+    assert(report.receivedBytes < 64 * 1024, `only records travelled: ${report.receivedBytes} B`);
+    assertEquals(report.fetched, 1, "the leftover counts as fetched");
+    assertEquals(Deno.readFileSync(`${b}/whole`), content);
     assertEquals(listing(b), listing(a));
     assert(!existsSync(`${b}/.replicator/fetch`), "nothing left over");
   }),

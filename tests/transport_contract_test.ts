@@ -131,6 +131,19 @@ const SCENARIOS: Record<string, Scenario> = {
       assertEquals(json<{ deferred: string[] }[]>(r)[0].deferred, []);
       assert(!existsSync(`${b}/.replicator/fetch`), "nothing left over");
     },
+  "a part file of the right size but the wrong bytes, left by an earlier run, is fetched again":
+    async (reach) => {
+      const { a, b } = await holderAndReplica(smallTree);
+      const content = "the content the record names\n";
+      put(`${a}/doc`, content);
+      const digest = createHash("sha256").update(content).digest("hex");
+      put(`${b}/.replicator/fetch/${digest}.part`, "X".repeat(content.length));
+      const r = await syncTo(reach, b, a, "--json");
+      assertEquals([r.code, r.stderr], [0, ""]);
+      assertEquals(Deno.readTextFileSync(`${b}/doc`), content);
+      assertEquals(json<{ deferred: string[] }[]>(r)[0].deferred, []);
+      assert(!existsSync(`${b}/.replicator/fetch`), "nothing left over");
+    },
   "a replica of another volume is refused and nothing changes": async (reach) => {
     const { a } = await holderAndReplica(smallTree);
     const other = await pair();

@@ -329,6 +329,22 @@ export const MUTANTS: Mutant[] = [
     run: tests("tests/transport_contract_test.ts"),
   },
   {
+    name: "prefetch-whole-part-trusted",
+    why: "a part file an earlier run left at the record's size is staged without hashing it",
+    file: "src/sync/prefetch.ts",
+    find: "// A leftover that is whole needs no round trip: its hash says if it is right.",
+    replace: "if (from === w.size && from > 0) return void this.#fresh.set(w.digest, part);",
+    run: tests("tests/transport_contract_test.ts"),
+  },
+  {
+    name: "coalesce-reports-early",
+    why: "a frame is reported written before the write carrying it ends: no backpressure",
+    file: "src/wire/coalesce.ts",
+    find: "    previous = batch.done;\n    return batch.done;",
+    replace: "    previous = batch.done;\n    return Promise.resolve();",
+    run: tests("tests/coalesce_test.ts"),
+  },
+  {
     name: "prefetch-digest-unchecked",
     why: "fetched content is kept whatever it hashes to: the receiver trusts the sender",
     file: "src/sync/prefetch.ts",

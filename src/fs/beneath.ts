@@ -31,6 +31,7 @@
 import {
   AT_SYMLINK_NOFOLLOW,
   bothTimes,
+  Errno,
   errno,
   errnoName,
   libc,
@@ -56,11 +57,7 @@ const RESOLVE_ALL = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINK
 const O_APPEND = 0o2000;
 const AT_REMOVEDIR = 0x200;
 const RENAME_NOREPLACE = 1;
-const ENOENT = 2;
-const EEXIST = 17;
-const ENOTDIR = 20;
-const ELOOP = 40;
-const EXDEV = 18;
+const { ENOENT, EEXIST, ENOTDIR, ELOOP, EXDEV } = Errno;
 
 const encoder = new TextEncoder();
 
@@ -250,7 +247,7 @@ export class Beneath {
     const [tdir, tname] = split(to);
     const ffd = this.mustResolve(fdir, "rename", from);
     try {
-      // Both names in one directory (a part file completed, a conflict copy): resolved once.
+      // Both names in one directory (a conflict copy beside its file): resolved once.
       const tfd = tdir === fdir ? ffd : this.mustResolve(tdir, "rename", to);
       try {
         const rc = libc().renameat2(

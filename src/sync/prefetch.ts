@@ -4,12 +4,13 @@
  * transport waits on the network and the apply engine runs as it does for a
  * local peer.
  *
- * - The receiver hashes: a file is kept under its expected digest only if the
- *   bytes that arrived hash to it; otherwise the peer changed it since its
- *   record (it stays wanted) or lied (nothing of it is used).
- * - Resumable: bytes arrive in `<digest>.part`; a transfer cut off is resumed
- *   from what arrived (its bytes hashed again first), and started over once
- *   if the whole does not match.
+ * - The receiver hashes: bytes arrive in `<digest>.part`, and staging takes
+ *   that file only if this run saw all of it hash to the digest; otherwise
+ *   the peer changed it since its record (it stays wanted) or lied (nothing
+ *   of it is used). A verified file is not renamed: it goes from there
+ *   straight into staging, one rename per file.
+ * - Resumable: a transfer cut off is resumed from what arrived (its bytes
+ *   hashed again first), and started over once if the whole does not match.
  * - Several files travel at once (REPLICATOR_PARALLEL, default 16: one
  *   round trip per file would otherwise pace a tree of small files), each
  *   through a bounded window of frames; at most 4 of them larger than one
@@ -87,8 +88,8 @@ export interface ContentCache {
 
 /** The fetch directory of one volume during one pull. */
 export class FetchCache implements ContentCache {
-  /** Digests whose file here was hashed by this run (fetched, or a leftover checked). */
-  #fresh = new Set<string>();
+  /** Digest -> its file here, hashed by this run (fetched, or a leftover checked). */
+  #fresh = new Map<string, string>();
   /** Uses left per digest in the batch being applied: the last one takes the file. */
   #uses = new Map<string, number>();
 
@@ -143,7 +144,7 @@ export class FetchCache implements ContentCache {
     } finally {
       f.close();
     }
-    if (ok) this.#fresh.add(w.digest);
+    if (ok) this.#fresh.set(w.digest, rel);
     else t.tryUnlink(rel);
     return ok;
   }
@@ -161,7 +162,8 @@ export class FetchCache implements ContentCache {
     return {
       hostName: this.peer.who.hostName,
       take: (t, _path, digest, dest, perm) => {
-        const rel = `${DIR}/${digest}`;
+        const rel = this.#fresh.get(digest);
+        if (!rel) throw new Deno.errors.NotFound(`${digest} was not fetched`);
         const left = (this.#uses.get(digest) ?? 1) - 1;
         this.#uses.set(digest, left);
         const file = fetched(t, rel);
@@ -193,13 +195,15 @@ export class FetchCache implements ContentCache {
     for (let attempt = 0; attempt < 2; attempt++) {
       const h = newHash();
       const from = partLeft && attempt === 0 ? rehash(t, part, w.size, h) : 0;
-      const got = await this.#receive(t, part, w, from, h, xfer);
+      // A leftover that is whole needs no round trip: its hash says if it is right.
+      const got = from === w.size && from > 0
+        ? { size: from }
+        : await this.#receive(t, part, w, from, h, xfer);
       if (got === "gone") return t.tryUnlink(part);
       // The size too: the hash covers what this transfer read and appended, so
       // any other writer's bytes in the file would show as a longer file.
       if (h.digest("hex") === w.digest && got.size === w.size) {
-        t.rename(part, `${DIR}/${w.digest}`);
-        this.#fresh.add(w.digest);
+        this.#fresh.set(w.digest, part);
         this.#count(w, xfer, w.size - from);
         return;
       }
