@@ -80,6 +80,7 @@ import type { EventSource, Hint } from "./events.ts";
 import {
   AT_FDCWD,
   cString,
+  Errno,
   errno,
   errnoName,
   type Lib,
@@ -136,19 +137,8 @@ const INFO_NEW_DFID_NAME = 12;
 
 const MAX_HANDLE_SZ = 128;
 
-const EPERM = 1;
-const ENOENT = 2;
-const EINTR = 4;
-const EAGAIN = 11;
-const ENOTDIR = 20;
-const EINVAL = 22;
-const EMFILE = 24;
-const ENOSYS = 38;
-const ELOOP = 40;
-const EOPNOTSUPP = 95;
-const ENODEV = 19;
-const EXDEV = 18;
-const ESTALE = 116;
+const { EPERM, ENOENT, EINTR, EAGAIN, ENOTDIR, EINVAL, EMFILE, ENOSYS, ELOOP } = Errno;
+const { EOPNOTSUPP, ENODEV, EXDEV, ESTALE } = Errno;
 
 const READ_BUFFER_BYTES = 64 * 1024;
 /** Reads taken into one batch at most (64 KiB each). */

@@ -236,38 +236,43 @@ export function errno(): number {
   return new Deno.UnsafePointerView(libc().__errno_location()!).getInt32();
 }
 
-const ERRNO_NAMES: Record<number, string> = {
-  1: "EPERM",
-  2: "ENOENT",
-  5: "EIO",
-  6: "ENXIO",
-  9: "EBADF",
-  12: "ENOMEM",
-  13: "EACCES",
-  14: "EFAULT",
-  16: "EBUSY",
-  17: "EEXIST",
-  18: "EXDEV",
-  19: "ENODEV",
-  20: "ENOTDIR",
-  21: "EISDIR",
-  22: "EINVAL",
-  24: "EMFILE",
-  25: "ENOTTY",
-  28: "ENOSPC",
-  30: "EROFS",
-  36: "ENAMETOOLONG",
-  38: "ENOSYS",
-  39: "ENOTEMPTY",
-  40: "ELOOP",
-  95: "EOPNOTSUPP",
-  116: "ESTALE",
-  122: "EDQUOT",
-};
+/** The errno values the callers test for or name: Linux's, the same on x86-64 and arm64. */
+export const Errno = {
+  EPERM: 1,
+  ENOENT: 2,
+  EINTR: 4,
+  EIO: 5,
+  ENXIO: 6,
+  EBADF: 9,
+  EAGAIN: 11,
+  ENOMEM: 12,
+  EACCES: 13,
+  EFAULT: 14,
+  EBUSY: 16,
+  EEXIST: 17,
+  EXDEV: 18,
+  ENODEV: 19,
+  ENOTDIR: 20,
+  EISDIR: 21,
+  EINVAL: 22,
+  EMFILE: 24,
+  ENOTTY: 25,
+  ENOSPC: 28,
+  EROFS: 30,
+  ENAMETOOLONG: 36,
+  ENOSYS: 38,
+  ENOTEMPTY: 39,
+  ELOOP: 40,
+  EOPNOTSUPP: 95,
+  ESTALE: 116,
+  EDQUOT: 122,
+} as const;
+
+const ERRNO_NAMES = new Map<number, string>(Object.entries(Errno).map(([name, n]) => [n, name]));
 
 /** The symbolic name of an errno value the callers report ("errno N" otherwise). */
 export function errnoName(e: number): string {
-  return ERRNO_NAMES[e] ?? `errno ${e}`;
+  return ERRNO_NAMES.get(e) ?? `errno ${e}`;
 }
 
 /** syncfs(2) on the filesystem holding directory `dir`. */

@@ -13,7 +13,7 @@
  */
 
 import { MetadataError } from "../errors.ts";
-import { errno, libc, O_CLOEXEC, O_CREAT, O_NOFOLLOW } from "./libc.ts";
+import { Errno, errno, libc, O_CLOEXEC, O_CREAT, O_NOFOLLOW } from "./libc.ts";
 
 /** What a metadata path must be. */
 export type MetaKind = "file" | "directory" | "socket";
@@ -114,7 +114,7 @@ export function createFresh(path: string, mode = 0o644): Deno.FsFile {
 const O_RDWR = 2;
 const LOCK_EX = 2;
 const LOCK_NB = 4;
-const ELOOP = 40;
+const { ELOOP } = Errno;
 
 /**
  * Takes an exclusive flock(2) on the lock file `path` (created if missing,

@@ -21,11 +21,11 @@
  * @module
  */
 
-import { bothTimes, errno, errnoName, libc } from "./libc.ts";
+import { bothTimes, Errno, errno, errnoName, libc } from "./libc.ts";
 import { type Stat, statAt } from "./stat.ts";
 import { FsError } from "../errors.ts";
 
-const EINTR = 4;
+const { EINTR } = Errno;
 const SEEK_SET = 0;
 
 /** A regular file open as a descriptor; close it. */

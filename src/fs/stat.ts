@@ -5,13 +5,12 @@
  * @module
  */
 
-import { AT_FDCWD, AT_SYMLINK_NOFOLLOW, cString, errno, errnoName, libc } from "./libc.ts";
+import { AT_FDCWD, AT_SYMLINK_NOFOLLOW, cString, Errno, errno, errnoName, libc } from "./libc.ts";
 
 const AT_EMPTY_PATH = 0x1000;
 const STATX_BASIC_STATS = 0x7ff;
 const S_IFMT = 0o170000;
-const ENOENT = 2;
-const ENOTDIR = 20;
+const { ENOENT, ENOTDIR } = Errno;
 
 /** File types the replicator handles; anything else is "other". */
 export type FileType = "f" | "d" | "l" | "other";

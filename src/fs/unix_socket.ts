@@ -12,7 +12,7 @@
  * @module
  */
 
-import { cString, errno, libc, O_CLOEXEC, O_NOFOLLOW, O_PATH } from "./libc.ts";
+import { cString, Errno, errno, libc, O_CLOEXEC, O_NOFOLLOW, O_PATH } from "./libc.ts";
 
 const AT_EMPTY_PATH = 0x1000;
 const STATX_TYPE = 1;
@@ -25,7 +25,7 @@ const SOCK_CLOEXEC = 0o2000000;
 /** struct sockaddr_un: sa_family_t, then a 108-byte path. */
 const SOCKADDR_UN_BYTES = 110;
 const POLLIN = 1;
-const EAGAIN = 11;
+const { EAGAIN } = Errno;
 
 function isSocket(fd: number): boolean {
   const buf = new Uint8Array(256);
