@@ -11,10 +11,11 @@
  *   straight into staging, one rename per file.
  * - Resumable: a transfer cut off is resumed from what arrived (its bytes
  *   hashed again first), and started over once if the whole does not match.
- * - Several files travel at once (REPLICATOR_PARALLEL, default 16: one
+ * - Several files travel at once (REPLICATOR_PARALLEL, default 32: one
  *   round trip per file would otherwise pace a tree of small files), each
  *   through a bounded window of frames; at most 4 of them larger than one
- *   frame, so what may be queued stays about 64 MiB.
+ *   frame, so what may be queued stays under 100 MiB (4 × 16 frames of
+ *   1 MiB, and one frame for each of the others).
  * - Everything goes through Beneath: nothing is written outside the volume.
  *
  * @module
@@ -46,10 +47,10 @@ export interface Transfer {
 
 const DIR = `${META_DIR}/fetch`;
 
-/** Files fetched at once: REPLICATOR_PARALLEL, default 16. */
+/** Files fetched at once: REPLICATOR_PARALLEL, default 32 (at most 32). */
 function parallel(): number {
-  const n = Number(Deno.env.get("REPLICATOR_PARALLEL") ?? "16");
-  return Number.isInteger(n) && n > 0 && n <= 32 ? n : 16;
+  const n = Number(Deno.env.get("REPLICATOR_PARALLEL") ?? "32");
+  return Number.isInteger(n) && n > 0 && n <= 32 ? n : 32;
 }
 
 /** Files of more than one frame fetched at once (each may queue 16 frames of 1 MiB). */
