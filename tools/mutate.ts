@@ -402,6 +402,14 @@ export const MUTANTS: Mutant[] = [
     run: tests("tests/beneath_test.ts", "tests/adversarial_test.ts"),
   },
   {
+    name: "paths-dotdot-accepted",
+    why: "a record path with a '..' component passes the path check (rule 6)",
+    file: "src/fs/paths.ts",
+    find: "const NOT_NORMALISED = /(?:^|\\/)\\.{0,2}(?:\\/|$)/;",
+    replace: "const NOT_NORMALISED = /(?:^|\\/)\\.?(?:\\/|$)/;",
+    run: tests("tests/paths_test.ts", "tests/adversarial_test.ts"),
+  },
+  {
     name: "pull-sequence-gaps-accepted",
     why: "a relayed record far ahead in its origin's sequence is applied, skipping the rest",
     file: "src/sync/pull.ts",
