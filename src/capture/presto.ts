@@ -16,6 +16,7 @@
 
 import { FormatError } from "../errors.ts";
 import type { Hint } from "./events.ts";
+import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK } from "../fs/libc.ts";
 
 // The device side (FFI) lives in presto_source.ts; import either module.
 export { openPresto, type PrestoOptions, PrestoSource } from "./presto_source.ts";
@@ -169,10 +170,7 @@ export function prestoRecLen(pathLen: number, path2Len: number): number {
   return (need + PRESTO_REC_ALIGN - 1) & ~(PRESTO_REC_ALIGN - 1);
 }
 
-const S_IFMT = 0o170000;
-const S_IFDIR = 0o040000;
-const S_IFLNK = 0o120000;
-const FILE_TYPES = new Set([0o010000, 0o020000, S_IFDIR, 0o060000, 0o100000, S_IFLNK, 0o140000]);
+const FILE_TYPES = new Set([0o010000, 0o020000, S_IFDIR, 0o060000, S_IFREG, S_IFLNK, S_IFSOCK]);
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 /**

@@ -16,6 +16,7 @@
 
 export const AT_FDCWD = -100;
 export const AT_SYMLINK_NOFOLLOW = 0x100;
+export const AT_EMPTY_PATH = 0x1000;
 export const O_RDONLY = 0;
 export const O_WRONLY = 0o1;
 export const O_CREAT = 0o100;
@@ -25,6 +26,13 @@ export const O_DIRECTORY = 0o200000;
 export const O_CLOEXEC = 0o2000000;
 export const O_NOFOLLOW = 0o400000;
 export const O_PATH = 0o10000000;
+
+/** st_mode's file type: its mask, and the types the callers tell apart. */
+export const S_IFMT = 0o170000;
+export const S_IFREG = 0o100000;
+export const S_IFDIR = 0o040000;
+export const S_IFLNK = 0o120000;
+export const S_IFSOCK = 0o140000;
 
 const SYMBOLS = {
   open: { parameters: ["buffer", "i32"], result: "i32" },

@@ -5,11 +5,22 @@
  * @module
  */
 
-import { AT_FDCWD, AT_SYMLINK_NOFOLLOW, cString, Errno, errno, errnoName, libc } from "./libc.ts";
+import {
+  AT_EMPTY_PATH,
+  AT_FDCWD,
+  AT_SYMLINK_NOFOLLOW,
+  cString,
+  Errno,
+  errno,
+  errnoName,
+  libc,
+  S_IFDIR,
+  S_IFLNK,
+  S_IFMT,
+  S_IFREG,
+} from "./libc.ts";
 
-const AT_EMPTY_PATH = 0x1000;
 const STATX_BASIC_STATS = 0x7ff;
-const S_IFMT = 0o170000;
 const { ENOENT, ENOTDIR } = Errno;
 
 /** File types the replicator handles; anything else is "other". */
@@ -95,11 +106,11 @@ export function sameMtime(
 
 function typeOf(mode: number): FileType {
   switch (mode & S_IFMT) {
-    case 0o100000:
+    case S_IFREG:
       return "f";
-    case 0o040000:
+    case S_IFDIR:
       return "d";
-    case 0o120000:
+    case S_IFLNK:
       return "l";
     default:
       return "other";
@@ -108,7 +119,7 @@ function typeOf(mode: number): FileType {
 
 /** st_mode type bits for a type. */
 export function typeBits(t: FileType): number {
-  return t === "f" ? 0o100000 : t === "d" ? 0o040000 : t === "l" ? 0o120000 : 0;
+  return t === "f" ? S_IFREG : t === "d" ? S_IFDIR : t === "l" ? S_IFLNK : 0;
 }
 
 /**

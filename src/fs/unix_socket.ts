@@ -12,12 +12,20 @@
  * @module
  */
 
-import { cString, Errno, errno, libc, O_CLOEXEC, O_NOFOLLOW, O_PATH } from "./libc.ts";
+import {
+  AT_EMPTY_PATH,
+  cString,
+  Errno,
+  errno,
+  libc,
+  O_CLOEXEC,
+  O_NOFOLLOW,
+  O_PATH,
+  S_IFMT,
+  S_IFSOCK,
+} from "./libc.ts";
 
-const AT_EMPTY_PATH = 0x1000;
 const STATX_TYPE = 1;
-const S_IFMT = 0o170000;
-const S_IFSOCK = 0o140000;
 const AF_UNIX = 1;
 const SOCK_STREAM = 1;
 const SOCK_NONBLOCK = 0o4000;
