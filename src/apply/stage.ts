@@ -132,24 +132,29 @@ function fetch(
 
 /**
  * Gives the staged file `f` its owner (where this replica can: see
- * ownerFor), mode and mtime through its descriptor, closes it, and returns
- * what it was then. Owner and mode are set only where they differ: each
- * change is an inode update the filesystem journals.
+ * ownerFor), mode and mtime through its descriptor, makes it durable if
+ * `sync` (a transaction's staged files are flushed together instead), closes
+ * it, and returns what it was then. Owner and mode are set only where they
+ * differ: each change is an inode update the filesystem journals.
  */
 export function finishStaged(
   f: RawFile,
   owner: { uid: number; gid: number } | null,
   perm: number,
   mtimeNs: bigint,
+  sync = false,
 ): Stat {
   try {
     f.setMtime(mtimeNs);
-    const st = f.stat();
+    let st = f.stat();
     const chown = !!owner && (st.uid !== owner.uid || (owner.gid >= 0 && st.gid !== owner.gid));
-    if (!chown && st.perm === perm) return st;
-    if (chown) f.chown(owner.uid, owner.gid);
-    f.chmod(perm); // after chown, which clears set-id bits
-    return f.stat();
+    if (chown || st.perm !== perm) {
+      if (chown) f.chown(owner.uid, owner.gid);
+      f.chmod(perm); // after chown, which clears set-id bits
+      st = f.stat();
+    }
+    if (sync) f.sync();
+    return st;
   } finally {
     f.close();
   }

@@ -95,14 +95,14 @@ export function runTxn(
   ]);
   writeFileAtomic(vol.layout.txn, new TextEncoder().encode(JSON.stringify(txn)));
   crashPoint("commit");
-  return applyTxn(vol, { txn, records, frames });
+  return applyTxn(vol, { txn, records, frames }, false);
 }
 
 /** Finishes a committed transaction, or drops staging left by an uncommitted one. */
 export function recoverTxn(vol: Volume): void {
   const loaded = loadTxn(vol.layout);
   if (!loaded) return clearStaging(vol); // nothing was committed
-  applyTxn(vol, loaded);
+  applyTxn(vol, loaded, true);
 }
 
 /** A committed transaction as read back from disk, validated. */
@@ -175,7 +175,16 @@ export function splitFrames(all: Uint8Array): Uint8Array[] {
   return out;
 }
 
-function applyTxn(vol: Volume, { txn, records, frames }: LoadedTxn): TxnResult {
+/**
+ * Runs (or, `recovering` after a crash, finishes) the steps of a committed
+ * transaction, then its records, index rows and Expect, each made durable
+ * before the transaction file goes.
+ */
+function applyTxn(
+  vol: Volume,
+  { txn, records, frames }: LoadedTxn,
+  recovering: boolean,
+): TxnResult {
   const t = Beneath.open(vol.root);
   try {
     const out = newOutcome();
@@ -216,7 +225,7 @@ function applyTxn(vol: Volume, { txn, records, frames }: LoadedTxn): TxnResult {
     vol.writeExpect(txn.expect);
     crashPoint("expect");
     failPoint("fsync", vol.root);
-    flush(vol.root, [], touchedDirs(vol, t, txn.steps, out.kept));
+    flush(vol.root, [], changedDirs(vol, t, txn.steps, out.kept, recovering));
     Deno.removeSync(vol.layout.txn);
     clearStaging(vol);
     fsyncDir(vol.layout.meta);
@@ -383,13 +392,28 @@ function flush(root: string, files: string[], dirs: string[]): void {
   }
 }
 
-/** Real directories whose entries the steps changed: every ancestor of every path touched. */
-function touchedDirs(vol: Volume, t: Beneath, steps: Step[], kept: string[]): string[] {
-  const rel = new Set<string>([""]);
+/**
+ * Real directories whose entries the steps changed: the parent of every path
+ * touched, and each directory made on the way there with its own parent.
+ * Recovering, what the interrupted run made is not known: every ancestor.
+ */
+function changedDirs(
+  vol: Volume,
+  t: Beneath,
+  steps: Step[],
+  kept: string[],
+  recovering: boolean,
+): string[] {
+  const rel = new Set<string>();
   const paths = [...kept, ...steps.flatMap((s) => s.kind === "move" ? [s.path, s.to] : [s.path])];
   for (const p of paths) {
-    for (let d = parentOf(p); d !== ""; d = parentOf(d)) rel.add(d);
+    for (let d = parentOf(p);; d = parentOf(d)) {
+      rel.add(d);
+      if (d === "" || !recovering) break;
+    }
   }
+  for (const d of t.made) rel.add(d).add(parentOf(d));
+  t.made.length = 0;
   const dirs = t.within(() => [...rel].filter((d) => d === "" || t.stat(d)?.type === "d"));
   return [vol.layout.meta, ...dirs.map((d) => d ? `${vol.root}/${d}` : vol.root)];
 }

@@ -81,7 +81,9 @@ function install(
   const tmp = `${STAGING}/${TMP}`;
   const f = fetchVerified(t, source, w.path, tmp, w.digest, w.perm, "it stays wanted");
   if (!f) return false;
-  const post = entryOf(finishStaged(f, null, w.perm, mtimeNsOf(w)), w.digest, "");
+  // Durable before it is placed, and placed durably before its row says so: a crash
+  // in between leaves it wanted (found whole by adopt, or fetched again).
+  const post = entryOf(finishStaged(f, null, w.perm, mtimeNsOf(w), true), w.digest, "");
   const out = newOutcome();
   const ctx: StepContext = {
     t,
@@ -101,11 +103,20 @@ function install(
   result.kept.push(...out.kept);
   result.problems.push(...out.problems);
   restoreParent(vol, t, w.path);
+  syncChangedDirs(t, w.path);
   const now = t.stat(w.path);
   if (!same(now, post)) return false;
   vol.state.putEntry(w.path, entryOf(now!, w.digest, ""));
   result.installed++;
   return true;
+}
+
+/** fsyncs the directory holding `path`, and each directory made on the way there with its parent. */
+function syncChangedDirs(t: Beneath, path: string): void {
+  const dirs = new Set([parentOf(path)]);
+  for (const d of t.made) dirs.add(d).add(parentOf(d));
+  t.made.length = 0;
+  for (const d of dirs) t.syncDir(d);
 }
 
 /** Sets the parent directory's mtime back to its row's: installing changed it, the holder did not. */

@@ -108,6 +108,8 @@ export class Beneath {
   /** Directories resolved inside `within`: path -> descriptor, or -errno (null outside). */
   #held: Map<string, number> | null = null;
   #heldFds = new Set<number>();
+  /** Directories makeParents created, in order (the caller makes them durable, then clears this). */
+  readonly made: string[] = [];
 
   private constructor(readonly root: string, private fd: number) {}
 
@@ -212,6 +214,7 @@ export class Beneath {
         // Made here, or meanwhile by someone else (EEXIST): either way, checked again.
         this.#changeName(next, "mkdir", (pfd, name) => {
           const rc = libc().mkdirat(pfd, cstr(name), 0o755);
+          if (rc === 0) this.made.push(next);
           return rc === 0 || errno() === EEXIST ? 0 : -1;
         });
       } else {
@@ -304,6 +307,16 @@ export class Beneath {
     } finally {
       this.#release(ffd);
       this.#forget();
+    }
+  }
+
+  /** fsync(2) of the directory `rel`: the entries made, renamed or removed in it are on disk. */
+  syncDir(rel: string): void {
+    const fd = this.mustResolve(rel, "fsync", rel);
+    try {
+      if (libc().fsync(fd) !== 0) this.fail("fsync", rel);
+    } finally {
+      this.#release(fd);
     }
   }
 

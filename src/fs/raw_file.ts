@@ -77,6 +77,14 @@ export class RawFile {
     if (libc().futimens(this.#fd, bothTimes(mtimeNs)) !== 0) this.fail("set the time of");
   }
 
+  /** fsync(2): the data and the inode on disk. */
+  sync(): void {
+    for (;;) {
+      if (libc().fsync(this.#fd) === 0) return;
+      if (errno() !== EINTR) this.fail("fsync");
+    }
+  }
+
   /** What the descriptor refers to now. */
   stat(): Stat {
     const st = statAt(this.#fd, "", this.label, true);
