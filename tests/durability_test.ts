@@ -7,11 +7,12 @@
  *   the index still lists the directory), also the directory holding it;
  * - content still wanted from an earlier pull is fsynced before it is
  *   renamed into place, and its directory after, before its row is written.
- * Skipped (and says so) where strace cannot trace.
+ * Those two are skipped (and say so) where strace cannot trace. And a staged
+ * file a racing user swaps for a FIFO makes the sync fail, not hang on it.
  */
 
-import { assert, assertEquals } from "./assert.ts";
-import { holderAndReplica, put } from "./helpers.ts";
+import { assert, assertEquals, assertMatch } from "./assert.ts";
+import { cli, existsSync, holderAndReplica, listing, put, spawnCli } from "./helpers.ts";
 import { V8_FLAGS } from "../src/memory.ts";
 import { openReplica } from "../src/apply/open.ts";
 import { capture } from "../src/capture/capture.ts";
@@ -139,4 +140,47 @@ Deno.test("wanted content is fsynced before it is placed, and its directory befo
   assert(placed >= 0, `the wanted file was not renamed into place:\n${lines.join("\n")}`);
   assert(synced >= 0 && synced < placed, "the wanted file was not fsynced before it was placed");
   assert(dirSynced > placed, "its directory was not fsynced after it was placed");
+});
+
+Deno.test("a staged file swapped for a FIFO mid-sync fails that sync with an error, not a hang", async () => {
+  const { a, b, dir } = await holderAndReplica((a) => put(`${a}/keep`, "k"));
+  put(`${a}/doc`, "the holder's new file");
+  const release = `${dir}/release`;
+  const child = spawnCli(["sync", "-C", b, a], { REPLICATOR_PAUSE_AT: `staged:${release}` });
+  let staged: string | undefined;
+  for (let i = 0; i < 3000 && !staged; i++) {
+    try {
+      const bucket = `${b}/.replicator/staging/0`;
+      const names = [...Deno.readDirSync(bucket)].map((e) => e.name);
+      if (names.length > 0) staged = `${bucket}/${names[0]}`;
+    } catch { /* not yet */ }
+    if (!staged) await new Promise((r) => setTimeout(r, 10));
+  }
+  assert(staged, "nothing was staged");
+  // As a racing user could: the staged file becomes a FIFO nobody writes to.
+  Deno.removeSync(staged);
+  const mk = await new Deno.Command("mkfifo", { args: [staged] }).output();
+  assertEquals(mk.code, 0);
+  Deno.writeTextFileSync(release, "");
+  const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+  const out = await child.output();
+  clearTimeout(timer);
+  const err = new TextDecoder().decode(out.stderr);
+  assert(out.signal === null, "the sync hung on the FIFO and was killed");
+  assertEquals(out.code, 1, err);
+  assertMatch(err, /not a regular file|EINVAL|ENXIO/);
+  // Nothing of that batch was applied, and the next sync recovers and converges.
+  assert(!existsSync(`${b}/doc`), "the batch was applied although it failed");
+  const r = await cli(["sync", "-C", b, a]);
+  assertEquals(r.code, 0, r.stderr);
+  assertEquals(listing(b), listing(a));
+});
+
+Deno.test("a replica reached through a symlink syncs: its directories are fsynced through the link", async () => {
+  const { a, b, dir } = await holderAndReplica((a) => put(`${a}/keep`, "k"));
+  put(`${a}/top-level`, "new at the root");
+  Deno.symlinkSync(b, `${dir}/via-link`);
+  const r = await cli(["sync", "-C", `${dir}/via-link`, a]);
+  assertEquals(r.code, 0, r.stderr);
+  assertEquals(listing(b), listing(a));
 });

@@ -426,6 +426,14 @@ export const MUTANTS: Mutant[] = [
     run: tests("tests/durability_test.ts"),
   },
   {
+    name: "fsync-blocks-on-fifo",
+    why: "a staged file swapped for a FIFO is opened blocking to be fsynced: the sync hangs",
+    file: "src/fs/durable.ts",
+    find: "fsyncPath(path, O_NOFOLLOW | O_NONBLOCK);",
+    replace: "fsyncPath(path, O_NOFOLLOW);",
+    run: tests("tests/durability_test.ts"),
+  },
+  {
     name: "paths-dotdot-accepted",
     why: "a record path with a '..' component passes the path check (rule 6)",
     file: "src/fs/paths.ts",

@@ -5,21 +5,58 @@
  * @module
  */
 
-import { syncfs } from "./libc.ts";
+import {
+  cString,
+  Errno,
+  errno,
+  errnoName,
+  libc,
+  O_CLOEXEC,
+  O_DIRECTORY,
+  O_NOFOLLOW,
+  O_NONBLOCK,
+  O_RDONLY,
+  syncfs,
+} from "./libc.ts";
 import { createFresh } from "./nofollow.ts";
+import { statAt } from "./stat.ts";
+import { FsError } from "../errors.ts";
 
-/** fsync a directory so that renames and creations inside it are durable. */
+/**
+ * fsync a directory so that renames and creations inside it are durable. (A
+ * volume's root may be reached through a symlink: this one is followed.)
+ */
 export function fsyncDir(dir: string): void {
-  fsyncFile(dir);
+  fsyncPath(dir, O_DIRECTORY);
 }
 
-/** fsync one file (or directory) by path. */
+/**
+ * fsync one regular file by path. Opened without following a final symlink
+ * and without blocking, so that whatever was swapped in there (a FIFO, a
+ * device) is refused instead of waited on or opened.
+ */
 export function fsyncFile(path: string): void {
-  const f = Deno.openSync(path, { read: true });
+  fsyncPath(path, O_NOFOLLOW | O_NONBLOCK);
+}
+
+/** Deno.errors.NotFound if `path` is missing, FsError for any other failure. */
+function fsyncPath(path: string, flags: number): void {
+  const fd = libc().open(cString(path), O_RDONLY | O_CLOEXEC | flags);
+  if (fd < 0) {
+    const e = errno();
+    if (e === Errno.ENOENT) throw new Deno.errors.NotFound(`cannot fsync ${path}: ENOENT`);
+    throw new FsError("fsync", path, e, errnoName(e));
+  }
   try {
-    f.syncSync();
+    if (!(flags & O_DIRECTORY) && statAt(fd, "", path, true)?.type !== "f") {
+      throw new FsError("fsync", path, 0, "EINVAL", "not a regular file");
+    }
+    if (libc().fsync(fd) !== 0) {
+      const e = errno();
+      throw new FsError("fsync", path, e, errnoName(e));
+    }
   } finally {
-    f.close();
+    libc().close(fd);
   }
 }
 
