@@ -375,7 +375,7 @@ Deno.test("syncing a replica with itself through a symlink or a copy says so (ex
   assertClear(await cli(["sync", "-C", a, `${dir}/copy`]), /is this same replica/);
 });
 
-Deno.test("a file that vanished between the walk and its hashing is not seen, not a problem", async () => {
+Deno.test("a file gone, or swapped for a directory or symlink, between the walk and its hashing is not seen, not a problem", async () => {
   const { a } = await pair();
   const ghost = {
     type: "f",
@@ -387,19 +387,22 @@ Deno.test("a file that vanished between the walk and its hashing is not seen, no
     target: "",
   } as Seen;
   put(`${a}/was-a-dir`, "now a file"); // its child "was-a-dir/x" was walked before
+  Deno.mkdirSync(`${a}/dir-now`); // a file when walked, a directory when read
+  Deno.symlinkSync(`${a}/was-a-dir`, `${a}/link-now`);
   const found = diffTree(a, new Map(), {
-    seen: new Map([["ghost", ghost], ["was-a-dir/x", { ...ghost }]]),
+    seen: new Map(
+      ["ghost", "was-a-dir/x", "dir-now", "link-now"].map((p) => [p, { ...ghost }]),
+    ),
     unreadable: [],
     problems: [],
   });
   assertEquals([found.changes, found.problems, found.updates.size], [[], [], 0]);
-  // Other read errors stay problems.
-  Deno.mkdirSync(`${a}/dir-now`);
+  // Other read errors stay problems (here: a name longer than a directory entry allows).
   const odd = diffTree(a, new Map(), {
-    seen: new Map([["dir-now", { ...ghost }]]),
+    seen: new Map([["n".repeat(300), { ...ghost }]]),
     unreadable: [],
     problems: [],
   });
   assertEquals(odd.problems.length, 1);
-  assertMatch(odd.problems[0], /cannot read dir-now/);
+  assertMatch(odd.problems[0], /cannot read n+: .*ENAMETOOLONG/);
 });

@@ -434,6 +434,23 @@ export const MUTANTS: Mutant[] = [
     run: tests("tests/durability_test.ts"),
   },
   {
+    name: "scan-hash-follows-symlink",
+    why: "a file swapped for a symlink after the walk is hashed through it (content outside)",
+    file: "src/fs/hash.ts",
+    find: "O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC",
+    replace: "O_RDONLY | O_NONBLOCK | O_CLOEXEC",
+    run: tests("tests/hash_test.ts"),
+  },
+  {
+    name: "scan-hash-waits-on-fifo",
+    why: "a file swapped for a FIFO after the walk is opened blocking: the scan hangs",
+    file: "src/fs/hash.ts",
+    find: "O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC",
+    replace: "O_RDONLY | O_NOFOLLOW | O_CLOEXEC",
+    run: tests("tests/hash_test.ts"),
+    timeoutS: 60,
+  },
+  {
     name: "paths-dotdot-accepted",
     why: "a record path with a '..' component passes the path check (rule 6)",
     file: "src/fs/paths.ts",

@@ -182,7 +182,9 @@ export function diffTree(
     const entry = toEntry(s, before);
     if (s.type === "f" && needsHash(s, before, movedBy.has(p))) {
       try {
-        entry.digest = hashFile(`${root}/${p}`, s.size);
+        const digest = hashFile(`${root}/${p}`, s.size);
+        if (digest === null) return; // written to since the walk: the next scan records it
+        entry.digest = digest;
       } catch (e) {
         // Gone between the walk and the read (editors' and build tools' temporary files),
         // or a parent replaced by a file: as if never seen. The next scan records what is

@@ -9,6 +9,21 @@
  */
 
 import { Sha256 } from "./sha256.ts";
+import {
+  cString,
+  Errno,
+  errno,
+  errnoName,
+  libc,
+  O_CLOEXEC,
+  O_NOFOLLOW,
+  O_NONBLOCK,
+  O_RDONLY,
+} from "./libc.ts";
+import { RawFile } from "./raw_file.ts";
+import { FsError } from "../errors.ts";
+
+const { ENOENT, ENOTDIR, ELOOP } = Errno;
 
 /** An incremental SHA-256: node:crypto's, or Sha256. */
 export interface Hash {
@@ -39,12 +54,35 @@ export function newHash(): Hash {
 /** Shared read buffer: allocating 1 MiB per small file would dominate. */
 const buf = new Uint8Array(1 << 20);
 
-/** Hex SHA-256 of the file at `path`: in one read if `sizeHint` is small, else in 1 MiB pieces. */
-export function hashFile(path: string, sizeHint = Infinity): string {
-  if (sizeHint <= buf.length) return hashBytes(Deno.readFileSync(path));
-  const f = Deno.openSync(path, { read: true });
+/**
+ * Hex SHA-256 of the regular file at `path`, statted as holding `size`
+ * bytes: null if it holds another number of bytes now (it changed since).
+ * What was swapped in meanwhile is neither followed (a final symlink) nor
+ * waited on (a FIFO), and at most `size` + 1 bytes are read (a device).
+ * Throws Deno.errors.NotFound if no regular file is there any more.
+ */
+export function hashFile(path: string, size: number): string | null {
+  const fd = libc().open(cString(path), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    const e = errno();
+    if (e === ENOENT || e === ENOTDIR || e === ELOOP) {
+      throw new Deno.errors.NotFound(`${path}: ${errnoName(e)}`);
+    }
+    throw new FsError("read", path, e, errnoName(e));
+  }
+  const f = new RawFile(fd, path);
   try {
-    return hashOpenFile(f);
+    if (f.opened().type !== "f") throw new Deno.errors.NotFound(`${path}: not a regular file`);
+    const h = newHash();
+    let fed = 0;
+    for (
+      let n;
+      fed <= size && (n = f.read(buf.subarray(0, Math.min(buf.length, size + 1 - fed)))) > 0;
+    ) {
+      h.update(buf.subarray(0, n));
+      fed += n;
+    }
+    return fed === size ? h.digest("hex") : null;
   } finally {
     f.close();
   }
