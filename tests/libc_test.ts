@@ -73,6 +73,8 @@ async function exercise(L: Lib): Promise<unknown[]> {
   addr[0] = 1;
   new TextEncoder().encodeInto(`${dir}/no-socket`, addr.subarray(2));
   seen.push(s >= 0, L.connect(s, addr, 110), errno() === ENOENT, L.close(s));
+  const dents = new Uint8Array(4096);
+  seen.push(Number(L.getdents64(fd, dents, 4096n)) > 48, Number(L.getdents64(fd, dents, 4096n)));
   seen.push(statOf(L, fd, "nothing"), L.close(fd), L.close(fd), errno() === EBADF);
   return seen;
 }
@@ -110,6 +112,8 @@ Deno.test("each function does through syscall(2) what its own symbol does", asyn
     true,
     true,
     -1,
+    true,
+    0,
     true,
     0,
     `errno ${ENOENT}`,

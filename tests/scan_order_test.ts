@@ -2,11 +2,12 @@
  * A full scan merges the walk and the index in path order (SQLite's UTF-8
  * byte order). Names where that order and JavaScript's string order disagree
  * (beyond U+FFFF against U+E000..U+FFFF), and names sorting around "/", must
- * neither make spurious changes nor hide real ones.
+ * neither make spurious changes nor hide real ones. A name that is not UTF-8
+ * cannot be recorded: it is reported, not skipped in silence.
  */
 
-import { assertEquals } from "./assert.ts";
-import { cli, pair, put } from "./helpers.ts";
+import { assertEquals, assertMatch } from "./assert.ts";
+import { cli, holderAndReplica, pair, put } from "./helpers.ts";
 import { openReplica } from "../src/apply/open.ts";
 import { scan, scanNew } from "../src/capture/scan.ts";
 import { Op } from "../src/kml/record.ts";
@@ -77,4 +78,17 @@ Deno.test("a first scan recorded in chunks of 2 entries: parents first, hard lin
   } finally {
     vol.close();
   }
+});
+
+Deno.test("a name that is not UTF-8 is reported (exit 1), not silently skipped; the rest syncs", async () => {
+  const { a, b } = await holderAndReplica((a) => put(`${a}/keep`, "k"));
+  put(`${a}/d/good`, "fine\n");
+  const bad = await new Deno.Command("bash", {
+    args: ["-c", `printf x > "$1/d/$(printf 'bad\\377\\376name')"`, "_", a],
+  }).output();
+  assertEquals(bad.code, 0);
+  const r = await cli(["sync", "-C", b, a]);
+  assertEquals(r.code, 1, r.stderr);
+  assertMatch(r.stderr, /skipping d\/bad\\xff\\xfename: its name is not UTF-8; rename it/);
+  assertEquals(Deno.readTextFileSync(`${b}/d/good`), "fine\n");
 });

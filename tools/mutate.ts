@@ -451,6 +451,14 @@ export const MUTANTS: Mutant[] = [
     timeoutS: 60,
   },
   {
+    name: "walk-non-utf8-silent",
+    why: "a file whose name is not UTF-8 is left out of every scan without a word (rule 10)",
+    file: "src/capture/walk.ts",
+    find: "for (const name of listed.notUtf8) {",
+    replace: "for (const name of [] as string[]) {",
+    run: tests("tests/scan_order_test.ts"),
+  },
+  {
     name: "paths-dotdot-accepted",
     why: "a record path with a '..' component passes the path check (rule 6)",
     file: "src/fs/paths.ts",

@@ -19,6 +19,7 @@ import {
   O_RDONLY,
 } from "../fs/libc.ts";
 import { META_DIR } from "../volume/layout.ts";
+import { type DirNames, dirNames } from "../fs/dir_names.ts";
 
 /** One entry seen on disk, with a symlink's target. */
 export interface Seen extends Stat {
@@ -73,10 +74,11 @@ export function* walkInOrder(
 
 /**
  * The entries directly in directory `rel`, name order, statted (none if it
- * cannot be listed). The directory is opened once, and listed and statted
- * through that descriptor: a directory swapped for a symlink meanwhile is
- * not followed (its last component is opened O_NOFOLLOW), and the kernel
- * looks up one name per entry instead of its whole path.
+ * cannot be listed; a name that is not UTF-8 is a problem, not an entry).
+ * The directory is opened once, and listed and statted through that
+ * descriptor: a directory swapped for a symlink meanwhile is not followed
+ * (its last component is opened O_NOFOLLOW), and the kernel looks up one
+ * name per entry instead of its whole path.
  */
 function listDir(root: string, rel: string, out: WalkProblems): [string, Seen][] {
   const dir = rel ? `${root}/${rel}` : root;
@@ -91,7 +93,19 @@ function listDir(root: string, rel: string, out: WalkProblems): [string, Seen][]
   }
   try {
     const via = `/proc/self/fd/${fd}`;
-    const names = [...Deno.readDirSync(via)].map((e) => e.name).sort();
+    let listed: DirNames;
+    try {
+      listed = dirNames(fd, dir);
+    } catch (e) {
+      out.unreadable.push(rel);
+      out.problems.push(`cannot list ${rel || "."}: ${(e as Error).message}`);
+      return [];
+    }
+    for (const name of listed.notUtf8) {
+      const path = rel ? `${rel}/${name}` : name;
+      out.problems.push(`skipping ${path}: its name is not UTF-8; rename it to replicate it`);
+    }
+    const names = listed.names.sort();
     const found: [string, Seen][] = [];
     for (const name of names) {
       if (rel === "" && name === META_DIR) continue;
