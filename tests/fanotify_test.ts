@@ -147,6 +147,29 @@ Deno.test({
 });
 
 Deno.test({
+  name:
+    `fanotify: a name that is not UTF-8 is no lossy path but a lost event (a rescan) ${ROOT_ONLY}`,
+  ignore: !ROOT,
+  fn: async () => {
+    const root = await tempDir();
+    Deno.mkdirSync(`${root}/d`);
+    const c = new Collector(openFanotify(root));
+    try {
+      const made = await new Deno.Command("bash", {
+        args: ["-c", `printf x > "$1/d/$(printf 'bad\\377name')"`, "_", root],
+      }).output();
+      assertEquals(made.code, 0);
+      put(`${root}/after`, "");
+      assert(await c.until(() => c.paths.has("after") && c.overflows > 0, 5000));
+      assert(![...c.paths].some((p) => p.startsWith("d/bad")), [...c.paths].join(", "));
+    } finally {
+      await c.close();
+      await Deno.remove(root, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
   name: `fanotify follows directories moved out of and into the volume ${ROOT_ONLY}`,
   ignore: !ROOT,
   fn: async () => {

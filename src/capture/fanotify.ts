@@ -68,8 +68,9 @@
  * Not covered: a filesystem mounted inside the volume after open is not
  * watched until the next overflow or reopen (mounts present at open are), a
  * directory reachable twice (bind mounts inside the volume) is reported
- * under one of its paths, and names that are not UTF-8 are decoded lossily
- * (as Deno's own directory listing does).
+ * under one of its paths. An event naming an entry whose name is not UTF-8
+ * counts as lost: the rescan that follows reports the name (no record can
+ * hold it).
  *
  * @module
  */
@@ -174,7 +175,10 @@ export interface FanotifyEvent {
   infos: FanotifyInfo[];
 }
 
-const decoder = new TextDecoder();
+const decoder = new TextDecoder("utf-8", { fatal: true });
+
+/** The name of an info whose name is not UTF-8 ("/" is in no real name). */
+const NOT_UTF8 = "/";
 
 /**
  * Decodes the records of one read(2) of a fanotify fd. Stops at a record
@@ -210,7 +214,11 @@ export function parseFanotifyEvents(buf: Uint8Array): FanotifyEvent[] {
           ) {
             let z = end;
             while (z < i + infoLen && buf[z] !== 0) z++;
-            name = decoder.decode(buf.subarray(end, z));
+            try {
+              name = decoder.decode(buf.subarray(end, z));
+            } catch {
+              name = NOT_UTF8;
+            }
           }
           event.infos.push({
             type,
@@ -699,6 +707,10 @@ export class FanotifySource implements EventSource {
         continue;
       }
       if (inMeta(dir.path)) continue;
+      if (info.name === NOT_UTF8) {
+        lost = 1;
+        continue;
+      }
       const self = info.name === "" || info.name === ".";
       const p = self ? dir.path : join(dir.path, info.name);
       if (inMeta(p)) continue;
