@@ -459,6 +459,14 @@ export const MUTANTS: Mutant[] = [
     run: tests("tests/scan_order_test.ts"),
   },
   {
+    name: "presto-non-utf8-as-path",
+    why: "a Presto event whose path is not UTF-8 becomes a path hint naming nothing, not a rescan",
+    file: "src/capture/presto.ts",
+    find: "if (e.path === PATH_NOT_UTF8 || e.path2 === PATH_NOT_UTF8) {",
+    replace: "if (e.path === PATH_NOT_UTF8 && e.path2 === PATH_NOT_UTF8) {",
+    run: tests("tests/presto_abi_test.ts"),
+  },
+  {
     name: "paths-dotdot-accepted",
     why: "a record path with a '..' component passes the path check (rule 6)",
     file: "src/fs/paths.ts",

@@ -178,9 +178,9 @@ const utf8 = new TextDecoder("utf-8", { fatal: true });
  * back). An empty buffer is no records. Anything else that is not exactly a
  * sequence of well-formed version-1 records throws {@link FormatError}:
  * a short or misaligned record, bad magic/version/type/flags, paths beyond
- * the record or without their NUL, non-zero padding, a path that is not
- * UTF-8 or not a clean relative path, fields the type does not allow, or
- * sequence numbers that are not contiguous.
+ * the record or without their NUL, non-zero padding, a path that is not a
+ * clean relative path, fields the type does not allow, or sequence numbers
+ * that are not contiguous. A path that is not UTF-8 decodes as PATH_NOT_UTF8.
  */
 export function decodePrestoRecords(bytes: Uint8Array, opts: DecodeOptions = {}): PrestoEvent[] {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -285,7 +285,17 @@ export function decodePrestoRecords(bytes: Uint8Array, opts: DecodeOptions = {})
   return out;
 }
 
-/** A path field as a string: UTF-8, relative, "/"-separated, no empty, "." or ".." parts. */
+/**
+ * What a path field that is not UTF-8 decodes to: a name the filesystem
+ * allows but no record can hold ("/" is no relative path). hintsOf makes it
+ * a rescan, which reports the name.
+ */
+export const PATH_NOT_UTF8 = "/";
+
+/**
+ * A path field as a string: relative, "/"-separated, no empty, "." or ".."
+ * parts; PATH_NOT_UTF8 if it is not UTF-8.
+ */
 function pathOf(raw: Uint8Array, field: string, bad: (why: string) => never): string {
   if (raw.length === 0) return "";
   if (raw.includes(0)) bad(`${field} contains a NUL byte`);
@@ -293,7 +303,7 @@ function pathOf(raw: Uint8Array, field: string, bad: (why: string) => never): st
   try {
     s = utf8.decode(raw);
   } catch {
-    return bad(`${field} is not UTF-8`);
+    return PATH_NOT_UTF8;
   }
   for (const part of s.split("/")) {
     if (part === "" || part === "." || part === "..") {
@@ -320,6 +330,12 @@ export function hintsOf(events: PrestoEvent[]): Hint[] {
         ? Number.MAX_SAFE_INTEGER
         : Number(e.aux);
       out.push({ kind: "overflow", lost });
+      continue;
+    }
+    if (e.path === PATH_NOT_UTF8 || e.path2 === PATH_NOT_UTF8) {
+      if (batch) out.push({ kind: "paths", paths: [...batch] });
+      batch = null;
+      out.push({ kind: "overflow", lost: 1 }); // the rescan reports the name
       continue;
     }
     batch ??= new Set();
