@@ -84,7 +84,8 @@ Deno.test("inside the tree every operation works, and errors carry their errno",
     assertEquals(t.stat("a/b/c")!.type, "d");
     // What it made is listed, for the caller to make durable; what was there is not.
     t.makeParents("a/b/d/file");
-    assertEquals(t.made, ["a", "a/b", "a/b/c", "a/b/d"]);
+    assertEquals([...t.takeMade()].sort(), ["", "a", "a/b", "a/b/c", "a/b/d"]);
+    assertEquals(t.takeMade().size, 0, "taken once");
     t.rename("real/f", "a/b/c/file");
     t.link("a/b/c/file", "a/hard");
     assertEquals(t.stat("a/hard")!.ino, t.stat("a/b/c/file")!.ino);

@@ -7,8 +7,9 @@
  *   the index still lists the directory), also the directory holding it;
  * - content still wanted from an earlier pull is fsynced before it is
  *   renamed into place, and its directory after, before its row is written.
- * Those two are skipped (and say so) where strace cannot trace. And a staged
- * file a racing user swaps for a FIFO makes the sync fail, not hang on it.
+ * Those two are skipped (and say so) where strace cannot trace. And flushing
+ * by path: a staged file a racing user swaps for a FIFO makes the sync fail,
+ * not hang on it, while a replica reached through a symlink still syncs.
  */
 
 import { assert, assertEquals, assertMatch } from "./assert.ts";

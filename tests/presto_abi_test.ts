@@ -480,7 +480,6 @@ function rawFields(bytes: Uint8Array, off: number) {
   const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const pl = v.getUint16(off + 36, true);
   const p2l = v.getUint16(off + 38, true);
-  const dec = new TextDecoder();
   return {
     type: v.getUint8(off + 7),
     seq: v.getBigUint64(off + 8, true),

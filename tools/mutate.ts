@@ -405,8 +405,8 @@ export const MUTANTS: Mutant[] = [
     name: "txn-made-dirs-not-synced",
     why: "directories a transaction had to make are not fsynced with their parents (rule 9)",
     file: "src/apply/txn.ts",
-    find: "for (const d of t.made) rel.add(d).add(parentOf(d));",
-    replace: "t.made.length = 0;",
+    find: "for (const d of t.takeMade()) rel.add(d);",
+    replace: "t.takeMade();",
     run: tests("tests/durability_test.ts"),
   },
   {

@@ -412,8 +412,7 @@ function changedDirs(
       if (d === "" || !recovering) break;
     }
   }
-  for (const d of t.made) rel.add(d).add(parentOf(d));
-  t.made.length = 0;
+  for (const d of t.takeMade()) rel.add(d);
   const dirs = t.within(() => [...rel].filter((d) => d === "" || t.stat(d)?.type === "d"));
   return [vol.layout.meta, ...dirs.map((d) => d ? `${vol.root}/${d}` : vol.root)];
 }

@@ -113,10 +113,7 @@ function install(
 
 /** fsyncs the directory holding `path`, and each directory made on the way there with its parent. */
 function syncChangedDirs(t: Beneath, path: string): void {
-  const dirs = new Set([parentOf(path)]);
-  for (const d of t.made) dirs.add(d).add(parentOf(d));
-  t.made.length = 0;
-  for (const d of dirs) t.syncDir(d);
+  for (const d of new Set([parentOf(path), ...t.takeMade()])) t.syncDir(d);
 }
 
 /** Sets the parent directory's mtime back to its row's: installing changed it, the holder did not. */

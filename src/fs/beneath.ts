@@ -108,8 +108,8 @@ export class Beneath {
   /** Directories resolved inside `within`: path -> descriptor, or -errno (null outside). */
   #held: Map<string, number> | null = null;
   #heldFds = new Set<number>();
-  /** Directories makeParents created, in order (the caller makes them durable, then clears this). */
-  readonly made: string[] = [];
+  /** Directories makeParents created since takeMade() was last called. */
+  #made: string[] = [];
 
   private constructor(readonly root: string, private fd: number) {}
 
@@ -214,7 +214,7 @@ export class Beneath {
         // Made here, or meanwhile by someone else (EEXIST): either way, checked again.
         this.#changeName(next, "mkdir", (pfd, name) => {
           const rc = libc().mkdirat(pfd, cstr(name), 0o755);
-          if (rc === 0) this.made.push(next);
+          if (rc === 0) this.#made.push(next);
           return rc === 0 || errno() === EEXIST ? 0 : -1;
         });
       } else {
@@ -308,6 +308,17 @@ export class Beneath {
       this.#release(ffd);
       this.#forget();
     }
+  }
+
+  /**
+   * The directories makeParents created since the last call, each with the
+   * directory holding it: where entries were made, for the caller to fsync.
+   */
+  takeMade(): Set<string> {
+    const out = new Set<string>();
+    for (const d of this.#made) out.add(d).add(split(d)[0]);
+    this.#made = [];
+    return out;
   }
 
   /** fsync(2) of the directory `rel`: the entries made, renamed or removed in it are on disk. */

@@ -16,7 +16,7 @@
  *
  * @example
  * ```ts
- * const { names, notUtf8 } = dirNames(fd); // "." and ".." left out, in directory order
+ * const { names, notUtf8 } = dirNames(fd, "/srv/vol/docs"); // no "." or "..", directory order
  * ```
  * @module
  */
