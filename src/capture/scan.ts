@@ -14,6 +14,8 @@ import type { Change } from "../kml/record.ts";
 import { NO_DIGEST, Op } from "../kml/record.ts";
 import { type Entry, entryOf } from "../volume/state.ts";
 import { hashFile } from "../fs/hash.ts";
+import { cString, errno, errnoName, libc, O_CLOEXEC, O_DIRECTORY, O_RDONLY } from "../fs/libc.ts";
+import { FsError } from "../errors.ts";
 import { lstatNs, mtimeNsOf, sameMtime, typeBits } from "../fs/stat.ts";
 import { isWithin, parentOf } from "../fs/paths.ts";
 import { groupName, userName } from "../fs/owners.ts";
@@ -139,11 +141,36 @@ export function diffTree(
   tree: WalkResult,
   sameInode: (ino: number) => Iterable<[string, Entry]> = indexByInode(old),
 ): ScanResult {
+  const rootFd = openRoot(root);
+  try {
+    return diffFrom(root, rootFd, old, tree, sameInode);
+  } finally {
+    libc().close(rootFd);
+  }
+}
+
+/** A descriptor of the volume root (which may be reached through a symlink) to hash beneath. */
+function openRoot(root: string): number {
+  const fd = libc().open(cString(root), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) {
+    const e = errno();
+    throw new FsError("open", root, e, errnoName(e));
+  }
+  return fd;
+}
+
+function diffFrom(
+  root: string,
+  rootFd: number,
+  old: Map<string, Entry>,
+  tree: WalkResult,
+  sameInode: (ino: number) => Iterable<[string, Entry]>,
+): ScanResult {
   const { seen, unreadable, problems } = tree;
   const links = new HardLinks(root, sameInode, seen);
   const changes: Change[] = [];
   const updates = new Map<string, Entry | null>();
-  const renames = detectRenames(root, old, seen, updates);
+  const renames = detectRenames(rootFd, root, old, seen, updates);
   const movedBy = new Map<string, number>(); // index path -> the rename that brought it there
   renames.forEach((r, k) => r.moved.forEach((q) => movedBy.set(q, k)));
   const hidden = (p: string) =>
@@ -182,7 +209,7 @@ export function diffTree(
     const entry = toEntry(s, before);
     if (s.type === "f" && needsHash(s, before, movedBy.has(p))) {
       try {
-        const digest = hashFile(`${root}/${p}`, s.size);
+        const digest = hashFile(rootFd, p, `${root}/${p}`, s.size);
         if (digest === null) return; // written to since the walk: the next scan records it
         entry.digest = digest;
       } catch (e) {
@@ -381,6 +408,7 @@ class Emitter {
  * rename had already been applied.
  */
 function detectRenames(
+  rootFd: number,
   root: string,
   old: Map<string, Entry>,
   seen: Map<string, Seen>,
@@ -395,7 +423,7 @@ function detectRenames(
     const from = gone.get(s.ino);
     if (from === undefined || !old.has(from) || old.get(from)!.type !== s.type) continue;
     if (isWithin(p, from)) continue; // a directory cannot move inside itself
-    if (s.type === "f" && !sameContent(root, p, old.get(from)!)) continue; // a reused inode
+    if (s.type === "f" && !sameContent(rootFd, root, p, old.get(from)!)) continue; // a reused inode
     gone.delete(s.ino);
     const r: Rename = { from, to: p, change: renameChange(from, p, old.get(from)!), moved: [] };
     const moving = [...old.keys()].filter((q) => isWithin(q, from));
@@ -414,9 +442,9 @@ function detectRenames(
 }
 
 /** True if the file at `p` still has the content `e` recorded (a renamed file, not a new one). */
-function sameContent(root: string, p: string, e: Entry): boolean {
+function sameContent(rootFd: number, root: string, p: string, e: Entry): boolean {
   try {
-    return hashFile(`${root}/${p}`, e.size) === e.digest;
+    return hashFile(rootFd, p, `${root}/${p}`, e.size) === e.digest;
   } catch {
     return false;
   }

@@ -10,16 +10,19 @@
 import { type Stat, statAt } from "../fs/stat.ts";
 import {
   cString,
+  Errno,
   errno,
   errnoName,
   libc,
   O_CLOEXEC,
   O_DIRECTORY,
-  O_NOFOLLOW,
   O_RDONLY,
 } from "../fs/libc.ts";
+import { openBeneath } from "../fs/beneath.ts";
 import { META_DIR } from "../volume/layout.ts";
 import { type DirNames, dirNames } from "../fs/dir_names.ts";
+
+const { ELOOP, EXDEV, ENOTDIR } = Errno;
 
 /** One entry seen on disk, with a symlink's target. */
 export interface Seen extends Stat {
@@ -37,9 +40,19 @@ export interface WalkResult {
 
 /** Adds `rel` (a directory) and everything below it to `out`. */
 export function walkDir(root: string, rel: string, out: WalkResult): void {
-  for (const [path, seen] of listDir(root, rel, out)) {
+  const top = Tree.open(root, out);
+  if (!top) return;
+  try {
+    walkDirIn(top, rel, out);
+  } finally {
+    top.close();
+  }
+}
+
+function walkDirIn(top: Tree, rel: string, out: WalkResult): void {
+  for (const [path, seen] of listDir(top, rel, out)) {
     out.seen.set(path, seen);
-    if (seen.type === "d") walkDir(root, path, out);
+    if (seen.type === "d") walkDirIn(top, path, out);
   }
 }
 
@@ -59,8 +72,18 @@ export function* walkInOrder(
   out: WalkProblems,
   rel = "",
 ): Generator<[string, Seen]> {
+  const top = Tree.open(root, out);
+  if (!top) return;
+  try {
+    yield* inOrder(top, out, rel);
+  } finally {
+    top.close();
+  }
+}
+
+function* inOrder(top: Tree, out: WalkProblems, rel: string): Generator<[string, Seen]> {
   const items: [key: string, path: string, seen: Seen | null][] = [];
-  for (const [path, seen] of listDir(root, rel, out)) {
+  for (const [path, seen] of listDir(top, rel, out)) {
     const name = rel ? path.slice(rel.length + 1) : path;
     items.push([name, path, seen]);
     if (seen.type === "d") items.push([name + "/", path, null]);
@@ -68,27 +91,52 @@ export function* walkInOrder(
   items.sort((x, y) => x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0);
   for (const [, path, seen] of items) {
     if (seen) yield [path, seen];
-    else yield* walkInOrder(root, out, path);
+    else yield* inOrder(top, out, path);
+  }
+}
+
+/**
+ * The volume root open for one walk. Each directory below is opened from
+ * it as Beneath opens (no symlink anywhere on the way, nothing outside), so
+ * a directory swapped for a symlink at any level while the walk runs is not
+ * listed through it. (The root itself may be reached through a symlink.)
+ */
+class Tree {
+  private constructor(readonly root: string, readonly fd: number) {}
+
+  /** The root, open; null (and a problem) if it cannot be opened. */
+  static open(root: string, out: WalkProblems): Tree | null {
+    const fd = libc().open(cString(root), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) return new Tree(root, fd);
+    const why = errnoName(errno());
+    out.unreadable.push("");
+    out.problems.push(`cannot list .: ${listError(root) ?? why}`);
+    return null;
+  }
+
+  close(): void {
+    libc().close(this.fd);
   }
 }
 
 /**
  * The entries directly in directory `rel`, name order, statted (none if it
  * cannot be listed; a name that is not UTF-8 is a problem, not an entry).
- * The directory is opened once, and listed and statted through that
- * descriptor: a directory swapped for a symlink meanwhile is not followed
- * (its last component is opened O_NOFOLLOW), and the kernel looks up one
+ * The directory is opened once (beneath the walk's root: see Tree), and
+ * listed and statted through that descriptor, so the kernel looks up one
  * name per entry instead of its whole path.
  */
-function listDir(root: string, rel: string, out: WalkProblems): [string, Seen][] {
+function listDir(top: Tree, rel: string, out: WalkProblems): [string, Seen][] {
+  const { root } = top;
   const dir = rel ? `${root}/${rel}` : root;
-  // The root may be reached through a symlink (as Beneath allows); a directory in it may not.
-  const flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC | (rel ? O_NOFOLLOW : 0);
-  const fd = libc().open(cString(dir), flags);
+  const fd = openBeneath(top.fd, rel, O_RDONLY | O_DIRECTORY);
   if (fd < 0) {
-    const why = errnoName(errno());
+    const e = errno();
+    const why = e === ELOOP || e === EXDEV || e === ENOTDIR
+      ? "a path component is a symlink or not a directory"
+      : listError(dir) ?? errnoName(e);
     out.unreadable.push(rel);
-    out.problems.push(`cannot list ${rel || "."}: ${listError(dir) ?? why}`);
+    out.problems.push(`cannot list ${rel || "."}: ${why}`);
     return [];
   }
   try {

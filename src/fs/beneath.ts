@@ -98,6 +98,18 @@ function split(rel: string): [string, string] {
   return i < 0 ? ["", rel] : [rel.slice(0, i), rel.slice(i + 1)];
 }
 
+/**
+ * openat2(2) of `rel` ("" for the directory itself) below the directory open
+ * as `dirfd`, confined as Beneath resolves (no symlink anywhere, nothing
+ * outside): the new descriptor, or -1 with errno set (ELOOP, EXDEV or
+ * ENOTDIR for a path that is not confined, ENOENT for a missing one).
+ */
+export function openBeneath(dirfd: number, rel: string, flags: number, mode = 0): number {
+  return Number(
+    libc().openat2(SYS_OPENAT2, BigInt(dirfd), cstr(rel || "."), openHow(flags, mode), 24n),
+  );
+}
+
 const DIR_FLAGS = O_RDONLY | O_DIRECTORY;
 
 /** How many directories one `within` holds open at most (descriptors are finite). */
@@ -425,9 +437,7 @@ export class Beneath {
       if (had < 0) this.lastErrno = -had;
       return had < 0 ? -1 : had;
     }
-    const fd = Number(
-      libc().openat2(SYS_OPENAT2, BigInt(this.fd), cstr(rel || "."), openHow(flags, mode), 24n),
-    );
+    const fd = openBeneath(this.fd, rel, flags, mode);
     if (fd < 0) this.lastErrno = errno();
     if (held) this.#hold(held, rel, fd < 0 ? -this.lastErrno : fd);
     return fd;

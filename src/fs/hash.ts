@@ -9,21 +9,12 @@
  */
 
 import { Sha256 } from "./sha256.ts";
-import {
-  cString,
-  Errno,
-  errno,
-  errnoName,
-  libc,
-  O_CLOEXEC,
-  O_NOFOLLOW,
-  O_NONBLOCK,
-  O_RDONLY,
-} from "./libc.ts";
+import { Errno, errno, errnoName, O_NOFOLLOW, O_NONBLOCK, O_RDONLY } from "./libc.ts";
+import { openBeneath } from "./beneath.ts";
 import { RawFile } from "./raw_file.ts";
 import { FsError } from "../errors.ts";
 
-const { ENOENT, ENOTDIR, ELOOP } = Errno;
+const { ENOENT, ENOTDIR, ELOOP, EXDEV } = Errno;
 
 /** An incremental SHA-256: node:crypto's, or Sha256. */
 export interface Hash {
@@ -55,24 +46,25 @@ export function newHash(): Hash {
 const buf = new Uint8Array(1 << 20);
 
 /**
- * Hex SHA-256 of the regular file at `path`, statted as holding `size`
- * bytes: null if it holds another number of bytes now (it changed since).
- * What was swapped in meanwhile is neither followed (a final symlink) nor
- * waited on (a FIFO), and at most `size` + 1 bytes are read (a device).
- * Throws Deno.errors.NotFound if no regular file is there any more.
+ * Hex SHA-256 of the regular file `rel` below the directory open as
+ * `rootFd` (`label` names it in errors), statted as holding `size` bytes:
+ * null if it holds another number of bytes now (it changed since). It is
+ * opened as Beneath opens (no symlink anywhere on the way, nothing outside),
+ * without waiting on a FIFO swapped in, and at most `size` + 1 bytes are
+ * read. Throws Deno.errors.NotFound if no regular file is there any more.
  */
-export function hashFile(path: string, size: number): string | null {
-  const fd = libc().open(cString(path), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+export function hashFile(rootFd: number, rel: string, label: string, size: number): string | null {
+  const fd = openBeneath(rootFd, rel, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
   if (fd < 0) {
     const e = errno();
-    if (e === ENOENT || e === ENOTDIR || e === ELOOP) {
-      throw new Deno.errors.NotFound(`${path}: ${errnoName(e)}`);
+    if (e === ENOENT || e === ENOTDIR || e === ELOOP || e === EXDEV) {
+      throw new Deno.errors.NotFound(`${label}: ${errnoName(e)}`);
     }
-    throw new FsError("read", path, e, errnoName(e));
+    throw new FsError("read", label, e, errnoName(e));
   }
-  const f = new RawFile(fd, path);
+  const f = new RawFile(fd, label);
   try {
-    if (f.opened().type !== "f") throw new Deno.errors.NotFound(`${path}: not a regular file`);
+    if (f.opened().type !== "f") throw new Deno.errors.NotFound(`${label}: not a regular file`);
     const h = newHash();
     let fed = 0;
     for (

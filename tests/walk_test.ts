@@ -1,0 +1,29 @@
+/**
+ * The walk lists each directory beneath the walk's own descriptor of the
+ * root: a directory a racing user swaps for a symlink to elsewhere while the
+ * walk runs is reported unreadable, never listed through the link.
+ */
+
+import { assert, assertEquals } from "./assert.ts";
+import { put, tempDir } from "./helpers.ts";
+import { walkInOrder } from "../src/capture/walk.ts";
+
+Deno.test("a directory swapped for a symlink mid-walk is not listed through it", async () => {
+  const root = await tempDir();
+  const outside = await tempDir();
+  put(`${root}/a/b/inside`, "in");
+  put(`${outside}/b/secret`, "out");
+  const out = { unreadable: [] as string[], problems: [] as string[] };
+  const seen: string[] = [];
+  for (const [path] of walkInOrder(root, out)) {
+    seen.push(path);
+    if (path === "a/b") {
+      // Listed a/ already, about to list a/b: a/ becomes a link to a tree with a b/ too.
+      Deno.renameSync(`${root}/a`, `${root}/a-moved`);
+      Deno.symlinkSync(outside, `${root}/a`);
+    }
+  }
+  assert(!seen.includes("a/b/secret"), `listed through the link: ${seen.join(", ")}`);
+  assertEquals(out.unreadable, ["a/b"]);
+  assert(/cannot list a\/b: a path component is a symlink/.test(out.problems.join("\n")));
+});
