@@ -14,9 +14,10 @@ import type { Change } from "../kml/record.ts";
 import { NO_DIGEST, Op } from "../kml/record.ts";
 import { type Entry, entryOf } from "../volume/state.ts";
 import { hashFile } from "../fs/hash.ts";
+import { statBeneath } from "../fs/beneath.ts";
 import { cString, errno, errnoName, libc, O_CLOEXEC, O_DIRECTORY, O_RDONLY } from "../fs/libc.ts";
 import { FsError } from "../errors.ts";
-import { lstatNs, mtimeNsOf, sameMtime, typeBits } from "../fs/stat.ts";
+import { mtimeNsOf, sameMtime, typeBits } from "../fs/stat.ts";
 import { isWithin, parentOf } from "../fs/paths.ts";
 import { groupName, userName } from "../fs/owners.ts";
 import { type Seen, walkInOrder, type WalkProblems, type WalkResult } from "./walk.ts";
@@ -149,8 +150,8 @@ export function diffTree(
   }
 }
 
-/** A descriptor of the volume root (which may be reached through a symlink) to hash beneath. */
-function openRoot(root: string): number {
+/** A descriptor of the volume root (which may be reached through a symlink) to look beneath. */
+export function openRoot(root: string): number {
   const fd = libc().open(cString(root), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) {
     const e = errno();
@@ -167,7 +168,7 @@ function diffFrom(
   sameInode: (ino: number) => Iterable<[string, Entry]>,
 ): ScanResult {
   const { seen, unreadable, problems } = tree;
-  const links = new HardLinks(root, sameInode, seen);
+  const links = new HardLinks(rootFd, root, sameInode, seen);
   const changes: Change[] = [];
   const updates = new Map<string, Entry | null>();
   const renames = detectRenames(rootFd, root, old, seen, updates);
@@ -283,6 +284,7 @@ class HardLinks {
   private readonly stored = new Set<string>();
 
   constructor(
+    private readonly rootFd: number,
     private readonly root: string,
     private readonly sameInode: (ino: number) => Iterable<[string, Entry]>,
     private readonly seen: Map<string, Seen>,
@@ -294,7 +296,8 @@ class HardLinks {
     if (known !== undefined) return known;
     for (const [q, e] of this.sameInode(ino)) {
       // Names this scan meets itself are taken in the order it meets them.
-      if (this.seen.has(q) || lstatNs(`${this.root}/${q}`)?.ino !== ino) continue;
+      if (this.seen.has(q)) continue;
+      if (statBeneath(this.rootFd, q, `${this.root}/${q}`)?.ino !== ino) continue;
       this.rows.set(q, e);
       this.firsts.set(ino, q);
       return q;

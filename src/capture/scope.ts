@@ -8,12 +8,13 @@
  * @module
  */
 
-import { lstatNs } from "../fs/stat.ts";
+import { statBeneath } from "../fs/beneath.ts";
+import { libc } from "../fs/libc.ts";
 import { isWithin, parentOf } from "../fs/paths.ts";
 import type { Entry } from "../volume/state.ts";
 import { META_DIR } from "../volume/layout.ts";
 import { walkDir, type WalkResult } from "./walk.ts";
-import { diffTree, type ScanResult } from "./scan.ts";
+import { diffTree, openRoot, type ScanResult } from "./scan.ts";
 
 /** The part of the index a scoped scan needs. */
 export interface IndexView {
@@ -26,6 +27,20 @@ export interface IndexView {
 
 /** Scans only `paths` (volume-relative) of the volume at `root`. */
 export function scanScope(root: string, index: IndexView, paths: Iterable<string>): ScanResult {
+  const rootFd = openRoot(root);
+  try {
+    return scanScopeIn(root, rootFd, index, paths);
+  } finally {
+    libc().close(rootFd);
+  }
+}
+
+function scanScopeIn(
+  root: string,
+  rootFd: number,
+  index: IndexView,
+  paths: Iterable<string>,
+): ScanResult {
   const tree: WalkResult = { seen: new Map(), unreadable: [], problems: [] };
   const old = new Map<string, Entry>();
   const walked: string[] = [];
@@ -33,11 +48,9 @@ export function scanScope(root: string, index: IndexView, paths: Iterable<string
     if (walked.some((d) => isWithin(p, d))) continue;
     const before = index.get(p);
     if (before) old.set(p, before);
-    const st = inTree(root, p) ? lstatNs(`${root}/${p}`) : null;
-    if (st && st.type !== "other") {
-      const target = st.type === "l" ? Deno.readLinkSync(`${root}/${p}`) : "";
-      tree.seen.set(p, { ...st, target });
-    }
+    // Under a symlink or a file (not a real directory all the way): not in the tree.
+    const st = statBeneath(rootFd, p, `${root}/${p}`);
+    if (st && st.type !== "other") tree.seen.set(p, st);
     const isDir = st?.type === "d";
     if (isDir && (before?.type !== "d" || before.ino !== st!.ino)) { // new, or replaced
       walkDir(root, p, tree);
@@ -63,12 +76,4 @@ function normalise(paths: Iterable<string>): string[] {
     if (up !== "") out.add(up);
   }
   return [...out].sort();
-}
-
-/** True if every parent of `p` is a real directory (a path under a symlink is not in the tree). */
-function inTree(root: string, p: string): boolean {
-  for (let d = parentOf(p); d !== ""; d = parentOf(d)) {
-    if (lstatNs(`${root}/${d}`)?.type !== "d") return false;
-  }
-  return true;
 }

@@ -110,6 +110,30 @@ export function openBeneath(dirfd: number, rel: string, flags: number, mode = 0)
   );
 }
 
+/**
+ * What is at `rel` below the directory open as `dirfd`, not following it,
+ * and its target if it is a symlink: null if nothing is there, or if a
+ * parent is missing or is not a real directory (resolved as openBeneath
+ * resolves). `label` names it in errors.
+ */
+export function statBeneath(
+  dirfd: number,
+  rel: string,
+  label: string,
+): (Stat & { target: string }) | null {
+  const [dir, name] = split(rel);
+  const fd = openBeneath(dirfd, dir, O_RDONLY | O_DIRECTORY);
+  if (fd < 0) return null;
+  try {
+    const st = statAt(fd, name, label);
+    if (!st) return null;
+    const target = st.type === "l" ? Deno.readLinkSync(`/proc/self/fd/${fd}/${name}`) : "";
+    return { ...st, target };
+  } finally {
+    libc().close(fd);
+  }
+}
+
 const DIR_FLAGS = O_RDONLY | O_DIRECTORY;
 
 /** How many directories one `within` holds open at most (descriptors are finite). */
