@@ -14,9 +14,8 @@ import type { Change } from "../kml/record.ts";
 import { NO_DIGEST, Op } from "../kml/record.ts";
 import { type Entry, entryOf } from "../volume/state.ts";
 import { hashFile } from "../fs/hash.ts";
-import { statBeneath } from "../fs/beneath.ts";
-import { cString, errno, errnoName, libc, O_CLOEXEC, O_DIRECTORY, O_RDONLY } from "../fs/libc.ts";
-import { FsError } from "../errors.ts";
+import { openRoot, statBeneath } from "../fs/beneath.ts";
+import { libc } from "../fs/libc.ts";
 import { mtimeNsOf, sameMtime, typeBits } from "../fs/stat.ts";
 import { isWithin, parentOf } from "../fs/paths.ts";
 import { groupName, userName } from "../fs/owners.ts";
@@ -148,16 +147,6 @@ export function diffTree(
   } finally {
     libc().close(rootFd);
   }
-}
-
-/** A descriptor of the volume root (which may be reached through a symlink) to look beneath. */
-export function openRoot(root: string): number {
-  const fd = libc().open(cString(root), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) {
-    const e = errno();
-    throw new FsError("open", root, e, errnoName(e));
-  }
-  return fd;
 }
 
 function diffFrom(

@@ -8,13 +8,13 @@
  * @module
  */
 
-import { statBeneath } from "../fs/beneath.ts";
+import { openRoot, statBeneath } from "../fs/beneath.ts";
 import { libc } from "../fs/libc.ts";
 import { isWithin, parentOf } from "../fs/paths.ts";
 import type { Entry } from "../volume/state.ts";
 import { META_DIR } from "../volume/layout.ts";
 import { walkDir, type WalkResult } from "./walk.ts";
-import { diffTree, openRoot, type ScanResult } from "./scan.ts";
+import { diffTree, type ScanResult } from "./scan.ts";
 
 /** The part of the index a scoped scan needs. */
 export interface IndexView {

@@ -8,17 +8,8 @@
  */
 
 import { type Stat, statAt } from "../fs/stat.ts";
-import {
-  cString,
-  Errno,
-  errno,
-  errnoName,
-  libc,
-  O_CLOEXEC,
-  O_DIRECTORY,
-  O_RDONLY,
-} from "../fs/libc.ts";
-import { openBeneath } from "../fs/beneath.ts";
+import { Errno, errno, errnoName, libc, O_DIRECTORY, O_RDONLY } from "../fs/libc.ts";
+import { openBeneath, openRoot } from "../fs/beneath.ts";
 import { META_DIR } from "../volume/layout.ts";
 import { type DirNames, dirNames } from "../fs/dir_names.ts";
 
@@ -106,12 +97,13 @@ class Tree {
 
   /** The root, open; null (and a problem) if it cannot be opened. */
   static open(root: string, out: WalkProblems): Tree | null {
-    const fd = libc().open(cString(root), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) return new Tree(root, fd);
-    const why = errnoName(errno());
-    out.unreadable.push("");
-    out.problems.push(`cannot list .: ${listError(root) ?? why}`);
-    return null;
+    try {
+      return new Tree(root, openRoot(root));
+    } catch (e) {
+      out.unreadable.push("");
+      out.problems.push(`cannot list .: ${listError(root) ?? (e as Error).message}`);
+      return null;
+    }
   }
 
   close(): void {

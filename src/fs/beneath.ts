@@ -99,6 +99,20 @@ function split(rel: string): [string, string] {
 }
 
 /**
+ * A descriptor of the directory at absolute path `root` (a tree's root, which
+ * may be reached through symlinks), to resolve beneath; FsError if it cannot
+ * be opened. The caller closes it.
+ */
+export function openRoot(root: string): number {
+  const fd = libc().open(cstr(root), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) {
+    const e = errno();
+    throw new FsError("open", root, e, errnoName(e));
+  }
+  return fd;
+}
+
+/**
  * openat2(2) of `rel` ("" for the directory itself) below the directory open
  * as `dirfd`, confined as Beneath resolves (no symlink anywhere, nothing
  * outside): the new descriptor, or -1 with errno set (ELOOP, EXDEV or
@@ -151,12 +165,7 @@ export class Beneath {
 
   /** Opens the tree at absolute path `root` (the root itself may be reached through symlinks). */
   static open(root: string): Beneath {
-    const fd = libc().open(cstr(root), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) {
-      const e = errno();
-      throw new FsError("open", root, e, errnoName(e));
-    }
-    return new Beneath(root, fd);
+    return new Beneath(root, openRoot(root));
   }
 
   close(): void {

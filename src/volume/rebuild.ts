@@ -10,7 +10,9 @@
  */
 
 import { decodeRecord, type KmlRecord, Op } from "../kml/record.ts";
-import { lstatNs, mtimeNsOf, splitNs } from "../fs/stat.ts";
+import { mtimeNsOf, splitNs, type Stat } from "../fs/stat.ts";
+import { openRoot, statBeneath } from "../fs/beneath.ts";
+import { libc } from "../fs/libc.ts";
 import { isWithin } from "../fs/paths.ts";
 import type { KmlLog } from "../kml/log.ts";
 import { CorruptLogError, FormatError } from "../errors.ts";
@@ -48,16 +50,21 @@ export function rebuildIndex(root: string, kml: KmlLog | null, state: State): Re
     if (!(e instanceof CorruptLogError || e instanceof FormatError)) throw e;
   }
   const out: RebuildResult = { adopted: 0, left: 0 };
-  state.transaction(() => {
-    state.clearIndex();
-    for (const [p, r] of want) {
-      const e = adoptable(`${root}/${p}`, r);
-      if (e) {
-        state.putEntry(p, e);
-        out.adopted++;
-      } else out.left++;
-    }
-  });
+  const rootFd = openRoot(root);
+  try {
+    state.transaction(() => {
+      state.clearIndex();
+      for (const [p, r] of want) {
+        const e = adoptable(statBeneath(rootFd, p, `${root}/${p}`), r);
+        if (e) {
+          state.putEntry(p, e);
+          out.adopted++;
+        } else out.left++;
+      }
+    });
+  } finally {
+    libc().close(rootFd);
+  }
   return out;
 }
 
@@ -109,9 +116,11 @@ function drop(want: Map<string, Recorded>, path: string): void {
   for (const p of [...want.keys()]) if (isWithin(p, path)) want.delete(p);
 }
 
-/** The index row for `abs` if the disk matches `r`, else null. */
-function adoptable(abs: string, r: Recorded): Entry | null {
-  const st = lstatNs(abs);
+/**
+ * The index row for what is on disk (`st`, found beneath the root, with a
+ * symlink's target) if it matches `r`, else null.
+ */
+function adoptable(st: (Stat & { target: string }) | null, r: Recorded): Entry | null {
   if (!st || st.type !== r.type) return null;
   const row = (size: number, mtimeNs: bigint): Entry => ({
     type: r.type,
@@ -126,7 +135,7 @@ function adoptable(abs: string, r: Recorded): Entry | null {
   });
   if (r.type === "d") return row(0, 0n);
   if (r.type === "l") {
-    return Deno.readLinkSync(abs) === r.target ? row(0, mtimeNsOf(st)) : null;
+    return st.target === r.target ? row(0, mtimeNsOf(st)) : null;
   }
   return st.size === r.size && mtimeNsOf(st) === r.mtimeNs ? row(r.size, r.mtimeNs) : null;
 }
