@@ -13,27 +13,43 @@
  */
 
 import { MetadataError } from "../errors.ts";
-import { Errno, errno, libc, O_CLOEXEC, O_CREAT, O_NOFOLLOW } from "./libc.ts";
+import {
+  Errno,
+  errno,
+  libc,
+  O_CLOEXEC,
+  O_CREAT,
+  O_NOFOLLOW,
+  S_IFDIR,
+  S_IFIFO,
+  S_IFLNK,
+  S_IFREG,
+  S_IFSOCK,
+} from "./libc.ts";
+import { lstatType } from "./stat.ts";
 
 /** What a metadata path must be. */
 export type MetaKind = "file" | "directory" | "socket";
 
 /**
- * lstat of a metadata path, refusing anything but `kind` (a symlink never
- * passes). Null if it does not exist.
+ * True if the metadata path exists as `kind`, false if nothing is there;
+ * anything else (a symlink never passes) is refused with a MetadataError.
  */
-export function checkMeta(path: string, kind: MetaKind = "file"): Deno.FileInfo | null {
-  let st: Deno.FileInfo;
-  try {
-    st = Deno.lstatSync(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return null;
-    throw e;
-  }
-  const is = kindOf(st);
+export function checkMeta(path: string, kind: MetaKind = "file"): boolean {
+  const type = lstatType(path);
+  if (type === null) return false;
+  const is = KINDS.get(type) ?? "special file";
   if (is !== kind) throw unsafe(path, is, kind);
-  return st;
+  return true;
 }
+
+const KINDS = new Map<number, string>([
+  [S_IFLNK, "symlink"],
+  [S_IFREG, "file"],
+  [S_IFDIR, "directory"],
+  [S_IFSOCK, "socket"],
+  [S_IFIFO, "fifo"],
+]);
 
 /** The error for `path` being an `is` where a `kind` belongs. */
 export function unsafe(path: string, is: string, kind: MetaKind): MetadataError {
@@ -59,8 +75,9 @@ function kindOf(st: Deno.FileInfo): string {
  * through a symlink: lstat, open, then the open file must be that same inode.
  */
 export function openRegular(path: string, opts: { write?: boolean } = {}): Deno.FsFile {
-  const before = checkMeta(path);
-  if (!before) throw new Deno.errors.NotFound(`${path} does not exist`);
+  if (!checkMeta(path)) throw new Deno.errors.NotFound(`${path} does not exist`);
+  const before = Deno.lstatSync(path); // its device and inode, for the check below
+  if (!before.isFile) throw unsafe(path, kindOf(before), "file");
   const f = Deno.openSync(path, { read: true, write: opts.write ?? false });
   try {
     const now = f.statSync();
