@@ -92,11 +92,11 @@ function u64(at: number): number {
  * builds an object (and, for a missing path, an error with its stack).
  */
 export function lstatType(path: string): number | null {
-  if (libc().statx(AT_FDCWD, cString(path), AT_SYMLINK_NOFOLLOW, STATX_TYPE, buf) !== 0) {
+  const statx = () => libc().statx(AT_FDCWD, cString(path), AT_SYMLINK_NOFOLLOW, STATX_TYPE, buf);
+  if (statx() !== 0) {
     const e = errno();
-    if (e === ENOENT || e === ENOTDIR) return null;
-    if (missingSlow(path)) return null;
-    return lstatType(path); // it exists (perhaps only now): ask again
+    if (e === ENOENT || e === ENOTDIR || missingSlow(path)) return null;
+    if (statx() !== 0) throw new Error(`cannot stat ${path} (${errnoName(errno())})`);
   }
   return view.getUint16(28, true) & S_IFMT;
 }
