@@ -104,8 +104,16 @@ export const MUTANTS: Mutant[] = [
     name: "libc-syscall-wrong-number",
     why: "a function made of syscall(2) calls another system call than its own",
     file: "src/fs/libc.ts",
-    find: 'write: [1, "ibiib", (fd, buf, n) => [fd, buf, n, 0, null]],',
-    replace: 'write: [0, "ibiib", (fd, buf, n) => [fd, buf, n, 0, null]],',
+    find: "write: [1, (fd, buf, n) => [fd, buf, n, 0, null]],",
+    replace: "write: [0, (fd, buf, n) => [fd, buf, n, 0, null]],",
+    run: tests("tests/libc_test.ts"),
+  },
+  {
+    name: "libc-syscall-buffer-as-number",
+    why: "a buffer passed to syscall(2) goes as something other than its address",
+    file: "src/fs/libc.ts",
+    find: "if (a instanceof Uint8Array) return Deno.UnsafePointer.value(Deno.UnsafePointer.of(a));",
+    replace: "if (a instanceof Uint8Array) return a.byteLength;",
     run: tests("tests/libc_test.ts"),
   },
   {

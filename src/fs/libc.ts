@@ -118,10 +118,12 @@ export function libcFor(viaSyscall: boolean): Lib {
 
 /**
  * Calls after which a function is bound as its own symbol: a call through
- * syscall(2) costs some 1.3 µs more than a bound one (1.84 against 0.57 µs
- * for statx), so binding (~0.6 ms) pays only after about 500 calls. Binding
- * then, when the extra paid so far equals the cost of binding, never costs
- * more than twice the better choice made in hindsight.
+ * syscall(2) costs 1.3–1.9 µs more than a bound one (statx: 1.84 against
+ * 0.57 µs when measured first; 3.0 against 1.1 µs with buffers passed by
+ * address, on a slower day), so binding (0.45–0.6 ms) pays only after some
+ * 250–500 calls. Binding then, when the extra paid so far about equals the
+ * cost of binding, never costs more than twice the better choice made in
+ * hindsight; the higher end keeps short commands from binding at all.
  */
 const HOT_AFTER = 512;
 
@@ -155,79 +157,68 @@ function bindOne<T extends Deno.ForeignLibraryInterface, K extends keyof T & str
 
 /** `key` through syscall(2), replaced in `table` by its own symbol at its `hotAfter`th call. */
 function warming(table: Record<string, unknown>, key: Key, via: Via, hotAfter: number): unknown {
-  const [nr, shape, order] = via;
+  const [nr, order] = via;
   let calls = 0;
   return (...args: unknown[]) => {
     if (++calls === hotAfter) Object.defineProperty(table, key, { value: bind(key) });
-    return generic(shape)(nr, ...order(...args));
+    const words = order(...args).map(word);
+    return Number(generic()(nr, words[0], words[1], words[2], words[3], words[4]));
   };
 }
 
-/**
- * syscall(2) as a few signatures (after the number: i = an integer, b = a
- * buffer or null). The result is declared i32: every call made through them
- * returns an fd, 0/-1, or a count of at most a buffer's 1 MiB.
- */
-const SHAPES = {
-  iiiii: { name: "syscall", parameters: ["i64", "i64", "i64", "i64", "i64", "i64"], result: "i32" },
-  ibiib: {
-    name: "syscall",
-    parameters: ["i64", "i64", "buffer", "i64", "i64", "buffer"],
-    result: "i32",
-  },
-  ibbii: {
-    name: "syscall",
-    parameters: ["i64", "i64", "buffer", "buffer", "i64", "i64"],
-    result: "i32",
-  },
-  ibibi: {
-    name: "syscall",
-    parameters: ["i64", "i64", "buffer", "i64", "buffer", "i64"],
-    result: "i32",
-  },
-} as const;
-type Shape = keyof typeof SHAPES;
-// deno-lint-ignore no-explicit-any
-type Generic = (nr: number, ...args: any[]) => number;
-const generics = new Map<Shape, Generic>();
-
-function generic(shape: Shape): Generic {
-  let fn = generics.get(shape);
-  if (!fn) {
-    fn = bindOne(SHAPES, shape) as Generic;
-    generics.set(shape, fn);
-  }
-  return fn;
+/** An argument as the register syscall(2) takes: a buffer by its address (null: 0). */
+function word(a: unknown): number | bigint {
+  if (a === null) return 0;
+  if (a instanceof Uint8Array) return Deno.UnsafePointer.value(Deno.UnsafePointer.of(a));
+  return a as number | bigint;
 }
 
-/** A function as syscall(2): x86-64 number, shape, and the caller's arguments in the kernel's order. */
+/**
+ * syscall(2) with every argument a 64-bit word (x86-64 passes a pointer in
+ * the same register as an integer): one symbol, one call stub, for every
+ * function while it warms up. Every call made through it returns an fd,
+ * 0/-1, or a count of at most a buffer's 1 MiB.
+ */
+const SYSCALL = {
+  syscall: { parameters: ["i64", "i64", "i64", "i64", "i64", "i64"], result: "i64" },
+} as const;
 // deno-lint-ignore no-explicit-any
-type Via = [number, Shape, (...a: any[]) => unknown[]];
+type Generic = (nr: number, ...args: any[]) => number | bigint;
+let syscallFn: Generic | undefined;
+
+function generic(): Generic {
+  syscallFn ??= bindOne(SYSCALL, "syscall") as Generic;
+  return syscallFn;
+}
+
+/** A function as syscall(2): x86-64 number, and the caller's arguments in the kernel's order. */
+// deno-lint-ignore no-explicit-any
+type Via = [number, (...a: any[]) => unknown[]];
 
 const VIA_SYSCALL: Partial<Record<Key, Via>> = {
-  open: [257, "ibiib", (path, flags) => [AT_FDCWD, path, flags, 0, null]], // openat
-  openMode: [257, "ibiib", (path, flags, mode) => [AT_FDCWD, path, flags, mode, null]],
-  read: [0, "ibiib", (fd, buf, n) => [fd, buf, n, 0, null]],
-  write: [1, "ibiib", (fd, buf, n) => [fd, buf, n, 0, null]],
-  close: [3, "iiiii", (fd) => [fd, 0, 0, 0, 0]],
-  flock: [73, "iiiii", (fd, op) => [fd, op, 0, 0, 0]],
-  syncfs: [306, "iiiii", (fd) => [fd, 0, 0, 0, 0]],
-  fsync: [74, "iiiii", (fd) => [fd, 0, 0, 0, 0]],
-  getdents64: [217, "ibiib", (fd, buf, n) => [fd, buf, n, 0, null]],
-  fchown: [93, "iiiii", (fd, uid, gid) => [fd, uid, gid, 0, 0]],
-  fchmod: [91, "iiiii", (fd, mode) => [fd, mode, 0, 0, 0]],
-  statx: [332, "ibiib", (dirfd, path, flags, mask, buf) => [dirfd, path, flags, mask, buf]],
-  utimensat: [280, "ibbii", (dirfd, path, times, flags) => [dirfd, path, times, flags, 0]],
-  futimens: [280, "ibbii", (fd, times) => [fd, null, times, 0, 0]], // utimensat(fd, NULL, ...)
-  socket: [41, "iiiii", (domain, type, protocol) => [domain, type, protocol, 0, 0]],
-  connect: [42, "ibiib", (fd, addr, len) => [fd, addr, len, 0, null]],
-  renameat2: [316, "ibibi", (ofd, from, nfd, to, flags) => [ofd, from, nfd, to, flags]],
-  linkat: [265, "ibibi", (ofd, from, nfd, to, flags) => [ofd, from, nfd, to, flags]],
-  unlinkat: [263, "ibiib", (fd, path, flags) => [fd, path, flags, 0, null]],
-  mkdirat: [258, "ibiib", (fd, path, mode) => [fd, path, mode, 0, null]],
-  readlinkat: [267, "ibbii", (fd, path, buf, size) => [fd, path, buf, size, 0]],
+  open: [257, (path, flags) => [AT_FDCWD, path, flags, 0, null]], // openat
+  openMode: [257, (path, flags, mode) => [AT_FDCWD, path, flags, mode, null]],
+  read: [0, (fd, buf, n) => [fd, buf, n, 0, null]],
+  write: [1, (fd, buf, n) => [fd, buf, n, 0, null]],
+  close: [3, (fd) => [fd, 0, 0, 0, 0]],
+  flock: [73, (fd, op) => [fd, op, 0, 0, 0]],
+  syncfs: [306, (fd) => [fd, 0, 0, 0, 0]],
+  fsync: [74, (fd) => [fd, 0, 0, 0, 0]],
+  getdents64: [217, (fd, buf, n) => [fd, buf, n, 0, null]],
+  fchown: [93, (fd, uid, gid) => [fd, uid, gid, 0, 0]],
+  fchmod: [91, (fd, mode) => [fd, mode, 0, 0, 0]],
+  statx: [332, (dirfd, path, flags, mask, buf) => [dirfd, path, flags, mask, buf]],
+  utimensat: [280, (dirfd, path, times, flags) => [dirfd, path, times, flags, 0]],
+  futimens: [280, (fd, times) => [fd, null, times, 0, 0]], // utimensat(fd, NULL, ...)
+  socket: [41, (domain, type, protocol) => [domain, type, protocol, 0, 0]],
+  connect: [42, (fd, addr, len) => [fd, addr, len, 0, null]],
+  renameat2: [316, (ofd, from, nfd, to, flags) => [ofd, from, nfd, to, flags]],
+  linkat: [265, (ofd, from, nfd, to, flags) => [ofd, from, nfd, to, flags]],
+  unlinkat: [263, (fd, path, flags) => [fd, path, flags, 0, null]],
+  mkdirat: [258, (fd, path, mode) => [fd, path, mode, 0, null]],
+  readlinkat: [267, (fd, path, buf, size) => [fd, path, buf, size, 0]],
   // Bound as syscall(SYS_openat2, ...) itself: its first argument is the number.
-  openat2: [437, "ibbii", (_nr, dirfd, path, how, size) => [dirfd, path, how, size, 0]],
+  openat2: [437, (_nr, dirfd, path, how, size) => [dirfd, path, how, size, 0]],
 };
 
 const encoder = new TextEncoder();
