@@ -19,5 +19,13 @@ export { decodeExpect, encodeExpect, type ExpectEntry } from "./src/expect/expec
 export { main } from "./src/cli/main.ts";
 
 import { main } from "./src/cli/main.ts";
+import { sleep } from "./src/timer.ts";
 
-if (import.meta.main) Deno.exit(await main(Deno.args));
+if (import.meta.main) {
+  const code = await main(Deno.args);
+  // Deno writes a module's V8 code cache on a later turn of the event loop, which a command
+  // that ends at once never gives it. ./replicator asks for that turn once, right after it
+  // makes a new bundle: every later run then starts from the cache (12-14 ms less).
+  if (Deno.env.get("REPLICATOR_WRITE_CODE_CACHE") === "1") await sleep(0);
+  Deno.exit(code);
+}

@@ -1,12 +1,13 @@
 /**
  * `./replicator`, the way the README runs the program from source: it runs
  * mod.ts bundled into dist/replicator.js, bundles again when a source
- * changed after the bundle was made, and runs mod.ts itself where it cannot
- * bundle (saying so once).
+ * changed after the bundle was made (and lets Deno write the new bundle's V8
+ * code cache), and runs mod.ts itself where it cannot bundle (saying so once).
  */
 
 import { assert, assertEquals, assertMatch } from "./assert.ts";
 import { existsSync, put, tempDir } from "./helpers.ts";
+import { DatabaseSync } from "node:sqlite";
 
 const REPO = new URL("..", import.meta.url).pathname;
 
@@ -24,6 +25,20 @@ function copyProgram(to: string): void {
   };
   copy("src");
   Deno.symlinkSync(`${REPO}node_modules`, `${to}/node_modules`);
+}
+
+/** Bytes of Deno's V8 code cache for the module at `path` (0 if none). */
+function codeCacheBytes(path: string): number {
+  const info = new Deno.Command(Deno.execPath(), { args: ["info", "--json"] }).outputSync();
+  const { denoDir } = JSON.parse(new TextDecoder().decode(info.stdout)) as { denoDir: string };
+  const db = new DatabaseSync(`${denoDir}/v8_code_cache_v2`, { readOnly: true });
+  try {
+    const row = db.prepare("SELECT length(data) AS n FROM codecache WHERE specifier = ?")
+      .get(`file://${Deno.realPathSync(path)}`) as { n: number } | undefined;
+    return row?.n ?? 0;
+  } finally {
+    db.close();
+  }
 }
 
 async function run(program: string, ...args: string[]) {
@@ -46,6 +61,8 @@ Deno.test("./replicator runs the bundle, makes it again when a source changes, a
     assertEquals(r.code, 0, r.stderr);
     assertEquals(r.stderr, "", "bundling is silent");
     const first = Deno.statSync(bundle).mtime!.getTime();
+    // Deno's V8 code cache holds the new bundle: no quick run writes it on its own.
+    assert(codeCacheBytes(bundle) > 10_000, "the bundle's code cache was not written");
     // What runs is the bundle, and a fresh one is reused.
     const mark = 'console.error("ran the bundle");\n';
     Deno.writeTextFileSync(bundle, mark + Deno.readTextFileSync(bundle));

@@ -475,6 +475,14 @@ export const MUTANTS: Mutant[] = [
     run: tests("tests/presto_abi_test.ts"),
   },
   {
+    name: "wrapper-code-cache-not-written",
+    why: "the wrapper makes a new bundle but never lets Deno write its code cache",
+    file: "replicator",
+    find: 'REPLICATOR_WRITE_CODE_CACHE=1 "$deno" run',
+    replace: 'true || REPLICATOR_WRITE_CODE_CACHE=1 "$deno" run',
+    run: tests("tests/wrapper_test.ts"),
+  },
+  {
     name: "paths-dotdot-accepted",
     why: "a record path with a '..' component passes the path check (rule 6)",
     file: "src/fs/paths.ts",
