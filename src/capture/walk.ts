@@ -8,12 +8,10 @@
  */
 
 import { type Stat, statAt } from "../fs/stat.ts";
-import { Errno, errno, errnoName, libc, O_DIRECTORY, O_RDONLY } from "../fs/libc.ts";
-import { openBeneath, openRoot } from "../fs/beneath.ts";
+import { errno, errnoName, libc, O_DIRECTORY, O_RDONLY } from "../fs/libc.ts";
+import { notConfined, openBeneath, openRoot } from "../fs/beneath.ts";
 import { META_DIR } from "../volume/layout.ts";
 import { type DirNames, dirNames } from "../fs/dir_names.ts";
-
-const { ELOOP, EXDEV, ENOTDIR } = Errno;
 
 /** One entry seen on disk, with a symlink's target. */
 export interface Seen extends Stat {
@@ -124,7 +122,7 @@ function listDir(top: Tree, rel: string, out: WalkProblems): [string, Seen][] {
   const fd = openBeneath(top.fd, rel, O_RDONLY | O_DIRECTORY);
   if (fd < 0) {
     const e = errno();
-    const why = e === ELOOP || e === EXDEV || e === ENOTDIR
+    const why = notConfined(e)
       ? "a path component is a symlink or not a directory"
       : listError(dir) ?? errnoName(e);
     out.unreadable.push(rel);

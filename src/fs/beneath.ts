@@ -112,6 +112,11 @@ export function openRoot(root: string): number {
   return fd;
 }
 
+/** True for the errno of a path that openat2 refused as not confined (a symlink or a file on the way). */
+export function notConfined(e: number): boolean {
+  return e === ELOOP || e === ENOTDIR || e === EXDEV;
+}
+
 /**
  * openat2(2) of `rel` ("" for the directory itself) below the directory open
  * as `dirfd`, confined as Beneath resolves (no symlink anywhere, nothing
@@ -498,7 +503,7 @@ export class Beneath {
     const fd = this.resolve(rel, flags, op, mode);
     if (fd >= 0) return fd;
     const e = this.lastErrno;
-    if (e === ELOOP || e === ENOTDIR || e === EXDEV) {
+    if (notConfined(e)) {
       throw new NotConfinedError(
         op,
         this.abs(label),

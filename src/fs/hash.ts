@@ -10,11 +10,11 @@
 
 import { Sha256 } from "./sha256.ts";
 import { Errno, errno, errnoName, O_NOFOLLOW, O_NONBLOCK, O_RDONLY } from "./libc.ts";
-import { openBeneath } from "./beneath.ts";
+import { notConfined, openBeneath } from "./beneath.ts";
 import { RawFile } from "./raw_file.ts";
 import { FsError } from "../errors.ts";
 
-const { ENOENT, ENOTDIR, ELOOP, EXDEV } = Errno;
+const { ENOENT } = Errno;
 
 /** An incremental SHA-256: node:crypto's, or Sha256. */
 export interface Hash {
@@ -42,7 +42,7 @@ export function newHash(): Hash {
   return nodeCrypto ? nodeCrypto.createHash("sha256") : new Sha256();
 }
 
-/** Shared read buffer: allocating 1 MiB per small file would dominate. */
+/** Shared read buffer (hashing and copying): allocating 1 MiB per small file would dominate. */
 const buf = new Uint8Array(1 << 20);
 
 /**
@@ -57,7 +57,7 @@ export function hashFile(rootFd: number, rel: string, label: string, size: numbe
   const fd = openBeneath(rootFd, rel, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
   if (fd < 0) {
     const e = errno();
-    if (e === ENOENT || e === ENOTDIR || e === ELOOP || e === EXDEV) {
+    if (e === ENOENT || notConfined(e)) {
       throw new Deno.errors.NotFound(`${label}: ${errnoName(e)}`);
     }
     throw new FsError("read", label, e, errnoName(e));
@@ -66,18 +66,33 @@ export function hashFile(rootFd: number, rel: string, label: string, size: numbe
   try {
     if (f.opened().type !== "f") throw new Deno.errors.NotFound(`${label}: not a regular file`);
     const h = newHash();
-    let fed = 0;
-    for (
-      let n;
-      fed <= size && (n = f.read(buf.subarray(0, Math.min(buf.length, size + 1 - fed)))) > 0;
-    ) {
-      h.update(buf.subarray(0, n));
-      fed += n;
-    }
-    return fed === size ? h.digest("hex") : null;
+    return feedRawFile(f, h, size + 1) === size ? h.digest("hex") : null;
   } finally {
     f.close();
   }
+}
+
+/**
+ * Feeds `f` from where it stands to the hash `h`, at most `limit` bytes, and
+ * each piece to `each` as well; returns the bytes fed.
+ */
+export function feedRawFile(
+  f: RawFile,
+  h: Hash,
+  limit: number,
+  each?: (piece: Uint8Array) => void,
+): number {
+  let fed = 0;
+  for (
+    let n;
+    fed < limit && (n = f.read(buf.subarray(0, Math.min(buf.length, limit - fed)))) > 0;
+  ) {
+    const piece = buf.subarray(0, n);
+    h.update(piece);
+    each?.(piece);
+    fed += n;
+  }
+  return fed;
 }
 
 /** Hex SHA-256 of the rest of an open file. */

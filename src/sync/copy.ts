@@ -5,11 +5,8 @@
  */
 
 import type { Taken } from "../apply/mod.ts";
-import { newHash } from "../fs/hash.ts";
+import { feedRawFile, newHash } from "../fs/hash.ts";
 import type { RawFile } from "../fs/raw_file.ts";
-
-/** One buffer for every copy: allocating per file would dominate small files. */
-const buf = new Uint8Array(1 << 20);
 
 /**
  * Copies the open file `input` (from where it stands) into the file
@@ -24,13 +21,7 @@ export function copyHashing(input: RawFile, create: () => RawFile, limit = Infin
   const h = newHash();
   try {
     output = create();
-    let left = limit + 1;
-    for (let n; left > 0 && (n = input.read(buf.subarray(0, Math.min(buf.length, left)))) > 0;) {
-      const chunk = buf.subarray(0, n);
-      h.update(chunk);
-      output.write(chunk);
-      left -= n;
-    }
+    feedRawFile(input, h, limit + 1, output.write.bind(output));
     return { digest: h.digest("hex"), file: output };
   } catch (e) {
     output?.close();
