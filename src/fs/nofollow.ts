@@ -75,8 +75,13 @@ function kindOf(st: Deno.FileInfo): string {
  * through a symlink: lstat, open, then the open file must be that same inode.
  */
 export function openRegular(path: string, opts: { write?: boolean } = {}): Deno.FsFile {
-  if (!checkMeta(path)) throw new Deno.errors.NotFound(`${path} does not exist`);
-  const before = Deno.lstatSync(path); // its device and inode, for the check below
+  let before: Deno.FileInfo; // its device and inode, for the check below
+  try {
+    before = Deno.lstatSync(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new Deno.errors.NotFound(`${path} does not exist`);
+    throw e;
+  }
   if (!before.isFile) throw unsafe(path, kindOf(before), "file");
   const f = Deno.openSync(path, { read: true, write: opts.write ?? false });
   try {

@@ -57,17 +57,7 @@ export function lstatNs(path: string): Stat | null {
  */
 export function statAt(dirfd: number, name: string, label: string, emptyPath = false): Stat | null {
   const flags = AT_SYMLINK_NOFOLLOW | (emptyPath ? AT_EMPTY_PATH : 0);
-  const rc = libc().statx(dirfd, cString(name), flags, STATX_BASIC_STATS, buf);
-  if (rc !== 0) {
-    const e = errno();
-    if (e === ENOENT || e === ENOTDIR) return null;
-    if (dirfd === AT_FDCWD && missingSlow(name)) return null;
-    if (libc().statx(dirfd, cString(name), flags, STATX_BASIC_STATS, buf) !== 0) {
-      const again = errno();
-      if (again === ENOENT || again === ENOTDIR) return null;
-      throw new Error(`cannot stat ${label} (${errnoName(again)})`);
-    }
-  }
+  if (!statxInto(dirfd, name, flags, STATX_BASIC_STATS, label)) return null;
   const mode = view.getUint16(28, true);
   return {
     type: typeOf(mode),
@@ -92,13 +82,29 @@ function u64(at: number): number {
  * builds an object (and, for a missing path, an error with its stack).
  */
 export function lstatType(path: string): number | null {
-  const statx = () => libc().statx(AT_FDCWD, cString(path), AT_SYMLINK_NOFOLLOW, STATX_TYPE, buf);
-  if (statx() !== 0) {
-    const e = errno();
-    if (e === ENOENT || e === ENOTDIR || missingSlow(path)) return null;
-    if (statx() !== 0) throw new Error(`cannot stat ${path} (${errnoName(errno())})`);
-  }
+  if (!statxInto(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, STATX_TYPE, path)) return null;
   return view.getUint16(28, true) & S_IFMT;
+}
+
+/** The file type bits of what descriptor `fd` (an O_PATH one too) refers to. */
+export function fdType(fd: number): number | null {
+  if (!statxInto(fd, "", AT_EMPTY_PATH, STATX_TYPE, `descriptor ${fd}`)) return null;
+  return view.getUint16(28, true) & S_IFMT;
+}
+
+/**
+ * statx(2) of `name` below `dirfd` into `buf`: false if nothing is there.
+ * Any other failure is asked again once (see missingSlow), then thrown.
+ */
+function statxInto(dirfd: number, name: string, flags: number, mask: number, label: string) {
+  if (libc().statx(dirfd, cString(name), flags, mask, buf) === 0) return true;
+  const e = errno();
+  if (e === ENOENT || e === ENOTDIR) return false;
+  if (dirfd === AT_FDCWD && missingSlow(name)) return false;
+  if (libc().statx(dirfd, cString(name), flags, mask, buf) === 0) return true;
+  const again = errno();
+  if (again === ENOENT || again === ENOTDIR) return false;
+  throw new Error(`cannot stat ${label} (${errnoName(again)})`);
 }
 
 /** A modification time as ns since the epoch (the form records carry). */

@@ -12,20 +12,9 @@
  * @module
  */
 
-import {
-  AT_EMPTY_PATH,
-  cString,
-  Errno,
-  errno,
-  libc,
-  O_CLOEXEC,
-  O_NOFOLLOW,
-  O_PATH,
-  S_IFMT,
-  S_IFSOCK,
-} from "./libc.ts";
+import { cString, Errno, errno, libc, O_CLOEXEC, O_NOFOLLOW, O_PATH, S_IFSOCK } from "./libc.ts";
+import { fdType } from "./stat.ts";
 
-const STATX_TYPE = 1;
 const AF_UNIX = 1;
 const SOCK_STREAM = 1;
 const SOCK_NONBLOCK = 0o4000;
@@ -36,9 +25,11 @@ const POLLIN = 1;
 const { EAGAIN } = Errno;
 
 function isSocket(fd: number): boolean {
-  const buf = new Uint8Array(256);
-  if (libc().statx(fd, cString(""), AT_EMPTY_PATH, STATX_TYPE, buf) !== 0) return false;
-  return (new DataView(buf.buffer).getUint16(28, true) & S_IFMT) === S_IFSOCK;
+  try {
+    return fdType(fd) === S_IFSOCK;
+  } catch {
+    return false; // cannot be told: no socket to trust
+  }
 }
 
 /**
