@@ -44,7 +44,17 @@
 
 import { createHash } from "node:crypto";
 import { assert } from "./assert.ts";
-import { listing, makeSentinel, prng, put, scratchDir, snapshot, spawnCli } from "./helpers.ts";
+import {
+  listing,
+  makeSentinel,
+  prng,
+  put,
+  scratchDir,
+  snapshot,
+  spawnCli,
+  straceUnusable,
+  syncUnderStrace,
+} from "./helpers.ts";
 import { clone, fsck, init, log as kmlLog, status, sync } from "../mod.ts";
 import { openReplica } from "../src/apply/open.ts";
 import { capture } from "../src/capture/capture.ts";
@@ -436,7 +446,6 @@ Deno.test({
 // (EIO on fsync/fdatasync, ENOSPC on write) at each of those: this needs no help from
 // the engine, so it checks rules 2 and 9 today, at a finer grain than the steps.
 
-const MOD = new URL("../mod.ts", import.meta.url).pathname;
 const STRACE_SEQS = Number(Deno.env.get("STRACE_SEQS") ?? "1");
 const STRACE_OPS = Number(Deno.env.get("STRACE_OPS") ?? "6");
 /** Syscalls killed at: every one that changes a directory entry, a mode or time, or data. */
@@ -472,48 +481,6 @@ function injectAt(sc: string, action: string, n: number): string[] {
   return ["-o", "/dev/null", "-e", `trace=${sc}`, "-e", `inject=${sc}:${action}:when=${n}`];
 }
 
-/** Runs `replicator sync -C B A` under strace with `opts`. */
-async function straced(
-  s: Scene,
-  opts: string[],
-  env: Record<string, string>,
-): Promise<Deno.CommandOutput> {
-  return await new Deno.Command("strace", {
-    args: [
-      "-f",
-      "-qq",
-      ...opts,
-      Deno.execPath(),
-      "run",
-      "-A",
-      "--no-prompt",
-      "--quiet",
-      MOD,
-      "sync",
-      "-C",
-      s.b,
-      s.a,
-    ],
-    env,
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-}
-
-async function straceUsable(): Promise<string | null> {
-  try {
-    const r = await new Deno.Command("strace", {
-      args: ["-f", "-qq", "-o", "/dev/null", "-e", "trace=none", "true"],
-      stdout: "null",
-      stderr: "piped",
-    }).output();
-    return r.code === 0 ? null : `strace cannot trace here: ${new TextDecoder().decode(r.stderr)}`;
-  } catch {
-    return "strace is not installed";
-  }
-}
-
 /** Invocations of each syscall in `names` by one uninterrupted sync of the batch, and its exit. */
 async function countSyscalls(
   batch: Batch,
@@ -522,7 +489,12 @@ async function countSyscalls(
   const s = await build(batch);
   const out = `${s.root}/strace.out`;
   try {
-    const run = await straced(s, ["-o", out, "-e", `trace=${names.join(",")}`], batch.env);
+    const run = await syncUnderStrace(
+      s.b,
+      s.a,
+      ["-o", out, "-e", `trace=${names.join(",")}`],
+      batch.env,
+    );
     const counts = new Map<string, number>();
     for (const line of Deno.readTextFileSync(out).split("\n")) {
       const m = /^\d+\s+([a-z0-9_]+)\(/.exec(line);
@@ -539,7 +511,7 @@ Deno.test({
     `strace: SIGKILL or an I/O error at every tree- or metadata-changing syscall of a sync converges`,
   sanitizeResources: false,
   fn: async () => {
-    const why = await straceUsable();
+    const why = await straceUnusable();
     if (why) {
       console.log(`crash steps (strace): SKIPPED (${why})`);
       return;
@@ -578,7 +550,12 @@ Deno.test({
           const s = await build(batch);
           try {
             const what = tag(`SIGKILL at ${sc} #${n}`);
-            const end = await straced(s, injectAt(sc, "signal=SIGKILL", n), batch.env);
+            const end = await syncUnderStrace(
+              s.b,
+              s.a,
+              injectAt(sc, "signal=SIGKILL", n),
+              batch.env,
+            );
             if (end.code === 0) continue; // not reached this time (a count that drifted): nothing to check
             kills++;
             if (end.code !== 137 && end.signal !== "SIGKILL") {
@@ -601,7 +578,7 @@ Deno.test({
           const s = await build(batch);
           try {
             const what = tag(`${err} on ${sc} #${n}`);
-            const end = await straced(s, injectAt(sc, `error=${err}`, n), batch.env);
+            const end = await syncUnderStrace(s.b, s.a, injectAt(sc, `error=${err}`, n), batch.env);
             errors++;
             const stderr = new TextDecoder().decode(end.stderr);
             if (end.code !== 0 && end.code !== 1) {

@@ -13,18 +13,24 @@
  */
 
 import { assert, assertEquals, assertMatch } from "./assert.ts";
-import { cli, existsSync, holderAndReplica, listing, put, spawnCli } from "./helpers.ts";
-import { V8_FLAGS } from "../src/memory.ts";
+import {
+  cli,
+  existsSync,
+  holderAndReplica,
+  listing,
+  put,
+  spawnCli,
+  straceUnusable,
+  syncUnderStrace,
+} from "./helpers.ts";
 import { openReplica } from "../src/apply/open.ts";
 import { capture } from "../src/capture/capture.ts";
 import { pull } from "../src/sync/pull.ts";
 import { localPeer } from "../src/sync/peer.ts";
 
-const MOD = new URL("../mod.ts", import.meta.url).pathname;
-
 /**
  * The lines strace printed for `replicator sync -C b a` (`trace`: strace's
- * -e trace= list), or null without strace.
+ * -e trace= list), or null where strace cannot trace.
  */
 async function tracedSync(
   a: string,
@@ -32,39 +38,9 @@ async function tracedSync(
   log: string,
   trace: string,
 ): Promise<string[] | null> {
-  let out: Deno.CommandOutput;
-  try {
-    out = await new Deno.Command("strace", {
-      args: [
-        "-f",
-        "-qq",
-        "-y",
-        "-o",
-        log,
-        "-e",
-        `trace=${trace}`,
-        Deno.execPath(),
-        "run",
-        "-A",
-        "--no-prompt",
-        "--quiet",
-        `--v8-flags=${V8_FLAGS}`,
-        MOD,
-        "sync",
-        "-C",
-        b,
-        a,
-      ],
-      stdin: "null",
-      stdout: "null",
-      stderr: "piped",
-    }).output();
-  } catch {
-    return null; // no strace
-  }
-  const err = new TextDecoder().decode(out.stderr);
-  if (/ptrace|Operation not permitted/.test(err)) return null;
-  assertEquals(out.code, 0, err);
+  if (await straceUnusable()) return null;
+  const out = await syncUnderStrace(b, a, ["-y", "-o", log, "-e", `trace=${trace}`]);
+  assertEquals(out.code, 0, new TextDecoder().decode(out.stderr));
   return Deno.readTextFileSync(log).split("\n");
 }
 

@@ -281,3 +281,47 @@ export function existsSync(path: string): boolean {
     return false;
   }
 }
+
+/** Runs `replicator sync -C b a` (mod.ts) under `strace -f -qq STRACE_ARGS`; stderr piped. */
+export async function syncUnderStrace(
+  b: string,
+  a: string,
+  straceArgs: string[],
+  env?: Record<string, string>,
+): Promise<Deno.CommandOutput> {
+  return await new Deno.Command("strace", {
+    args: [
+      "-f",
+      "-qq",
+      ...straceArgs,
+      Deno.execPath(),
+      "run",
+      "-A",
+      "--no-prompt",
+      "--quiet",
+      MOD,
+      "sync",
+      "-C",
+      b,
+      a,
+    ],
+    env,
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+}
+
+/** Why strace cannot trace here (not installed, ptrace refused), or null if it can. */
+export async function straceUnusable(): Promise<string | null> {
+  try {
+    const r = await new Deno.Command("strace", {
+      args: ["-f", "-qq", "-o", "/dev/null", "-e", "trace=none", "true"],
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    return r.code === 0 ? null : `strace cannot trace here: ${new TextDecoder().decode(r.stderr)}`;
+  } catch {
+    return "strace is not installed";
+  }
+}
