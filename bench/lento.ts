@@ -8,8 +8,10 @@
  * source and on the destination and waited for until each has rescanned.
  * Each round (BENCH_LENTO_REPS, 5, after one untimed warm-up round) rewrites
  * BENCH_LENTO_CHANGES (10) files in the source, then times `replicator sync
- * -C DST SRC` and `rsync -a --delete --exclude=.replicator SRC/ RSYNC_DST/`;
- * medians are reported.
+ * -C DST SRC` (which the destination's lento runs: src/cli/delegated_sync.ts)
+ * and `rsync -a --delete --exclude=.replicator SRC/ RSYNC_DST/`, then rewrites
+ * other files and times the sync kept in the command (REPLICATOR_SYNC_HERE=1,
+ * for information); medians are reported.
  * Both copies are verified against the source at the end; the lentos are
  * stopped with SIGTERM and must exit 0.
  *
@@ -147,6 +149,8 @@ interface SizeResult {
   files: number;
   sync: Timing[];
   rsync: Timing[];
+  /** The sync run by the command itself (REPLICATOR_SYNC_HERE=1), not by lento. */
+  here: Timing[];
   scan: Timing;
   rsyncNoop: Timing;
   ready: number;
@@ -169,7 +173,16 @@ async function oneSize(files: number): Promise<SizeResult> {
   const scan = timed(repl("sync", "-C", dst, src));
   const rsyncNoop = timed(rsync(src, rdst));
   const lentos = [new Lento(src), new Lento(dst)];
-  const r: SizeResult = { files, sync: [], rsync: [], scan, rsyncNoop, ready: 0, lentoMB: [] };
+  const r: SizeResult = {
+    files,
+    sync: [],
+    rsync: [],
+    here: [],
+    scan,
+    rsyncNoop,
+    ready: 0,
+    lentoMB: [],
+  };
   let error: unknown = null;
   try {
     r.ready = Math.max(...await Promise.all(lentos.map((l) => l.ready())));
@@ -181,13 +194,19 @@ async function oneSize(files: number): Promise<SizeResult> {
       const sync = timed(repl("sync", "-C", dst, src));
       await sleep(200); // the destination's lento records what the sync installed
       const copy = timed(rsync(src, rdst));
+      // The same, with the sync kept in the command (not run by the destination's lento).
+      change(tree, round + 1000);
+      const here = timed(["env", "REPLICATOR_SYNC_HERE=1", ...repl("sync", "-C", dst, src)]);
+      await sleep(200);
       if (round > 0) {
         r.sync.push(sync);
         r.rsync.push(copy);
+        r.here.push(here);
       }
       log(
         `lento ${files} ${round > 0 ? `round ${round}` : "warm-up round"}: replicator ` +
-          `${sync.wall.toFixed(3)} s, rsync ${copy.wall.toFixed(3)} s`,
+          `${sync.wall.toFixed(3)} s, rsync ${copy.wall.toFixed(3)} s, ` +
+          `replicator with the sync in the command ${here.wall.toFixed(3)} s`,
       );
     }
     r.lentoMB = lentos.map((l) => l.peakMB());
@@ -234,6 +253,7 @@ export async function lentoPart(): Promise<PartResult> {
     "replicator s",
     "rsync s",
     "rsync/repl",
+    "sync in command s",
     "repl RSS MB",
     "lento RSS MB src/dst",
     "lentos ready s",
@@ -247,6 +267,7 @@ export async function lentoPart(): Promise<PartResult> {
       s.toFixed(3),
       t.toFixed(3),
       `${(t / s).toFixed(1)}x`,
+      median(r.here.map((x) => x.wall)).toFixed(3),
       (Math.max(...r.sync.map((x) => x.rssKiB)) / 1024).toFixed(1),
       r.lentoMB.map((m) => m.toFixed(0)).join("/"),
       r.ready.toFixed(1),

@@ -252,6 +252,20 @@ export async function sync(
 }
 
 /**
+ * The peers a sync of the volume at `root` with `peers` reaches, each as a
+ * local directory's absolute path (a named peer by its name), or null if any
+ * is on another host (or none is given or named).
+ */
+export function localTargets(root: string, peers: string[]): string[] | null {
+  const named = readConfig(layoutOf(root).config).peers;
+  const isName = (p: string) => Object.hasOwn(named, p);
+  const given = peers.length > 0 ? peers : Object.keys(named);
+  if (given.length === 0) return null;
+  if (given.some((p) => isRemote(isName(p) ? named[p] : p))) return null;
+  return given.map((p) => isName(p) ? p : localPath(p));
+}
+
+/**
  * `opts` completed by a named peer's stored options (the command line's win);
  * the token, last, from REPLICATOR_TOKEN.
  */

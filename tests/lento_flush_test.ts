@@ -6,49 +6,13 @@
  */
 
 import { openReplica } from "../src/apply/open.ts";
-import type { EventSource, Hint } from "../src/capture/events.ts";
 import { runLento } from "../src/capture/lento.ts";
 import { flushLento } from "../src/capture/lento_client.ts";
 import { init } from "../src/replica.ts";
-import { after, sleep } from "../src/timer.ts";
+import { sleep } from "../src/timer.ts";
 import { assert, assertEquals } from "./assert.ts";
 import { put, tempDir } from "./helpers.ts";
-
-/** A source whose "kernel queue" the test fills: queued() until delivered. */
-class ScriptedSource implements EventSource {
-  readonly name = "scripted";
-  #queued = false;
-  #deliver: ((h: Hint[]) => void) | null = null;
-
-  next(): Promise<Hint[]> {
-    return new Promise((ok) => (this.#deliver = ok));
-  }
-
-  queued(): boolean {
-    return this.#queued;
-  }
-
-  /** Events for `paths` wait in the queue; the pending next() gets them `ms` later. */
-  hold(paths: string[], ms: number): void {
-    this.#queued = true;
-    after(ms, () => {
-      this.#queued = false;
-      this.#deliver?.([{ kind: "paths", paths }]);
-      this.#deliver = null;
-    });
-  }
-
-  /** Reports queued events forever, and never delivers them. */
-  jam(): void {
-    this.#queued = true;
-  }
-
-  close(): void {
-    this.#queued = false;
-    this.#deliver?.([]);
-    this.#deliver = null;
-  }
-}
+import { ScriptedSource } from "./scripted_source.ts";
 
 async function withLento(fn: (root: string, source: ScriptedSource) => Promise<void>) {
   const root = await tempDir();

@@ -20,7 +20,7 @@ import { openReplica } from "../apply/open.ts";
 import { layoutOf } from "../volume/layout.ts";
 import { checkMeta, tryLockNoFollow } from "../fs/nofollow.ts";
 import { BusyError, ReplicatorError } from "../errors.ts";
-import { FLUSH_DONE, FLUSH_REQUEST } from "./lento_client.ts";
+import { FLUSH_DONE, FLUSH_REQUEST, SYNC_REQUEST, SYNC_STARTED } from "./lento_client.ts";
 import { sleep } from "../timer.ts";
 
 /** No event source could be armed. */
@@ -36,6 +36,11 @@ export interface LentoOptions {
   log?: (line: string) => void;
   /** Called once armed and rescanned (tests, readiness). */
   ready?: () => void;
+  /**
+   * Runs the sync a client asks for (the request line after "sync ") and
+   * returns the answer line; without it such requests are refused.
+   */
+  serveSync?: (request: string) => Promise<string>;
 }
 
 /** Collects more events for this long after the first of a batch. */
@@ -62,37 +67,87 @@ export async function runLento(dir: string, opts: LentoOptions = {}): Promise<vo
 /**
  * Listens on `path` (a stale socket of a dead lento is replaced; anything
  * else there is refused). The lento.pid lock is held, so no other lento uses it.
+ * The socket is made 0700: only this user (and root) may connect, since a
+ * sync asked for runs with this process's rights.
  */
 function listenForFlushes(path: string, log?: (l: string) => void): Deno.UnixListener | null {
   if (checkMeta(path, "socket")) Deno.removeSync(path);
+  const umask = Deno.umask(0o077);
   try {
     return Deno.listen({ transport: "unix", path });
   } catch (e) {
     // E.g. a path longer than a socket address holds (108 bytes): syncs then scan.
     log?.(`cannot listen on ${path} (${(e as Error).message}); syncs will scan this volume`);
     return null;
+  } finally {
+    Deno.umask(umask);
   }
 }
 
-/** Reads one request line from `conn`; a "flush" is queued on `flush`, anything else closed. */
-async function takeRequest(conn: Deno.UnixConn, flush: Flush): Promise<void> {
-  const buf = new Uint8Array(64);
+/** The longest request line read (a sync's names its peers). */
+const MAX_REQUEST_BYTES = 64 << 10;
+
+/**
+ * Reads one request line from `conn`: a "flush" is queued on `flush`, a
+ * "sync ..." run by `syncs`; anything else is closed.
+ */
+async function takeRequest(conn: Deno.UnixConn, flush: Flush, syncs: Syncs): Promise<void> {
+  let buf = new Uint8Array(256);
   let got = 0;
   try {
-    while (got < buf.length) {
+    for (;;) {
+      if (got === buf.length) {
+        if (buf.length >= MAX_REQUEST_BYTES) break;
+        const more = new Uint8Array(buf.length * 16);
+        more.set(buf);
+        buf = more;
+      }
       const n = await conn.read(buf.subarray(got));
       if (n === null) break;
       got += n;
       const nl = buf.subarray(0, got).indexOf(10);
       if (nl < 0) continue;
-      if (new TextDecoder().decode(buf.subarray(0, nl)) === FLUSH_REQUEST) {
-        flush.request(conn);
-        return;
+      const line = new TextDecoder().decode(buf.subarray(0, nl));
+      if (line === FLUSH_REQUEST) return flush.request(conn);
+      if (line.startsWith(`${SYNC_REQUEST} `)) {
+        return syncs.run(conn, line.slice(SYNC_REQUEST.length + 1));
       }
       break;
     }
   } catch { /* the client went away */ }
   conn.close();
+}
+
+/** The syncs clients asked this lento to run, until each has answered. */
+class Syncs {
+  private running = new Set<Promise<void>>();
+  constructor(
+    private serveSync: ((request: string) => Promise<string>) | undefined,
+    private log: (l: string) => void,
+  ) {}
+
+  /** Runs the sync `request` asks for and answers on `conn` (see src/cli/delegated_sync.ts). */
+  run(conn: Deno.UnixConn, request: string): void {
+    const serveSync = this.serveSync;
+    if (!serveSync) return conn.close(); // the client runs it itself
+    const done = (async () => {
+      const say = (line: string) => conn.write(new TextEncoder().encode(`${line}\n`));
+      try {
+        await say(SYNC_STARTED);
+        const answer = await serveSync(request);
+        this.log(`ran a sync for a client: ${answer.slice(0, 200)}`);
+        await say(answer);
+      } catch { /* the client went away: the sync itself has run */ }
+      conn.close();
+    })();
+    this.running.add(done);
+    done.finally(() => this.running.delete(done));
+  }
+
+  /** Waits for the syncs under way (a stopping lento lets them finish). */
+  async settled(): Promise<void> {
+    await Promise.allSettled([...this.running]);
+  }
 }
 
 /** The Presto device if it is there and usable, else fanotify. */
@@ -124,9 +179,10 @@ async function serve(
 ): Promise<void> {
   const log = opts.log ?? (() => {});
   const flush = new Flush();
+  const syncs = new Syncs(opts.serveSync, log);
   const accepting = (async () => {
     try {
-      for await (const conn of listener ?? []) void takeRequest(conn, flush);
+      for await (const conn of listener ?? []) void takeRequest(conn, flush, syncs);
     } catch { /* closed */ }
   })();
   const stopped = new Promise<"stop">((ok) => {
@@ -165,6 +221,7 @@ async function serve(
     listener?.close();
     await accepting;
     for (const conn of flush.take()) conn.close(); // unanswered: those syncs scan
+    await syncs.settled();
     try {
       if (listener && checkMeta(listener.addr.path, "socket")) {
         Deno.removeSync(listener.addr.path);

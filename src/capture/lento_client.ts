@@ -19,6 +19,9 @@ const WAIT_MS = 5000;
 /** The request and its answer on lento's socket, one line each. */
 export const FLUSH_REQUEST = "flush";
 export const FLUSH_DONE = "flushed";
+/** A sync for lento to run, and its first answer (src/cli/delegated_sync.ts). */
+export const SYNC_REQUEST = "sync";
+export const SYNC_STARTED = "started";
 
 /**
  * True if a lento runs for the volume at `root` and has recorded every change

@@ -21,6 +21,8 @@ import {
   sync,
 } from "../replica.ts";
 import { Exit, ReplicatorError, UsageError } from "../errors.ts";
+import { type Failure, failureOf } from "./failure.ts";
+import { serveSyncRequest, syncByLento } from "./delegated_sync.ts";
 import { printLog, printStatus, printSyncReports, toJson } from "./output.ts";
 import { progressBar } from "./progress.ts";
 import { loadHashing } from "../fs/hash.ts";
@@ -94,42 +96,15 @@ export async function main(args: string[]): Promise<number> {
     if (!command) throw new UsageError("no command given");
     return await run(command, rest, values);
   } catch (e) {
-    if (e instanceof ReplicatorError) {
-      console.error(`replicator: ${e.message}`);
-      if (e instanceof UsageError) console.error(USAGE);
-      return e.exitCode;
-    }
-    if (e instanceof Deno.errors.PermissionDenied) {
-      console.error(
-        `replicator: ${(e as Error).message}; check the permissions of the volume's files`,
-      );
-      return Exit.failed;
-    }
-    const os = /\(os error (\d+)\)/.exec((e as Error).message ?? "");
-    if (os || e instanceof Deno.errors.NotFound) {
-      // The system refused (disk full, I/O error, a file that vanished): nothing
-      // committed is lost, and an interrupted batch is finished by the next run.
-      console.error(`replicator: ${(e as Error).message}; ${osHint(Number(os?.[1]))}`);
-      return Exit.failed;
-    }
-    if ((e as { code?: string }).code === "ERR_SQLITE_ERROR") {
-      // Damage SQLite finds after the open (the open itself names the file).
-      console.error(
-        `replicator: the state database (.replicator/state.db) failed: ${(e as Error).message}; ` +
-          `run 'replicator fsck --repair'`,
-      );
-      return Exit.failed;
-    }
-    console.error(`replicator: unexpected error: ${(e as Error).stack ?? e}`);
-    return Exit.failed;
+    return reportFailure(failureOf(e));
   }
 }
 
-/** What to do after the system refused an operation with errno `n`. */
-function osHint(n: number): string {
-  if (n === 28 || n === 122) return "free some space, then run the same command again";
-  if (n === 5) return "an I/O error: check the disk (dmesg), then run the same command again";
-  return "run the same command again; the work it did is kept or finished then";
+/** Says what failed (with the usage, for a usage error); returns the exit status. */
+function reportFailure(failure: Failure): number {
+  console.error(`replicator: ${failure.message}`);
+  if (failure.usage) console.error(USAGE);
+  return failure.exitCode;
 }
 
 function parse(args: string[]): { values: Flags & { help?: boolean }; positionals: string[] } {
@@ -166,10 +141,7 @@ async function run(command: string, rest: string[], f: Flags): Promise<number> {
       return printSyncReports([report], f);
     }
     case "sync":
-      return printSyncReports(
-        await sync(dir, rest, { progress: progressBar(f), ...remoteOptions(f) }),
-        f,
-      );
+      return await runSync(dir, rest, f);
     case "status":
       arity(rest, 0, 0);
       return printStatus(status(dir), f);
@@ -236,6 +208,18 @@ function runPeer(dir: string, rest: string[], f: Flags): number {
   return Exit.ok;
 }
 
+/** A sync, run by the volume's lento where it may be (src/cli/delegated_sync.ts), else here. */
+async function runSync(dir: string, peers: string[], f: Flags): Promise<number> {
+  const progress = progressBar(f);
+  const remote = remoteOptions(f);
+  const byLento = await syncByLento(dir, peers, {
+    progress: progress !== undefined,
+    remoteOptions: Object.values(remote).some((v) => v !== undefined),
+  });
+  if (byLento && "failure" in byLento) return reportFailure(byLento.failure);
+  return printSyncReports(byLento?.outcomes ?? await sync(dir, peers, { progress, ...remote }), f);
+}
+
 /** Runs lento in the foreground until SIGTERM or SIGINT. */
 async function runLentoCommand(dir: string, f: Flags): Promise<number> {
   const { runLento } = await import("../capture/lento.ts");
@@ -243,6 +227,7 @@ async function runLentoCommand(dir: string, f: Flags): Promise<number> {
     runLento(dir, {
       signal,
       log: f.verbose ? (line) => console.log(`lento: ${line}`) : undefined,
+      serveSync: (request) => serveSyncRequest(dir, request),
     })
   );
   return Exit.ok;

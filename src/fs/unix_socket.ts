@@ -13,7 +13,7 @@
  */
 
 import { cString, Errno, errno, libc, O_CLOEXEC, O_NOFOLLOW, O_PATH, S_IFSOCK } from "./libc.ts";
-import { fdType } from "./stat.ts";
+import { fdType, statAt } from "./stat.ts";
 
 const AF_UNIX = 1;
 const SOCK_STREAM = 1;
@@ -22,11 +22,15 @@ const SOCK_CLOEXEC = 0o2000000;
 /** struct sockaddr_un: sa_family_t, then a 108-byte path. */
 const SOCKADDR_UN_BYTES = 110;
 const POLLIN = 1;
+const MAX_FAILED_POLLS = 100;
 const { EAGAIN } = Errno;
 
-function isSocket(fd: number): boolean {
+/** Whether `fd` is a socket inode (owned by `owner`, if given). */
+function isSocket(fd: number, owner?: number): boolean {
   try {
-    return fdType(fd) === S_IFSOCK;
+    if (owner === undefined) return fdType(fd) === S_IFSOCK;
+    const st = statAt(fd, "", `descriptor ${fd}`, true);
+    return st !== null && st.type === "other" && fdType(fd) === S_IFSOCK && st.uid === owner;
   } catch {
     return false; // cannot be told: no socket to trust
   }
@@ -44,21 +48,96 @@ export async function askUnixSocket(
   request: string,
   timeoutMs: number,
 ): Promise<string | null> {
-  const node = libc().open(cString(path), O_PATH | O_NOFOLLOW | O_CLOEXEC);
-  if (node < 0) return null;
-  let fd = -1;
+  const conn = UnixRequest.send(path, request);
   try {
-    if (!isSocket(node)) return null;
-    fd = libc().socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) return null;
-    const to = sockaddrUn(`/proc/self/fd/${node}`);
-    if (libc().connect(fd, to, SOCKADDR_UN_BYTES) !== 0) return null; // nobody listens
-    const bytes = new TextEncoder().encode(request);
-    if (Number(libc().write(fd, bytes, BigInt(bytes.length))) !== bytes.length) return null;
-    return await readLine(fd, performance.now() + timeoutMs);
+    return await conn?.line(performance.now() + timeoutMs) ?? null;
   } finally {
-    if (fd >= 0) libc().close(fd);
-    libc().close(node);
+    conn?.close();
+  }
+}
+
+/** A request sent over a Unix socket, whose reply is read a line at a time. */
+export class UnixRequest {
+  #fd: number;
+  #buf = new Uint8Array(256);
+  #got = 0;
+  #pollFd = new Uint8Array(8); // struct pollfd: fd, events, revents
+  #failedPolls = 0;
+
+  private constructor(fd: number) {
+    this.#fd = fd;
+    new DataView(this.#pollFd.buffer).setInt32(0, fd, true);
+    new DataView(this.#pollFd.buffer).setInt16(4, POLLIN, true);
+  }
+
+  /**
+   * Connects to the socket at `path` and sends `request`; null if there is no
+   * socket there (or a non-socket, a symlink, or, with `owner`, a socket some
+   * other user owns), or nobody listens.
+   */
+  static send(path: string, request: string, owner?: number): UnixRequest | null {
+    const node = libc().open(cString(path), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (node < 0) return null;
+    let fd = -1;
+    try {
+      if (!isSocket(node, owner)) return null;
+      fd = libc().socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+      if (fd < 0) return null;
+      const to = sockaddrUn(`/proc/self/fd/${node}`);
+      if (libc().connect(fd, to, SOCKADDR_UN_BYTES) !== 0) return null; // nobody listens
+      const bytes = new TextEncoder().encode(request);
+      if (Number(libc().write(fd, bytes, BigInt(bytes.length))) !== bytes.length) return null;
+      const conn = new UnixRequest(fd);
+      fd = -1;
+      return conn;
+    } finally {
+      if (fd >= 0) libc().close(fd);
+      libc().close(node);
+    }
+  }
+
+  /**
+   * The next line of the reply, or null if the connection closes first, the
+   * line would exceed `maxBytes`, or `deadline` (performance.now(); null:
+   * none) passes.
+   */
+  async line(deadline: number | null, maxBytes = 256): Promise<string | null> {
+    for (let from = 0;;) {
+      const nl = this.#buf.subarray(from, this.#got).indexOf(10);
+      if (nl >= 0) return this.#take(from + nl);
+      from = this.#got;
+      if (this.#got === this.#buf.length) {
+        if (this.#buf.length >= maxBytes) return null;
+        const more = new Uint8Array(Math.min(maxBytes, this.#buf.length * 4));
+        more.set(this.#buf);
+        this.#buf = more;
+      }
+      const left = deadline === null ? -1 : Math.ceil(deadline - performance.now());
+      if (deadline !== null && left <= 0) return null; // nothing in time
+      const ready = await libc().poll(this.#pollFd, 1n, left);
+      if (ready === 0) continue; // the deadline, checked above
+      // A failed poll (a signal: its errno is the worker thread's) is tried again, a few times.
+      if (ready < 0 && ++this.#failedPolls > MAX_FAILED_POLLS) return null;
+      if (ready < 0) continue;
+      const room = this.#buf.subarray(this.#got);
+      const n = Number(libc().read(this.#fd, room, BigInt(room.length)));
+      if (n < 0 && errno() === EAGAIN) continue;
+      if (n <= 0) return null; // closed without a whole line
+      this.#got += n;
+    }
+  }
+
+  close(): void {
+    if (this.#fd >= 0) libc().close(this.#fd);
+    this.#fd = -1;
+  }
+
+  /** The line ending at `nl`, removed from the buffer. */
+  #take(nl: number): string {
+    const line = new TextDecoder().decode(this.#buf.subarray(0, nl));
+    this.#buf.copyWithin(0, nl + 1, this.#got);
+    this.#got -= nl + 1;
+    return line;
   }
 }
 
@@ -67,24 +146,4 @@ function sockaddrUn(path: string): Uint8Array<ArrayBuffer> {
   new DataView(sa.buffer).setUint16(0, AF_UNIX, true);
   new TextEncoder().encodeInto(path, sa.subarray(2, SOCKADDR_UN_BYTES - 1));
   return sa;
-}
-
-/** The first line read from `fd` before `deadline` (performance.now()), or null. */
-async function readLine(fd: number, deadline: number): Promise<string | null> {
-  const reply = new Uint8Array(256);
-  const pollFd = new Uint8Array(8); // struct pollfd: fd, events, revents
-  new DataView(pollFd.buffer).setInt32(0, fd, true);
-  new DataView(pollFd.buffer).setInt16(4, POLLIN, true);
-  for (let got = 0; got < reply.length;) {
-    const left = Math.ceil(deadline - performance.now());
-    // Nothing in time, or poll failed (its errno is the worker thread's): no answer.
-    if (left <= 0 || await libc().poll(pollFd, 1n, left) <= 0) return null;
-    const n = Number(libc().read(fd, reply.subarray(got), BigInt(reply.length - got)));
-    if (n < 0 && errno() === EAGAIN) continue;
-    if (n <= 0) return null; // closed without a whole line
-    got += n;
-    const nl = reply.subarray(0, got).indexOf(10);
-    if (nl >= 0) return new TextDecoder().decode(reply.subarray(0, nl));
-  }
-  return null;
 }
