@@ -38,6 +38,7 @@ import {
   repl,
   Rng,
   SEED,
+  sh,
   skip,
   timed,
   type Timing,
@@ -198,6 +199,7 @@ async function oneSize(files: number): Promise<SizeResult> {
       change(tree, round + 1000);
       const here = timed(["env", "REPLICATOR_SYNC_HERE=1", ...repl("sync", "-C", dst, src)]);
       await sleep(200);
+      sh(rsync(src, rdst)); // untimed: each timed rsync copies one round's changes only
       if (round > 0) {
         r.sync.push(sync);
         r.rsync.push(copy);

@@ -28,9 +28,8 @@ const { EAGAIN } = Errno;
 /** Whether `fd` is a socket inode (owned by `owner`, if given). */
 function isSocket(fd: number, owner?: number): boolean {
   try {
-    if (owner === undefined) return fdType(fd) === S_IFSOCK;
-    const st = statAt(fd, "", `descriptor ${fd}`, true);
-    return st !== null && st.type === "other" && fdType(fd) === S_IFSOCK && st.uid === owner;
+    if (fdType(fd) !== S_IFSOCK) return false;
+    return owner === undefined || statAt(fd, "", `descriptor ${fd}`, true)?.uid === owner;
   } catch {
     return false; // cannot be told: no socket to trust
   }

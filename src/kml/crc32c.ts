@@ -8,7 +8,8 @@
  * @module
  */
 
-const TABLES: Uint32Array[] = buildTables();
+/** Built on first use: a command that checks no checksum (e.g. --help) does not pay ~1–4 ms. */
+let tables: Uint32Array[] | null = null;
 
 /** Slicing-by-8 tables: eight 256-entry tables for reflected polynomial 0x82f63b78. */
 function buildTables(): Uint32Array[] {
@@ -26,7 +27,7 @@ function buildTables(): Uint32Array[] {
 
 /** CRC32C of `bytes`, optionally continuing from a previous value. */
 export function crc32c(bytes: Uint8Array, previous = 0): number {
-  const [t0, t1, t2, t3, t4, t5, t6, t7] = TABLES;
+  const [t0, t1, t2, t3, t4, t5, t6, t7] = tables ??= buildTables();
   let crc = ~previous >>> 0;
   let i = 0;
   const end8 = bytes.length - (bytes.length % 8);
