@@ -165,7 +165,7 @@ function fakeLento(path: string, answer: string): () => Promise<void> {
   };
 }
 
-Deno.test("the command runs the sync itself if lento goes away before answering, or is another user's", async () => {
+Deno.test("the command runs the sync itself if lento goes away or is another user's, and fails on a garbled answer", async () => {
   const { dir, a, b } = await holderAndReplica((a) => put(`${a}/f`, "v1"));
   const sock = `${b}/.replicator/lento.sock`;
   try {
@@ -176,6 +176,18 @@ Deno.test("the command runs the sync itself if lento goes away before answering,
     assertEquals(gone.code, 0, gone.stderr);
     assertMatch(gone.stdout, /received \d+ records/);
     assertEquals(listing(b), listing(a));
+
+    // An answer that cannot be read: lento did something, so no second run hides it.
+    stop = fakeLento(sock, "started\n{not json\n");
+    put(`${a}/f`, "v2b");
+    const garbled = await cli(["sync", "-C", b, a]);
+    await stop();
+    assertEquals(garbled.code, 1);
+    assertMatch(
+      garbled.stderr,
+      /lento ran the sync, but its report could not be read; run 'replicator status'/,
+    );
+    assertEquals(listing(b)["f"] === listing(a)["f"], false, "the command ran the sync again");
 
     if (Deno.uid() === 0) {
       // A socket another user owns is never asked: its answer would be taken as the sync's.

@@ -18,7 +18,8 @@
  * this user: lento makes it 0700, so no other user can ask (root aside, who
  * could run the sync anyway). If lento does not say "started" in time, or
  * goes away before its answer, the command runs the sync itself: the volume
- * lock and recovery make a second run safe.
+ * lock and recovery make a second run safe. An answer that cannot be read is
+ * a failure (exit 1), not a second run, which would not report what lento did.
  *
  * @module
  */
@@ -29,7 +30,7 @@ import { findRoot } from "../volume/volume.ts";
 import { layoutOf } from "../volume/layout.ts";
 import { UnixRequest } from "../fs/unix_socket.ts";
 import { SYNC_REQUEST, SYNC_STARTED } from "../capture/lento_client.ts";
-import { ReplicatorError } from "../errors.ts";
+import { Exit, ReplicatorError } from "../errors.ts";
 import { type Failure, failureOf } from "./failure.ts";
 
 /** How long the command waits for "started" before running the sync itself. */
@@ -75,7 +76,17 @@ export async function syncByLento(
   try {
     if (await conn.line(performance.now() + START_WAIT_MS) !== SYNC_STARTED) return null;
     const answer = await conn.line(null, MAX_ANSWER_BYTES);
-    return answer === null ? null : decodeOutcome(answer, sent, peers);
+    if (answer === null && !conn.tooLong) return null; // lento went away: run it here
+    // Lento ran the sync: running it again would not report what it did.
+    return decodeOutcome(answer ?? "", sent, peers) ?? {
+      failure: {
+        message: `the volume's lento ran the sync, but its report ${
+          conn.tooLong ? `exceeded ${MAX_ANSWER_BYTES >> 20} MiB` : "could not be read"
+        }; run 'replicator status' to see what it left (conflicts, wanted files)`,
+        exitCode: Exit.failed,
+        usage: false,
+      },
+    };
   } finally {
     conn.close();
   }

@@ -62,6 +62,8 @@ export class UnixRequest {
   #got = 0;
   #pollFd = new Uint8Array(8); // struct pollfd: fd, events, revents
   #failedPolls = 0;
+  /** The last line() gave up because the line exceeded its `maxBytes`. */
+  tooLong = false;
 
   private constructor(fd: number) {
     this.#fd = fd;
@@ -106,7 +108,10 @@ export class UnixRequest {
       if (nl >= 0) return this.#take(from + nl);
       from = this.#got;
       if (this.#got === this.#buf.length) {
-        if (this.#buf.length >= maxBytes) return null;
+        if (this.#buf.length >= maxBytes) {
+          this.tooLong = true;
+          return null;
+        }
         const more = new Uint8Array(Math.min(maxBytes, this.#buf.length * 4));
         more.set(this.#buf);
         this.#buf = more;
