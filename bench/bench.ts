@@ -34,6 +34,7 @@ import {
   DENO,
   ENTRY,
   env,
+  FLOOR_COPY,
   flush,
   grid,
   judge,
@@ -286,19 +287,22 @@ function caseInit(): Row {
 }
 
 /**
- * The initial copy; with `fsync`, each repetition also times `rsync -a
- * --fsync` into a third fresh directory, returned as a second row (its ratio
- * for information: the replicator's copy is durable, plain rsync's is not).
+ * The initial copy. With `also.fsync`, each repetition also times `rsync -a
+ * --fsync` into a fresh directory (a row whose ratio is for information: the
+ * replicator's copy is durable, plain rsync's is not); with `also.floor`,
+ * bench/floor_copy.ts (a row of the floor against rsync: what any copy with
+ * the replicator's guarantees pays in this runtime).
  */
 function caseClone(
   m: Mode,
   name = "initial copy",
   reps = REPS,
   maxRatio?: number,
-  fsync = false,
+  also: { fsync?: boolean; floor?: boolean } = {},
 ): Row[] {
   const row: Row = { name, repl: [], rsync: [], maxRatio };
   const durable: Row = { name: `${name} vs rsync --fsync`, repl: row.repl, rsync: [], info: true };
+  const floor: Row = { name: `${name}: floor_copy.ts`, repl: [], rsync: row.rsync, info: true };
   for (let i = 0; i < reps; i++) {
     m.dst = `${WORK}/dst-${m.tag}replicator-${i + 1}`;
     m.dst2 = `${WORK}/dst-${m.tag}rsync-${i + 1}`;
@@ -306,20 +310,26 @@ function caseClone(
     verify(`${say(m)}clone rep ${i + 1}`, m.dst, m.src);
     row.rsync.push(m.timed(m.rsync(m.dst2, false)));
     verify(`${say(m)}rsync initial rep ${i + 1}`, m.dst2, m.src);
-    let also = "";
-    if (fsync) {
-      const dst3 = `${WORK}/dst-${m.tag}rsync-fsync-${i + 1}`;
-      durable.rsync.push(m.timed(m.rsync(dst3, false, true)));
-      verify(`${say(m)}rsync --fsync initial rep ${i + 1}`, dst3, m.src);
-      also = `, rsync --fsync ${durable.rsync.at(-1)!.wall.toFixed(2)} s`;
+    let more = "";
+    if (also.fsync) {
+      const dst = `${WORK}/dst-${m.tag}rsync-fsync-${i + 1}`;
+      durable.rsync.push(m.timed(m.rsync(dst, false, true)));
+      verify(`${say(m)}rsync --fsync initial rep ${i + 1}`, dst, m.src);
+      more += `, rsync --fsync ${durable.rsync.at(-1)!.wall.toFixed(2)} s`;
+    }
+    if (also.floor) {
+      const dst = `${WORK}/dst-${m.tag}floor-${i + 1}`;
+      floor.repl.push(m.timed([DENO, "run", "-A", "--quiet", FLOOR_COPY, m.src, dst]));
+      verify(`${say(m)}floor copy rep ${i + 1}`, dst, m.src);
+      more += `, floor ${floor.repl.at(-1)!.wall.toFixed(2)} s`;
     }
     log(
       `${say(m)}${name} rep ${i + 1}: replicator ${row.repl.at(-1)!.wall.toFixed(2)} s, rsync ${
         row.rsync.at(-1)!.wall.toFixed(2)
-      } s${also}`,
+      } s${more}`,
     );
   }
-  return fsync ? [row, durable] : [row];
+  return [row, ...(also.fsync ? [durable] : []), ...(also.floor ? [floor] : [])];
 }
 
 function caseNoop(m: Mode): Row {
@@ -552,11 +562,11 @@ export function profilePart(): void {
 
 // ---------------------------------------------------------------- parts
 
-/** Part "local": the four cases directory to directory, plus rsync --fsync for the copy. */
+/** Part "local": the four cases directory to directory, plus rsync --fsync and the floor for the copy. */
 export function localPart(): PartResult {
   generate();
-  const fsync = rsyncHasFsync();
-  const rows = [caseInit(), ...caseClone(local, "initial copy", REPS, undefined, fsync)];
+  const also = { fsync: rsyncHasFsync(), floor: true };
+  const rows = [caseInit(), ...caseClone(local, "initial copy", REPS, undefined, also)];
   rows.push(caseNoop(local), caseIncremental(local, 0));
   const { text, miss } = table(rows);
   const totalMiB = (FILES * (MIN_KIB + MAX_KIB) / 2 / 1024 + BIG * BIG_MIB).toFixed(0);
@@ -569,8 +579,9 @@ export function localPart(): PartResult {
   );
   console.log(`RSS = peak (%M) of the process tree's largest process\n`);
   console.log(text);
-  if (fsync) {
-    const [copy, durable] = [judge(rows[1]), judge(rows[2])];
+  const copy = judge(rows[1]);
+  if (also.fsync) {
+    const durable = judge(rows[2]);
     console.log(
       `durability of a cold copy: rsync --fsync takes ${
         (durable.sw / copy.sw).toFixed(2)
@@ -581,6 +592,12 @@ export function localPart(): PartResult {
   } else {
     console.log(`(this rsync has no --fsync: the durable copy's row is left out)`);
   }
+  const floor = judge(rows[also.fsync ? 3 : 2]);
+  console.log(
+    `the floor of a durable, confined, hashed copy in this runtime (bench/floor_copy.ts) takes ${
+      floor.ratio.toFixed(2)
+    }x rsync; the replicator's copy takes ${(copy.rw / floor.rw).toFixed(2)}x that floor`,
+  );
   if (!QUICK) console.log(`\nall runs (wall/peak RSS):\n${raw(rows)}`);
   return { name: "local", skipped: null, miss };
 }

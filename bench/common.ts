@@ -61,6 +61,8 @@ export const WORK = `${PARENT}/replicator-bench-${
 /** Which replicator to measure: a git revision (default HEAD), exported to WORK, or "worktree". */
 export const REV = Deno.env.get("BENCH_REV") || "HEAD";
 const CODE = REV === "worktree" ? REPO : `${WORK}/replicator`;
+/** bench/floor_copy.ts of the measured revision: the least a copy with its guarantees does. */
+export const FLOOR_COPY = `${CODE}/bench/floor_copy.ts`;
 /** The measured revision's source entry point (profiles are taken on it, for line numbers). */
 export const MOD = `${CODE}/mod.ts`;
 /** What `./replicator` runs: mod.ts bundled into one file (made by {@link buildEntry}). */
