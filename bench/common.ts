@@ -542,7 +542,7 @@ export function checkout(): { commit: string; dirty: string } {
     "-o",
     "pipefail",
     "-c",
-    `git -C "${REPO}" archive "${REV}" mod.ts src deno.json replicator | tar -x -C "${CODE}"`,
+    `git -C "${REPO}" archive "${REV}" mod.ts src deno.json replicator bench/floor_copy.ts | tar -x -C "${CODE}"`,
   ]);
   Deno.symlinkSync(`${REPO}/node_modules`, `${CODE}/node_modules`); // the wrapper's deno
   return { commit, dirty: "" };
