@@ -31,10 +31,11 @@ export async function loadHashing(): Promise<void> {
 
 /**
  * Loads node:crypto if `bytes` of content are about to be hashed: below
- * 1 MiB, Sha256 hashes them in less time than loading node:crypto takes.
+ * 4 MiB, Sha256 hashes them in less time than loading node:crypto takes
+ * (35–65 ms; Sha256 ~95 MB/s, node:crypto ~760 MB/s).
  */
 export async function loadHashingFor(bytes: number): Promise<void> {
-  if (bytes >= 1 << 20) await loadHashing();
+  if (bytes >= 4 << 20) await loadHashing();
 }
 
 /** A new SHA-256. */

@@ -1,7 +1,10 @@
 /**
  * SHA-256 (FIPS 180-4) in TypeScript: the digest a process uses when it has
  * not loaded node:crypto (see hash.ts), e.g. `status` hashing the few files
- * that changed. Same digests, some 15 times slower than node:crypto's.
+ * that changed. Same digests, some 10 times slower than node:crypto's.
+ * The words are Int32Arrays: V8 keeps their elements as 32-bit integers,
+ * where a Uint32Array's above 2^31 become floating-point numbers (8 MiB in
+ * 93–130 ms against 126–193 ms).
  *
  * @example
  * ```ts
@@ -12,7 +15,7 @@
  * @module
  */
 
-const K = new Uint32Array([
+const K = new Int32Array([
   0x428a2f98,
   0x71374491,
   0xb5c0fbcf,
@@ -81,7 +84,7 @@ const K = new Uint32Array([
 
 /** An incremental SHA-256, shaped like node:crypto's Hash as far as this program uses it. */
 export class Sha256 {
-  private readonly h = new Uint32Array([
+  private readonly h = new Int32Array([
     0x6a09e667,
     0xbb67ae85,
     0x3c6ef372,
@@ -92,7 +95,7 @@ export class Sha256 {
     0x5be0cd19,
   ]);
   private readonly block = new Uint8Array(64);
-  private readonly w = new Uint32Array(64);
+  private readonly w = new Int32Array(64);
   private filled = 0;
   private length = 0;
 
@@ -122,7 +125,7 @@ export class Sha256 {
     view.setUint32(pad.length - 8, Math.floor(bits / 2 ** 32));
     view.setUint32(pad.length - 4, bits >>> 0);
     this.update(pad);
-    return [...this.h].map((x) => x.toString(16).padStart(8, "0")).join("");
+    return [...this.h].map((x) => (x >>> 0).toString(16).padStart(8, "0")).join("");
   }
 
   private compress(b: Uint8Array, at: number): void {
