@@ -252,17 +252,22 @@ export async function sync(
 }
 
 /**
- * The peers a sync of the volume at `root` with `peers` reaches, each as a
- * local directory's absolute path (a named peer by its name), or null if any
- * is on another host (or none is given or named).
+ * The peers a sync of the volume at `root` with `peers` reaches, as it would
+ * reach them: each local directory's absolute path (a named peer's URL
+ * resolved here, as the sync resolves it), with the label a failure names it
+ * by (its name, or the peer as given); null if any is on another host, or
+ * none is given or named.
  */
-export function localTargets(root: string, peers: string[]): string[] | null {
+export function localTargets(
+  root: string,
+  peers: string[],
+): { paths: string[]; labels: string[] } | null {
   const named = readConfig(layoutOf(root).config).peers;
   const isName = (p: string) => Object.hasOwn(named, p);
-  const given = peers.length > 0 ? peers : Object.keys(named);
-  if (given.length === 0) return null;
-  if (given.some((p) => isRemote(isName(p) ? named[p] : p))) return null;
-  return given.map((p) => isName(p) ? p : localPath(p));
+  const labels = peers.length > 0 ? peers : Object.keys(named);
+  const urls = labels.map((p) => isName(p) ? named[p] : p);
+  if (urls.length === 0 || urls.some(isRemote)) return null;
+  return { paths: urls.map(localPath), labels };
 }
 
 /**

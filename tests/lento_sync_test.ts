@@ -1,15 +1,21 @@
 /**
  * `replicator sync` run by the volume's lento (src/cli/delegated_sync.ts):
- * the command prints and exits as if it had run the sync itself; it runs it
- * itself when lento goes away, when the socket is another user's, or when a
- * REPLICATOR_* knob is set; lento refuses malformed requests and peers on
- * other hosts, and a stopping lento lets the sync it runs finish.
+ * the command prints and exits as if it had run the sync itself, named
+ * peers resolved where the command runs; lento declines malformed requests,
+ * requests for another volume and syncs whose volumes are locked (the
+ * command then runs them), and a stopping lento lets the sync it runs
+ * finish. The command runs the sync itself when lento does not answer, when
+ * the socket is another user's, or when a REPLICATOR_* knob is set; once
+ * lento has started, a lost or garbled answer is a failure, not a second run.
  * lento runs in this process on a scripted source (no root needed).
  */
 
+import { openReplica } from "../src/apply/open.ts";
 import { runLento } from "../src/capture/lento.ts";
-import { serveSyncRequest } from "../src/cli/delegated_sync.ts";
+import { takeSyncRequest } from "../src/cli/delegated_sync.ts";
 import { UnixRequest } from "../src/fs/unix_socket.ts";
+import { readConfig } from "../src/volume/config.ts";
+import { layoutOf } from "../src/volume/layout.ts";
 import { sleep } from "../src/timer.ts";
 import { assert, assertEquals, assertMatch } from "./assert.ts";
 import { cli, holderAndReplica, listing, put, type Run } from "./helpers.ts";
@@ -17,29 +23,47 @@ import { ScriptedSource } from "./scripted_source.ts";
 
 const HERE = { REPLICATOR_SYNC_HERE: "1" };
 
-/** A holder a and its clone b, with lento running for b; `served` counts the syncs it ran. */
+type Pair = { dir: string; a: string; b: string };
+type Take = (request: string) => ReturnType<typeof takeSyncRequest>;
+
+/** What a test sees of the lento it runs for b. */
+interface LentoOnB extends Pair {
+  /** Syncs lento ran, and the lines it logged. */
+  served: () => number;
+  logged: string[];
+  running: Promise<void>;
+}
+
+/**
+ * A holder a and its clone b, with lento running for b. `wrap` may replace
+ * each sync it takes (e.g. to hold it at a gate, or to change its answer).
+ */
 async function withLentoOnB(
-  fn: (p: Pair & { served: () => number; running: Promise<void> }) => Promise<void>,
-  gate?: (request: string) => Promise<void>,
+  fn: (p: LentoOnB) => Promise<void>,
+  wrap?: (run: () => Promise<string>, request: string) => () => Promise<string>,
   stop = new AbortController(),
 ): Promise<void> {
   const p = await holderAndReplica((a) => put(`${a}/f`, "v1"));
   let served = 0;
+  const logged: string[] = [];
   let ready!: () => void;
   const armed = new Promise<void>((ok) => (ready = ok));
+  const takeSync: Take = (request) => {
+    const t = takeSyncRequest(p.b, request);
+    if (!("run" in t)) return t;
+    served++;
+    return { run: wrap ? wrap(t.run, request) : t.run };
+  };
   const running = runLento(p.b, {
     source: new ScriptedSource(),
     signal: stop.signal,
     ready,
-    serveSync: async (request) => {
-      served++;
-      await gate?.(request);
-      return await serveSyncRequest(p.b, request);
-    },
+    log: (l) => logged.push(l),
+    takeSync,
   });
   try {
     await armed;
-    await fn({ ...p, served: () => served, running });
+    await fn({ ...p, served: () => served, logged, running });
   } finally {
     stop.abort();
     const stopped = await Promise.race([running.then(() => true), sleep(5000, false)]);
@@ -47,8 +71,6 @@ async function withLentoOnB(
     assert(stopped, "lento did not stop within 5 s of its signal");
   }
 }
-
-type Pair = { dir: string; a: string; b: string };
 
 /** Code, stdout and stderr, with the one path that differs between two pairs made alike. */
 function shown(r: Run, dir: string): string {
@@ -81,6 +103,24 @@ Deno.test("lento runs the sync, and the command prints and exits as if it had", 
   });
 });
 
+Deno.test("a named peer is the directory the command would reach, not lento's", async () => {
+  await withLentoOnB(async ({ a, b, served }) => {
+    // Stored as typed, relative: resolved against the command's directory (lento's is elsewhere).
+    assertEquals((await cli(["peer", "add", "up", "../a"], { cwd: b })).code, 0);
+    put(`${a}/f`, "v2");
+    const r = await cli(["sync"], { cwd: b });
+    assertEquals(served(), 1);
+    assertEquals(r.code, 0, r.stderr);
+    assertEquals(listing(b), listing(a));
+    // Odd names are only labels now: the request carries paths.
+    assertEquals((await cli(["peer", "add", "site:a", a], { cwd: b })).code, 0);
+    put(`${a}/f`, "v3");
+    const named = await cli(["sync", "site:a"], { cwd: b });
+    assertEquals([served(), named.code], [2, 0], named.stderr);
+    assertEquals(listing(b), listing(a));
+  });
+});
+
 Deno.test("failures and conflicts reach the command as they would have been printed", async () => {
   await withLentoOnB(async ({ dir, a, b, served }) => {
     // One peer is not a replica: named as given, exit 1, the other still synced.
@@ -98,10 +138,8 @@ Deno.test("failures and conflicts reach the command as they would have been prin
     // One peer, a failure of the whole run: its message and exit status.
     const lone = await cli(["sync", "-C", b, `${dir}/plain`]);
     assertEquals(served(), 2);
-    assertEquals(
-      shown(lone, dir),
-      shown(await cli(["sync", "-C", b, `${dir}/plain`], { env: HERE }), dir),
-    );
+    const loneHere = await cli(["sync", "-C", b, `${dir}/plain`], { env: HERE });
+    assertEquals(shown(lone, dir), shown(loneHere, dir));
 
     // A local change on the replica that lacks the permit: kept, exit 3.
     put(`${a}/f`, "v3");
@@ -113,28 +151,54 @@ Deno.test("failures and conflicts reach the command as they would have been prin
   });
 });
 
-Deno.test("lento refuses malformed requests and peers on other hosts, and goes on", async () => {
-  await withLentoOnB(async ({ b }) => {
+Deno.test("an answer far larger than a socket's buffer arrives whole", async () => {
+  const many = Array.from({ length: 40_000 }, (_, i) => `dir/conflict-${i}.conflict-beta-x`);
+  await withLentoOnB(async ({ a, b, served }) => {
+    put(`${a}/f`, "v2");
+    const r = await cli(["sync", "-C", b, a, "--json"]);
+    assertEquals([served(), r.code], [1, 3], r.stderr.slice(0, 500));
+    assertEquals(JSON.parse(r.stdout)[0].conflicts.length, many.length);
+  }, (run) => async () => {
+    const o = JSON.parse(await run());
+    o.outcomes[0].local.pull.conflicts = many; // ~1.5 MB of answer
+    return JSON.stringify(o);
+  });
+});
+
+Deno.test("lento declines malformed requests, other volumes and locked ones, and goes on", async () => {
+  await withLentoOnB(async ({ a, b, served, logged }) => {
     const sock = `${b}/.replicator/lento.sock`;
     const ask = async (line: string) => {
       const conn = UnixRequest.send(sock, `${line}\n`);
       assert(conn, "no lento listening");
       try {
-        const started = await conn.line(performance.now() + 5000);
-        return [started, await conn.line(performance.now() + 10_000, 1 << 20)];
+        return await conn.line(performance.now() + 5000);
       } finally {
         conn.close();
       }
     };
-    const failure = (line: string | null) => JSON.parse(line ?? "null")?.failure?.message;
-    assertEquals((await cli(["peer", "add", "far", "ssh://host/v", "-C", b])).code, 0);
-    const [started, answer] = await ask(`sync {"peers":["far"]}`);
-    assertEquals(started, "started");
-    assertMatch(failure(answer), /local peers only/);
-    assertMatch(failure((await ask(`sync {"peers":["ssh://host/v"]}`))[1]), /malformed/);
-    assertMatch(failure((await ask("sync {not json"))[1]), /malformed/);
-    assertMatch(failure((await ask(`sync {"peers":[7]}`))[1]), /malformed/);
-    assertMatch(failure((await ask(`sync {"peers":["../up"]}`))[1]), /malformed/);
+    const root = Deno.realPathSync(b);
+    const host = readConfig(layoutOf(b).config).hostId;
+    const req = (o: object) => `sync ${JSON.stringify({ root, host, peers: [a], ...o })}`;
+    for (const bad of ["sync {not json", req({ peers: [7] }), req({ peers: ["../a"] })]) {
+      assertEquals(await ask(bad), "declined", bad);
+    }
+    assertEquals(await ask(req({ host: "0".repeat(32) })), "declined", "another replica");
+    assertEquals(await ask(req({ root: `${root}-moved` })), "declined", "another directory");
+    assertEquals(served(), 0);
+    assert(logged.some((l) => /declined a sync of another volume/.test(l)), logged.join("\n"));
+
+    // The peer is locked: lento declines at once, the command waits for the lock itself.
+    const held = openReplica(a);
+    put(`${a}/f`, "v2");
+    const command = cli(["sync", "-C", b, a]);
+    await sleep(1500);
+    held.close();
+    const r = await command;
+    assertEquals([served(), r.code], [0, 0], r.stderr);
+    assert(logged.some((l) => /declined a sync: .* is locked/.test(l)), logged.join("\n"));
+    assertEquals(listing(b), listing(a));
+
     const flushed = UnixRequest.send(sock, "flush\n");
     assertEquals(
       await flushed?.line(performance.now() + 5000),
@@ -153,9 +217,8 @@ function fakeLento(path: string, answer: string): () => Promise<void> {
   const served: Promise<void>[] = [];
   const loop = (async () => {
     for await (const c of l) {
-      served.push(
-        c.write(new TextEncoder().encode(answer)).then(() => {}, () => {}).finally(() => c.close()),
-      );
+      const reply = c.write(new TextEncoder().encode(answer)).then(() => {}, () => {});
+      served.push(reply.finally(() => c.close()));
     }
   })();
   return async () => {
@@ -165,35 +228,35 @@ function fakeLento(path: string, answer: string): () => Promise<void> {
   };
 }
 
-Deno.test("the command runs the sync itself if lento goes away or is another user's, and fails on a garbled answer", async () => {
+Deno.test("what the command does when lento's answer is not the sync's outcome", async () => {
   const { dir, a, b } = await holderAndReplica((a) => put(`${a}/f`, "v1"));
   const sock = `${b}/.replicator/lento.sock`;
   try {
-    let stop = fakeLento(sock, "started\n");
+    // Declined, or no answer: the command runs the sync itself.
+    let stop = fakeLento(sock, "declined\n");
     put(`${a}/f`, "v2");
-    const gone = await cli(["sync", "-C", b, a, "-v"]);
+    const declined = await cli(["sync", "-C", b, a, "-v"]);
     await stop();
-    assertEquals(gone.code, 0, gone.stderr);
-    assertMatch(gone.stdout, /received \d+ records/);
+    assertEquals(declined.code, 0, declined.stderr);
+    assertMatch(declined.stdout, /received \d+ records/);
     assertEquals(listing(b), listing(a));
 
-    // An answer that cannot be read: lento did something, so no second run hides it.
-    stop = fakeLento(sock, "started\n{not json\n");
-    put(`${a}/f`, "v2b");
-    const garbled = await cli(["sync", "-C", b, a]);
-    await stop();
-    assertEquals(garbled.code, 1);
-    assertMatch(
-      garbled.stderr,
-      /lento ran the sync, but its report could not be read; run 'replicator status'/,
-    );
-    assertEquals(listing(b)["f"] === listing(a)["f"], false, "the command ran the sync again");
+    // Started, then gone or garbled: lento did something, and no second run hides it.
+    for (const answer of ["started\n", "started\n{not json\n"]) {
+      stop = fakeLento(sock, answer);
+      put(`${a}/f`, `v3 ${answer.length}`);
+      const lost = await cli(["sync", "-C", b, a]);
+      await stop();
+      assertEquals(lost.code, 1, answer);
+      assertMatch(lost.stderr, /lento ran the sync, but .*; .*run 'replicator status'/);
+      assert(listing(b)["f"] !== listing(a)["f"], "the command ran the sync again");
+    }
 
     if (Deno.uid() === 0) {
       // A socket another user owns is never asked: its answer would be taken as the sync's.
       stop = fakeLento(sock, `started\n{"outcomes":[]}\n`);
       Deno.chownSync(sock, 65534, 65534);
-      put(`${a}/f`, "v3");
+      put(`${a}/f`, "v4");
       const foreign = await cli(["sync", "-C", b, a, "-v"]);
       await stop();
       assertEquals(foreign.code, 0, foreign.stderr);
@@ -223,8 +286,9 @@ Deno.test("a stopping lento lets the sync it runs finish and answer", async () =
     assertEquals(done.code, 0, done.stderr);
     assertMatch(done.stdout, /received \d+ records \(1 files/);
     assertEquals(listing(b), listing(a));
-  }, async () => {
+  }, (run) => async () => {
     began();
     await sleep(500); // lento is told to stop meanwhile
+    return await run();
   }, stop);
 });

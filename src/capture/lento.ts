@@ -20,7 +20,13 @@ import { openReplica } from "../apply/open.ts";
 import { layoutOf } from "../volume/layout.ts";
 import { checkMeta, tryLockNoFollow } from "../fs/nofollow.ts";
 import { BusyError, ReplicatorError } from "../errors.ts";
-import { FLUSH_DONE, FLUSH_REQUEST, SYNC_REQUEST, SYNC_STARTED } from "./lento_client.ts";
+import {
+  FLUSH_DONE,
+  FLUSH_REQUEST,
+  SYNC_DECLINED,
+  SYNC_REQUEST,
+  SYNC_STARTED,
+} from "./lento_client.ts";
 import { sleep } from "../timer.ts";
 
 /** No event source could be armed. */
@@ -37,10 +43,11 @@ export interface LentoOptions {
   /** Called once armed and rescanned (tests, readiness). */
   ready?: () => void;
   /**
-   * Runs the sync a client asks for (the request line after "sync ") and
-   * returns the answer line; without it such requests are refused.
+   * Takes the sync a client asks for (the request line after "sync "): how
+   * to run it (the answer line it returns), or why not; without it every
+   * such request is declined, and the client runs its sync itself.
    */
-  serveSync?: (request: string) => Promise<string>;
+  takeSync?: (request: string) => { run: () => Promise<string> } | { declined: string };
 }
 
 /** Collects more events for this long after the first of a batch. */
@@ -121,33 +128,56 @@ async function takeRequest(conn: Deno.UnixConn, flush: Flush, syncs: Syncs): Pro
 /** The syncs clients asked this lento to run, until each has answered. */
 class Syncs {
   private running = new Set<Promise<void>>();
+  private closed = false;
   constructor(
-    private serveSync: ((request: string) => Promise<string>) | undefined,
+    private takeSync: LentoOptions["takeSync"],
     private log: (l: string) => void,
   ) {}
 
   /** Runs the sync `request` asks for and answers on `conn` (see src/cli/delegated_sync.ts). */
   run(conn: Deno.UnixConn, request: string): void {
-    const serveSync = this.serveSync;
-    if (!serveSync) return conn.close(); // the client runs it itself
+    const taken = this.take(request);
     const done = (async () => {
-      const say = (line: string) => conn.write(new TextEncoder().encode(`${line}\n`));
       try {
-        await say(SYNC_STARTED);
-        const answer = await serveSync(request);
+        if ("declined" in taken) {
+          this.log(`declined ${taken.declined}: the command runs its sync itself`);
+          return await writeLine(conn, SYNC_DECLINED);
+        }
+        await writeLine(conn, SYNC_STARTED);
+        const answer = await taken.run();
         this.log("ran a sync a client asked for");
-        await say(answer);
-      } catch { /* the client went away: the sync itself has run */ }
-      conn.close();
+        await writeLine(conn, answer);
+      } catch {
+        /* the client went away: the sync itself has run */
+      } finally {
+        conn.close();
+      }
     })();
     this.running.add(done);
     done.finally(() => this.running.delete(done));
   }
 
-  /** Waits for the syncs under way (a stopping lento lets them finish). */
-  async settled(): Promise<void> {
+  private take(request: string): ReturnType<NonNullable<LentoOptions["takeSync"]>> {
+    if (!this.takeSync) return { declined: "a sync: this lento runs none" };
+    if (this.closed) return { declined: "a sync: lento is stopping" };
+    try {
+      return this.takeSync(request);
+    } catch (e) {
+      return { declined: `a sync (${(e as Error).message})` };
+    }
+  }
+
+  /** Declines later requests and waits for the syncs under way (a stopping lento lets them finish). */
+  async close(): Promise<void> {
+    this.closed = true;
     await Promise.allSettled([...this.running]);
   }
+}
+
+/** Writes `line` and a newline whole: one write may take only part of a long answer. */
+async function writeLine(conn: Deno.UnixConn, line: string): Promise<void> {
+  const bytes = new TextEncoder().encode(`${line}\n`);
+  for (let at = 0; at < bytes.length;) at += await conn.write(bytes.subarray(at));
 }
 
 /** The Presto device if it is there and usable, else fanotify. */
@@ -179,7 +209,7 @@ async function serve(
 ): Promise<void> {
   const log = opts.log ?? (() => {});
   const flush = new Flush();
-  const syncs = new Syncs(opts.serveSync, log);
+  const syncs = new Syncs(opts.takeSync, log);
   const accepting = (async () => {
     try {
       for await (const conn of listener ?? []) void takeRequest(conn, flush, syncs);
@@ -221,7 +251,7 @@ async function serve(
     listener?.close();
     await accepting;
     for (const conn of flush.take()) conn.close(); // unanswered: those syncs scan
-    await syncs.settled();
+    await syncs.close();
     try {
       if (listener && checkMeta(listener.addr.path, "socket")) {
         Deno.removeSync(listener.addr.path);

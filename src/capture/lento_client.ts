@@ -22,6 +22,7 @@ export const FLUSH_DONE = "flushed";
 /** A sync for lento to run, and its first answer (src/cli/delegated_sync.ts). */
 export const SYNC_REQUEST = "sync";
 export const SYNC_STARTED = "started";
+export const SYNC_DECLINED = "declined";
 
 /**
  * True if a lento runs for the volume at `root` and has recorded every change

@@ -7,27 +7,37 @@
  *
  * The exchange on `.replicator/lento.sock`, one UTF-8 line each:
  *
- *   client → lento   sync {"peers":[PEER, ...]}   (absolute paths or peer names)
- *   lento → client   started
+ *   client → lento   sync {"root":ROOT,"host":HOST_ID,"peers":[PATH, ...]}
+ *   lento → client   started   (or: declined, and lento closes)
  *   lento → client   {"outcomes":[...]}  or  {"failure":{"message","exitCode","usage"}}
  *
- * A sync is handed over only when running it here could not differ: every
- * peer is a local directory (no ssh agent, token or CA of this user's
- * session matters), no REPLICATOR_* knob is set in this environment (lento
- * has its own), no progress bar would be drawn, and the socket belongs to
- * this user: lento makes it 0700, so no other user can ask (root aside, who
- * could run the sync anyway). If lento does not say "started" in time, or
- * goes away before its answer, the command runs the sync itself: the volume
- * lock and recovery make a second run safe. An answer that cannot be read is
- * a failure (exit 1), not a second run, which would not report what lento did.
+ * ROOT is the volume's real path and HOST_ID its host id, as the command
+ * sees them; every PATH is a local peer's absolute path, resolved by the
+ * command (a named peer's URL too, against the command's directory).
+ *
+ * A sync is handed over only when running it in lento cannot differ from
+ * running it here: every peer is a local directory (no ssh agent, token or
+ * CA of this user's session matters), no REPLICATOR_* knob is set in this
+ * environment (lento has its own), no progress bar would be drawn, and the
+ * socket belongs to this user: lento makes it 0700, so no other user can ask
+ * (root aside, who could run the sync anyway). Lento declines a request for
+ * another volume (a directory moved while its lento ran), and one whose
+ * volume or peer is locked at that instant (waiting for a lock would stall
+ * its event loop); the command then runs the sync itself, as it does when
+ * lento does not answer within 5 s. Once lento has said "started", the
+ * answer is the sync's outcome: a connection that ends before it, or an
+ * answer that cannot be read, is a failure (exit 1), never a second run,
+ * which would not report what lento did.
  *
  * @module
  */
 
 import { localTargets, type PeerFailure, sync } from "../replica.ts";
 import type { SyncReport } from "../sync/sync.ts";
-import { findRoot } from "../volume/volume.ts";
+import { findRoot, isReplica } from "../volume/volume.ts";
 import { layoutOf } from "../volume/layout.ts";
+import { readConfig } from "../volume/config.ts";
+import { lockIsFree } from "../volume/lock.ts";
 import { UnixRequest } from "../fs/unix_socket.ts";
 import { SYNC_REQUEST, SYNC_STARTED } from "../capture/lento_client.ts";
 import { Exit, ReplicatorError } from "../errors.ts";
@@ -51,6 +61,13 @@ export interface HereReasons {
   remoteOptions: boolean;
 }
 
+/** A sync request as it travels. */
+interface Request {
+  root: string;
+  host: string;
+  peers: string[];
+}
+
 /**
  * Has the running lento of the volume containing `dir` sync it with `peers`;
  * null if the sync is to run in this process (see the module doc).
@@ -61,32 +78,28 @@ export async function syncByLento(
   here: HereReasons,
 ): Promise<SyncOutcome | null> {
   if (here.progress || here.remoteOptions || knobsSet()) return null;
-  let root: string;
-  let sent: string[] | null;
+  let request: Request;
+  let labels: string[];
+  let sock: string;
   try {
-    root = findRoot(dir);
-    sent = localTargets(root, peers);
+    const root = findRoot(dir);
+    const targets = localTargets(root, peers);
+    if (!targets || targets.paths.length > MAX_PEERS) return null;
+    const host = readConfig(layoutOf(root).config).hostId;
+    request = { root: Deno.realPathSync(root), host, peers: targets.paths };
+    labels = targets.labels;
+    sock = layoutOf(root).lentoSock;
   } catch {
     return null; // the run here says what is wrong
   }
-  if (!sent) return null;
-  const request = `${SYNC_REQUEST} ${JSON.stringify({ peers: sent })}\n`;
-  const conn = UnixRequest.send(layoutOf(root).lentoSock, request, Deno.uid() ?? -1);
+  const line = `${SYNC_REQUEST} ${JSON.stringify(request)}\n`;
+  const conn = UnixRequest.send(sock, line, Deno.uid() ?? -1);
   if (!conn) return null;
   try {
     if (await conn.line(performance.now() + START_WAIT_MS) !== SYNC_STARTED) return null;
     const answer = await conn.line(null, MAX_ANSWER_BYTES);
-    if (answer === null && !conn.tooLong) return null; // lento went away: run it here
-    // Lento ran the sync: running it again would not report what it did.
-    return decodeOutcome(answer ?? "", sent, peers) ?? {
-      failure: {
-        message: `the volume's lento ran the sync, but its report ${
-          conn.tooLong ? `exceeded ${MAX_ANSWER_BYTES >> 20} MiB` : "could not be read"
-        }; run 'replicator status' to see what it left (conflicts, wanted files)`,
-        exitCode: Exit.failed,
-        usage: false,
-      },
-    };
+    return (answer !== null && decodeOutcome(answer, request.peers, labels)) ||
+      { failure: lostAnswer(conn.tooLong) };
   } finally {
     conn.close();
   }
@@ -99,36 +112,69 @@ function knobsSet(): boolean {
   );
 }
 
-/**
- * Lento's side: runs the sync `body` asks for on the volume containing
- * `dir`, and returns the answer line (without its newline). Never throws.
- */
-export async function serveSyncRequest(dir: string, body: string): Promise<string> {
-  let outcome: SyncOutcome;
-  try {
-    const peers = parseRequest(dir, body);
-    outcome = { outcomes: await sync(dir, peers) };
-  } catch (e) {
-    outcome = { failure: failureOf(e) };
-  }
-  return encodeOutcome(outcome);
+/** What the command says when lento started the sync but its answer did not come whole. */
+function lostAnswer(tooLong: boolean): Failure {
+  const why = tooLong
+    ? `its report exceeded ${MAX_ANSWER_BYTES >> 20} MiB`
+    : "it stopped before it answered";
+  return {
+    message: `the volume's lento ran the sync, but ${why}; what it did is kept or is finished by ` +
+      `the next sync: run 'replicator status' to see conflicts and wanted files, then sync again`,
+    exitCode: Exit.failed,
+    usage: false,
+  };
 }
 
-/** The peers of a request; a malformed one, or one naming a peer on another host, is refused. */
-function parseRequest(dir: string, body: string): string[] {
-  let peers: unknown;
+/**
+ * Lento's side: the sync `body` asks for on the volume containing `dir`, as
+ * a function that runs it and returns the answer line (it never throws), or
+ * why lento declines it (the command then runs it itself).
+ */
+export function takeSyncRequest(
+  dir: string,
+  body: string,
+): { run: () => Promise<string> } | { declined: string } {
+  let request: Request;
   try {
-    peers = (JSON.parse(body) as { peers?: unknown })?.peers;
-  } catch {
-    peers = undefined;
+    request = parseRequest(body);
+  } catch (e) {
+    return { declined: (e as Error).message };
   }
-  const ok = Array.isArray(peers) && peers.length <= MAX_PEERS &&
-    peers.every((p) => typeof p === "string" && (p.startsWith("/") || /^[^/:]+$/.test(p)));
-  if (!ok) throw new ReplicatorError("lento was sent a malformed sync request");
-  if (!localTargets(findRoot(dir), peers as string[])) {
-    throw new ReplicatorError("lento runs syncs with local peers only");
+  const why = refusal(dir, request);
+  if (why) return { declined: why };
+  return {
+    run: async () => {
+      let outcome: SyncOutcome;
+      try {
+        outcome = { outcomes: await sync(dir, request.peers) };
+      } catch (e) {
+        outcome = { failure: failureOf(e) };
+      }
+      return encodeOutcome(outcome);
+    },
+  };
+}
+
+function parseRequest(body: string): Request {
+  let r: Partial<Request> | null = null;
+  try {
+    r = JSON.parse(body);
+  } catch { /* said below */ }
+  const ok = typeof r?.root === "string" && typeof r.host === "string" &&
+    Array.isArray(r.peers) && r.peers.length > 0 && r.peers.length <= MAX_PEERS &&
+    r.peers.every((p) => typeof p === "string" && p.startsWith("/"));
+  if (!ok) throw new Error("a malformed sync request");
+  return r as Request;
+}
+
+/** Why the sync `r` asks for is not to run here now, or "" if it is. */
+function refusal(dir: string, r: Request): string {
+  const root = findRoot(dir);
+  if (Deno.realPathSync(root) !== r.root || readConfig(layoutOf(root).config).hostId !== r.host) {
+    return `a sync of another volume (${r.root})`;
   }
-  return peers as string[];
+  const busy = [root, ...r.peers.filter(isReplica)].find((v) => !lockIsFree(layoutOf(v).lock));
+  return busy ? `a sync: ${busy} is locked` : "";
 }
 
 function encodeOutcome(o: SyncOutcome): string {
@@ -143,10 +189,11 @@ function encodeOutcome(o: SyncOutcome): string {
 }
 
 /**
- * Lento's answer as the command prints it: a failing peer is named as it was
- * given (`asked[i]`, not the absolute path `sent[i]`); null if malformed.
+ * Lento's answer as the command prints it: a failing peer is named as the
+ * command would name it (`labels[i]`, not the absolute path `sent[i]`);
+ * null if malformed.
  */
-function decodeOutcome(answer: string, sent: string[], asked: string[]): SyncOutcome | null {
+function decodeOutcome(answer: string, sent: string[], labels: string[]): SyncOutcome | null {
   try {
     const o = JSON.parse(answer);
     if (o?.failure && typeof o.failure.message === "string") return { failure: o.failure };
@@ -154,7 +201,7 @@ function decodeOutcome(answer: string, sent: string[], asked: string[]): SyncOut
     return {
       outcomes: o.outcomes.map((x: SyncReport | WirePeerFailure, i: number) => {
         if (!("error" in x)) return x;
-        const peer = x.peer === sent[i] && asked[i] !== undefined ? asked[i] : x.peer;
+        const peer = x.peer === sent[i] && labels[i] !== undefined ? labels[i] : x.peer;
         return { peer, error: new ReplicatorError(x.error.message, x.error.code) };
       }),
     };

@@ -22,7 +22,7 @@ import {
 } from "../replica.ts";
 import { Exit, ReplicatorError, UsageError } from "../errors.ts";
 import { type Failure, failureOf } from "./failure.ts";
-import { serveSyncRequest, syncByLento } from "./delegated_sync.ts";
+import { syncByLento, takeSyncRequest } from "./delegated_sync.ts";
 import { printLog, printStatus, printSyncReports, toJson } from "./output.ts";
 import { progressBar } from "./progress.ts";
 import { loadHashing } from "../fs/hash.ts";
@@ -227,7 +227,7 @@ async function runLentoCommand(dir: string, f: Flags): Promise<number> {
     runLento(dir, {
       signal,
       log: f.verbose ? (line) => console.log(`lento: ${line}`) : undefined,
-      serveSync: (request) => serveSyncRequest(dir, request),
+      takeSync: (request) => takeSyncRequest(dir, request),
     })
   );
   return Exit.ok;

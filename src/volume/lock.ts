@@ -25,6 +25,21 @@ export function acquireLock(path: string, label: string, waitMs = lockWaitMs()):
   }
 }
 
+/**
+ * True if nobody holds the lock at `path` at this instant (it is taken and
+ * released at once: a racing run may take it next); false if it is held or
+ * cannot be tried.
+ */
+export function lockIsFree(path: string): boolean {
+  try {
+    const release = tryLockNoFollow(path);
+    release?.();
+    return release !== null;
+  } catch {
+    return false;
+  }
+}
+
 /** Blocks this thread for `ms` (the CLI's work is synchronous). */
 export function sleepSync(ms: number): void {
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
