@@ -1,9 +1,9 @@
 /**
  * `replicator sync` run by the volume's lento (src/cli/delegated_sync.ts):
  * the command prints and exits as if it had run the sync itself, named
- * peers resolved where the command runs; lento declines malformed requests,
- * requests for another volume and syncs whose volumes are locked (the
- * command then runs them), and a stopping lento lets the sync it runs
+ * peers resolved where the command runs; lento declines malformed requests
+ * and requests for another volume (the command then runs them), waits for a
+ * locked volume without stalling, and a stopping lento lets the sync it runs
  * finish. The command runs the sync itself when lento does not answer, when
  * the socket is another user's, or when a REPLICATOR_* knob is set; once
  * lento has started, a lost or garbled answer is a failure, not a second run.
@@ -165,7 +165,7 @@ Deno.test("an answer far larger than a socket's buffer arrives whole", async () 
   });
 });
 
-Deno.test("lento declines malformed requests, other volumes and locked ones, and goes on", async () => {
+Deno.test("lento declines malformed requests and other volumes, waits for locks, and goes on", async () => {
   await withLentoOnB(async ({ a, b, served, logged }) => {
     const sock = `${b}/.replicator/lento.sock`;
     const ask = async (line: string) => {
@@ -188,15 +188,21 @@ Deno.test("lento declines malformed requests, other volumes and locked ones, and
     assertEquals(served(), 0);
     assert(logged.some((l) => /declined a sync of another volume/.test(l)), logged.join("\n"));
 
-    // The peer is locked: lento declines at once, the command waits for the lock itself.
+    // The peer is locked: lento waits for it, and goes on answering meanwhile.
     const held = openReplica(a);
     put(`${a}/f`, "v2");
     const command = cli(["sync", "-C", b, a]);
-    await sleep(1500);
+    await sleep(700);
+    const t0 = performance.now();
+    const meanwhile = UnixRequest.send(sock, "flush\n");
+    assertEquals(await meanwhile?.line(performance.now() + 5000), "flushed");
+    meanwhile?.close();
+    const waited = performance.now() - t0;
+    assert(waited < 500, `a flush took ${waited.toFixed(0)} ms while a sync waited for a lock`);
+    await sleep(300);
     held.close();
     const r = await command;
-    assertEquals([served(), r.code], [0, 0], r.stderr);
-    assert(logged.some((l) => /declined a sync: .* is locked/.test(l)), logged.join("\n"));
+    assertEquals([served(), r.code], [1, 0], r.stderr);
     assertEquals(listing(b), listing(a));
 
     const flushed = UnixRequest.send(sock, "flush\n");

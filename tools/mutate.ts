@@ -112,10 +112,10 @@ export const MUTANTS: Mutant[] = [
   {
     name: "lento-syncs-locked-volumes",
     why:
-      "lento takes a sync whose peer is locked, and waits for the lock with its event loop stalled",
+      "lento runs a sync whose peer is locked at once, waiting for the lock with its event loop stalled",
     file: "src/cli/delegated_sync.ts",
-    find: "[root, ...r.peers.filter(isReplica)]",
-    replace: "[root]",
+    find: "        await untilFree(locks);\n",
+    replace: "",
     run: tests("tests/lento_sync_test.ts"),
   },
   {
@@ -123,8 +123,8 @@ export const MUTANTS: Mutant[] = [
     why:
       "lento runs a sync asked for another volume (its directory was moved, a new one took its place)",
     file: "src/cli/delegated_sync.ts",
-    find: "readConfig(layoutOf(root).config).hostId !== r.host) {",
-    replace: "false) {",
+    find: "Deno.realPathSync(root) !== request.root || hostOf(root) !== request.host",
+    replace: "Deno.realPathSync(root) !== request.root",
     run: tests("tests/lento_sync_test.ts"),
   },
   {

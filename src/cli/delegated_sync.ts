@@ -21,10 +21,10 @@
  * environment (lento has its own), no progress bar would be drawn, and the
  * socket belongs to this user: lento makes it 0700, so no other user can ask
  * (root aside, who could run the sync anyway). Lento declines a request for
- * another volume (a directory moved while its lento ran), and one whose
- * volume or peer is locked at that instant (waiting for a lock would stall
- * its event loop); the command then runs the sync itself, as it does when
- * lento does not answer within 5 s. Once lento has said "started", the
+ * another volume (a directory moved while its lento ran): the command then
+ * runs the sync itself, as it does when lento does not answer within 5 s.
+ * Lento waits for held locks without blocking its event loop (the sync's own
+ * wait blocks its thread) before it runs the sync. Once lento has said "started", the
  * answer is the sync's outcome: a connection that ends before it, or an
  * answer that cannot be read, is a failure (exit 1), never a second run,
  * which would not report what lento did.
@@ -37,7 +37,7 @@ import type { SyncReport } from "../sync/sync.ts";
 import { findRoot, isReplica } from "../volume/volume.ts";
 import { layoutOf } from "../volume/layout.ts";
 import { readConfig } from "../volume/config.ts";
-import { lockIsFree } from "../volume/lock.ts";
+import { untilFree } from "../volume/lock.ts";
 import { UnixRequest } from "../fs/unix_socket.ts";
 import { SYNC_REQUEST, SYNC_STARTED } from "../capture/lento_client.ts";
 import { Exit, ReplicatorError } from "../errors.ts";
@@ -85,8 +85,7 @@ export async function syncByLento(
     const root = findRoot(dir);
     const targets = localTargets(root, peers);
     if (!targets || targets.paths.length > MAX_PEERS) return null;
-    const host = readConfig(layoutOf(root).config).hostId;
-    request = { root: Deno.realPathSync(root), host, peers: targets.paths };
+    request = { root: Deno.realPathSync(root), host: hostOf(root), peers: targets.paths };
     labels = targets.labels;
     sock = layoutOf(root).lentoSock;
   } catch {
@@ -140,12 +139,17 @@ export function takeSyncRequest(
   } catch (e) {
     return { declined: (e as Error).message };
   }
-  const why = refusal(dir, request);
-  if (why) return { declined: why };
+  const root = findRoot(dir);
+  if (Deno.realPathSync(root) !== request.root || hostOf(root) !== request.host) {
+    return { declined: `a sync of another volume (${request.root})` };
+  }
+  const locks = [root, ...request.peers.filter(isReplica)].map((v) => layoutOf(v).lock);
   return {
     run: async () => {
       let outcome: SyncOutcome;
       try {
+        // The sync waits for a held lock by blocking its thread, lento's: wait here instead.
+        await untilFree(locks);
         outcome = { outcomes: await sync(dir, request.peers) };
       } catch (e) {
         outcome = { failure: failureOf(e) };
@@ -167,14 +171,8 @@ function parseRequest(body: string): Request {
   return r as Request;
 }
 
-/** Why the sync `r` asks for is not to run here now, or "" if it is. */
-function refusal(dir: string, r: Request): string {
-  const root = findRoot(dir);
-  if (Deno.realPathSync(root) !== r.root || readConfig(layoutOf(root).config).hostId !== r.host) {
-    return `a sync of another volume (${r.root})`;
-  }
-  const busy = [root, ...r.peers.filter(isReplica)].find((v) => !lockIsFree(layoutOf(v).lock));
-  return busy ? `a sync: ${busy} is locked` : "";
+function hostOf(root: string): string {
+  return readConfig(layoutOf(root).config).hostId;
 }
 
 function encodeOutcome(o: SyncOutcome): string {

@@ -7,6 +7,7 @@
 
 import { tryLockNoFollow } from "../fs/nofollow.ts";
 import { BusyError } from "../errors.ts";
+import { sleep } from "../timer.ts";
 
 /** How long a run waits for the lock, from REPLICATOR_LOCK_WAIT (seconds), default 5. */
 export function lockWaitMs(): number {
@@ -30,7 +31,7 @@ export function acquireLock(path: string, label: string, waitMs = lockWaitMs()):
  * released at once: a racing run may take it next); false if it is held or
  * cannot be tried.
  */
-export function lockIsFree(path: string): boolean {
+function lockIsFree(path: string): boolean {
   try {
     const release = tryLockNoFollow(path);
     release?.();
@@ -38,6 +39,15 @@ export function lockIsFree(path: string): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * Waits, without blocking this thread (lento's event loop goes on), until
+ * none of the locks at `paths` is held, at most `waitMs`.
+ */
+export async function untilFree(paths: string[], waitMs = lockWaitMs()): Promise<void> {
+  const deadline = Date.now() + waitMs;
+  while (paths.some((p) => !lockIsFree(p)) && Date.now() < deadline) await sleep(20);
 }
 
 /** Blocks this thread for `ms` (the CLI's work is synchronous). */
