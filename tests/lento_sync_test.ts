@@ -215,7 +215,13 @@ Deno.test("lento declines malformed requests and other volumes, waits for locks,
   });
 });
 
-/** Serves `answer` on `path` (0700) to each connection; stop it when done. */
+/** Reads from `c` up to the end of its first line (a request). */
+async function requestOf(c: Deno.UnixConn): Promise<void> {
+  const buf = new Uint8Array(4096);
+  for (let n; (n = await c.read(buf)) !== null;) if (buf.subarray(0, n).includes(10)) return;
+}
+
+/** Serves `answer` on `path` (0700) to each request; stop it when done. */
 function fakeLento(path: string, answer: string): () => Promise<void> {
   const umask = Deno.umask(0o077);
   const l = Deno.listen({ transport: "unix", path });
@@ -223,7 +229,8 @@ function fakeLento(path: string, answer: string): () => Promise<void> {
   const served: Promise<void>[] = [];
   const loop = (async () => {
     for await (const c of l) {
-      const reply = c.write(new TextEncoder().encode(answer)).then(() => {}, () => {});
+      const reply = requestOf(c).then(() => c.write(new TextEncoder().encode(answer)))
+        .then(() => {}, () => {});
       served.push(reply.finally(() => c.close()));
     }
   })();
