@@ -23,11 +23,11 @@
  * (root aside, who could run the sync anyway). Lento declines a request for
  * another volume (a directory moved while its lento ran): the command then
  * runs the sync itself, as it does when lento does not answer within 5 s.
- * Lento waits for held locks without blocking its event loop (the sync's own
- * wait blocks its thread) before it runs the sync. Once lento has said "started", the
- * answer is the sync's outcome: a connection that ends before it, or an
- * answer that cannot be read, is a failure (exit 1), never a second run,
- * which would not report what lento did.
+ * Before it runs a sync, lento waits for held locks without blocking its
+ * event loop (the sync's own wait blocks its thread). Once lento has said
+ * "started", the answer is the sync's outcome: a connection that ends before
+ * it, or an answer that cannot be read, is a failure (exit 1), never a
+ * second run, which would not report what lento did.
  *
  * @module
  */
