@@ -38,13 +38,21 @@ async function startLento(dir: string) {
     }
     seen += chunk.value;
   }
+  // Keep reading its -v lines, so a test can see what it did later.
+  const reading = (async () => {
+    for (let chunk; !(chunk = await lines.read()).done;) seen += chunk.value;
+  })().catch(() => {});
   return {
+    /** Its -v output so far. */
+    output: () => seen,
     async stop(): Promise<number> {
       child.kill("SIGTERM");
+      const code = (await child.status).code;
+      await reading;
       lines.releaseLock();
       await child.stdout.cancel().catch(() => {});
       await child.stderr.cancel().catch(() => {});
-      return (await child.status).code;
+      return code;
     },
   };
 }
@@ -128,6 +136,29 @@ Deno.test({
       initCount,
     );
     assertEquals(viaLento, viaScan);
+  },
+});
+
+Deno.test({
+  name: "replicator lento runs the sync that replicator sync asks of it",
+  ignore: Deno.uid() !== 0,
+  sanitizeResources: false,
+  fn: async () => {
+    const { a, b } = await pair();
+    seed(a);
+    await cli(["init", a, "--host", "alpha"]);
+    await cli(["clone", a, b, "--host", "beta"]);
+    const lento = await startLento(b);
+    try {
+      edit(a);
+      const r = await cli(["sync", "-C", b, a, "-v"]);
+      assertEquals(r.code, 0, r.stderr);
+      assertMatch(r.stdout, /received \d+ records/);
+      assertEquals(listing(b), listing(a));
+      assertMatch(lento.output(), /lento: ran a sync a client asked for/);
+    } finally {
+      assertEquals(await lento.stop(), 0);
+    }
   },
 });
 

@@ -128,6 +128,14 @@ export const MUTANTS: Mutant[] = [
     run: tests("tests/lento_sync_test.ts"),
   },
   {
+    name: "lento-cli-runs-no-syncs",
+    why: "replicator lento is started without the sync handler: every sync stays in a cold process",
+    file: "src/cli/main.ts",
+    find: "      takeSync: (request) => takeSyncRequest(dir, request),\n",
+    replace: "",
+    run: tests("tests/lento_test.ts"),
+  },
+  {
     name: "lento-stops-mid-sync",
     why: "a stopping lento exits while a sync it runs is under way",
     file: "src/capture/lento.ts",
