@@ -14,7 +14,13 @@ import { absolutePath } from "./fs/paths.ts";
 
 import { findRoot, isReplica, Volume } from "./volume/volume.ts";
 import { openReplica } from "./apply/open.ts";
-import { type PeerOptions, randomId, readConfig, writeConfig } from "./volume/config.ts";
+import {
+  type PeerOptions,
+  randomId,
+  readConfig,
+  type VolumeConfig,
+  writeConfig,
+} from "./volume/config.ts";
 import { layoutOf } from "./volume/layout.ts";
 import { decodeRecord, encodeRecord, type KmlRecord, NO_DIGEST, Op } from "./kml/record.ts";
 import { capture } from "./capture/capture.ts";
@@ -216,58 +222,60 @@ export async function sync(
 ): Promise<(SyncReport | PeerFailure)[]> {
   const root = findRoot(dir);
   // volume.json is replaced atomically: reading it needs no lock.
-  const config = readConfig(layoutOf(root).config);
-  const named = config.peers;
-  const optionsOf = new Map<string, PeerOptions>();
-  const nameOf = new Map<string, string>();
-  const byName = (p: string) => {
-    if (!(p in named)) return p;
-    optionsOf.set(named[p], config.peerOptions?.[p] ?? {});
-    nameOf.set(named[p], p);
-    return named[p];
-  };
-  let targets = peers.map(byName);
+  const targets = targetsOf(readConfig(layoutOf(root).config), peers);
   if (targets.length === 0) {
-    targets = Object.keys(named).map(byName);
-    if (targets.length === 0) {
-      throw new UsageError(
-        "no peer given and none configured; name one, or add one with 'replicator peer add NAME URL'",
-      );
-    }
+    throw new UsageError(
+      "no peer given and none configured; name one, or add one with 'replicator peer add NAME URL'",
+    );
   }
   const out: (SyncReport | PeerFailure)[] = [];
-  for (const p of targets) {
+  for (const { label, url, stored } of targets) {
     try {
       out.push(
-        isRemote(p)
-          ? await syncRemote(root, p, withPeerOptions(opts, optionsOf.get(p)))
-          : await syncOne(root, localPath(p), opts),
+        isRemote(url)
+          ? await syncRemote(root, url, withPeerOptions(opts, stored))
+          : await syncOne(root, localPath(url), opts),
       );
     } catch (e) {
       if (targets.length === 1 || !(e instanceof ReplicatorError)) throw e;
-      out.push({ peer: nameOf.get(p) ?? p, error: e });
+      out.push({ peer: label, error: e });
     }
   }
   return out;
 }
 
+/** A peer a sync reaches: how a failure names it, its URL, and a named peer's stored options. */
+interface Target {
+  /** Its name if it is a named peer, else the peer as given. */
+  label: string;
+  url: string;
+  stored?: PeerOptions;
+}
+
+/** The peers a sync with `peers` reaches (none given: the named ones), named ones by their URL. */
+function targetsOf(config: VolumeConfig, peers: string[]): Target[] {
+  const named = config.peers;
+  return (peers.length > 0 ? peers : Object.keys(named)).map((p) =>
+    Object.hasOwn(named, p)
+      ? { label: p, url: named[p], stored: config.peerOptions?.[p] ?? {} }
+      : { label: p, url: p }
+  );
+}
+
 /**
- * The peers a sync of the volume at `root` with `peers` reaches, as it would
- * reach them: each local directory's absolute path (a named peer's URL
- * resolved here, as the sync resolves it), with the label a failure names it
- * by (its name, or the peer as given); null if any is on another host, or
- * none is given or named.
+ * The peers a sync of the volume configured as `config` with `peers`
+ * reaches, as it would reach them: each local directory's absolute path (a
+ * named peer's URL resolved here, as the sync resolves it), with the label a
+ * failure names it by; null if any is on another host, or none is given or
+ * named.
  */
 export function localTargets(
-  root: string,
+  config: VolumeConfig,
   peers: string[],
 ): { paths: string[]; labels: string[] } | null {
-  const named = readConfig(layoutOf(root).config).peers;
-  const isName = (p: string) => Object.hasOwn(named, p);
-  const labels = peers.length > 0 ? peers : Object.keys(named);
-  const urls = labels.map((p) => isName(p) ? named[p] : p);
-  if (urls.length === 0 || urls.some(isRemote)) return null;
-  return { paths: urls.map(localPath), labels };
+  const targets = targetsOf(config, peers);
+  if (targets.length === 0 || targets.some((t) => isRemote(t.url))) return null;
+  return { paths: targets.map((t) => localPath(t.url)), labels: targets.map((t) => t.label) };
 }
 
 /**

@@ -105,8 +105,8 @@ export const MUTANTS: Mutant[] = [
     name: "delegated-sync-peer-names-sent",
     why: "named peers travel by name and lento resolves them (against its own directory)",
     file: "src/replica.ts",
-    find: "return { paths: urls.map(localPath), labels };",
-    replace: "return { paths: labels.map((p) => isName(p) ? p : localPath(p)), labels };",
+    find: "paths: targets.map((t) => localPath(t.url))",
+    replace: "paths: targets.map((t) => t.stored ? t.label : localPath(t.url))",
     run: tests("tests/lento_sync_test.ts"),
   },
   {
@@ -123,7 +123,7 @@ export const MUTANTS: Mutant[] = [
     why:
       "lento runs a sync asked for another volume (its directory was moved, a new one took its place)",
     file: "src/cli/delegated_sync.ts",
-    find: "Deno.realPathSync(root) !== request.root || hostOf(root) !== request.host",
+    find: "Deno.realPathSync(root) !== request.root || host !== request.host",
     replace: "Deno.realPathSync(root) !== request.root",
     run: tests("tests/lento_sync_test.ts"),
   },

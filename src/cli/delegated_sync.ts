@@ -83,9 +83,10 @@ export async function syncByLento(
   let sock: string;
   try {
     const root = findRoot(dir);
-    const targets = localTargets(root, peers);
+    const config = readConfig(layoutOf(root).config);
+    const targets = localTargets(config, peers);
     if (!targets || targets.paths.length > MAX_PEERS) return null;
-    request = { root: Deno.realPathSync(root), host: hostOf(root), peers: targets.paths };
+    request = { root: Deno.realPathSync(root), host: config.hostId, peers: targets.paths };
     labels = targets.labels;
     sock = layoutOf(root).lentoSock;
   } catch {
@@ -140,7 +141,8 @@ export function takeSyncRequest(
     return { declined: (e as Error).message };
   }
   const root = findRoot(dir);
-  if (Deno.realPathSync(root) !== request.root || hostOf(root) !== request.host) {
+  const host = readConfig(layoutOf(root).config).hostId;
+  if (Deno.realPathSync(root) !== request.root || host !== request.host) {
     return { declined: `a sync of another volume (${request.root})` };
   }
   const locks = [root, ...request.peers.filter(isReplica)].map((v) => layoutOf(v).lock);
@@ -169,10 +171,6 @@ function parseRequest(body: string): Request {
     r.peers.every((p) => typeof p === "string" && p.startsWith("/"));
   if (!ok) throw new Error("a malformed sync request");
   return r as Request;
-}
-
-function hostOf(root: string): string {
-  return readConfig(layoutOf(root).config).hostId;
 }
 
 function encodeOutcome(o: SyncOutcome): string {
