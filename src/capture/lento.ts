@@ -339,10 +339,9 @@ function record(root: string, hints: Hint[] | null, log: (l: string) => void, vi
 
 /** Tells the waiting syncs that everything they asked for is recorded. */
 async function acknowledge(waiting: Deno.UnixConn[]): Promise<void> {
-  const done = new TextEncoder().encode(`${FLUSH_DONE}\n`);
   for (const conn of waiting) {
     try {
-      await conn.write(done);
+      await writeLine(conn, FLUSH_DONE);
     } catch { /* the sync gave up waiting; it scans */ }
     conn.close();
   }

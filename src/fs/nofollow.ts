@@ -23,6 +23,7 @@ import {
   S_IFDIR,
   S_IFIFO,
   S_IFLNK,
+  S_IFMT,
   S_IFREG,
   S_IFSOCK,
 } from "./libc.ts";
@@ -38,9 +39,14 @@ export type MetaKind = "file" | "directory" | "socket";
 export function checkMeta(path: string, kind: MetaKind = "file"): boolean {
   const type = lstatType(path);
   if (type === null) return false;
-  const is = KINDS.get(type) ?? "special file";
+  const is = kindName(type);
   if (is !== kind) throw unsafe(path, is, kind);
   return true;
+}
+
+/** What file type bits `type` (st_mode & S_IFMT) name, in messages. */
+function kindName(type: number): string {
+  return KINDS.get(type) ?? "special file";
 }
 
 const KINDS = new Map<number, string>([
@@ -61,15 +67,6 @@ export function unsafe(path: string, is: string, kind: MetaKind): MetadataError 
   );
 }
 
-function kindOf(st: Deno.FileInfo): string {
-  if (st.isSymlink) return "symlink";
-  if (st.isFile) return "file";
-  if (st.isDirectory) return "directory";
-  if (st.isSocket) return "socket";
-  if (st.isFifo) return "fifo";
-  return "special file";
-}
-
 /**
  * Opens the existing regular file `path` (never creating it) without going
  * through a symlink: lstat, open, then the open file must be that same inode.
@@ -82,7 +79,7 @@ export function openRegular(path: string, opts: { write?: boolean } = {}): Deno.
     if (e instanceof Deno.errors.NotFound) throw new Deno.errors.NotFound(`${path} does not exist`);
     throw e;
   }
-  if (!before.isFile) throw unsafe(path, kindOf(before), "file");
+  if (!before.isFile) throw unsafe(path, kindName(before.mode! & S_IFMT), "file");
   const f = Deno.openSync(path, { read: true, write: opts.write ?? false });
   try {
     const now = f.statSync();
