@@ -14,8 +14,7 @@ import type { Change } from "../kml/record.ts";
 import { NO_DIGEST, Op } from "../kml/record.ts";
 import { type Entry, entryOf } from "../volume/state.ts";
 import { hashFile } from "../fs/hash.ts";
-import { openRoot, statBeneath } from "../fs/beneath.ts";
-import { libc } from "../fs/libc.ts";
+import { statBeneath, withRoot } from "../fs/beneath.ts";
 import { mtimeNsOf, sameMtime, typeBits } from "../fs/stat.ts";
 import { isWithin, parentOf } from "../fs/paths.ts";
 import { groupName, userName } from "../fs/owners.ts";
@@ -141,12 +140,7 @@ export function diffTree(
   tree: WalkResult,
   sameInode: (ino: number) => Iterable<[string, Entry]> = indexByInode(old),
 ): ScanResult {
-  const rootFd = openRoot(root);
-  try {
-    return diffFrom(root, rootFd, old, tree, sameInode);
-  } finally {
-    libc().close(rootFd);
-  }
+  return withRoot(root, (rootFd) => diffFrom(root, rootFd, old, tree, sameInode));
 }
 
 function diffFrom(

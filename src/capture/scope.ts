@@ -8,8 +8,7 @@
  * @module
  */
 
-import { openRoot, statBeneath } from "../fs/beneath.ts";
-import { libc } from "../fs/libc.ts";
+import { statBeneath, withRoot } from "../fs/beneath.ts";
 import { isWithin, parentOf } from "../fs/paths.ts";
 import type { Entry } from "../volume/state.ts";
 import { META_DIR } from "../volume/layout.ts";
@@ -27,12 +26,7 @@ export interface IndexView {
 
 /** Scans only `paths` (volume-relative) of the volume at `root`. */
 export function scanScope(root: string, index: IndexView, paths: Iterable<string>): ScanResult {
-  const rootFd = openRoot(root);
-  try {
-    return scanScopeIn(root, rootFd, index, paths);
-  } finally {
-    libc().close(rootFd);
-  }
+  return withRoot(root, (rootFd) => scanScopeIn(root, rootFd, index, paths));
 }
 
 function scanScopeIn(

@@ -112,6 +112,16 @@ export function openRoot(root: string): number {
   return fd;
 }
 
+/** Runs `fn` with a descriptor of the directory at `root` (as openRoot opens it), closed after. */
+export function withRoot<T>(root: string, fn: (rootFd: number) => T): T {
+  const fd = openRoot(root);
+  try {
+    return fn(fd);
+  } finally {
+    libc().close(fd);
+  }
+}
+
 /** True for the errno of a path that openat2 refused as not confined (a symlink or a file on the way). */
 export function notConfined(e: number): boolean {
   return e === ELOOP || e === ENOTDIR || e === EXDEV;

@@ -11,8 +11,7 @@
 
 import { decodeRecord, type KmlRecord, Op } from "../kml/record.ts";
 import { mtimeNsOf, splitNs, type Stat } from "../fs/stat.ts";
-import { openRoot, statBeneath } from "../fs/beneath.ts";
-import { libc } from "../fs/libc.ts";
+import { statBeneath, withRoot } from "../fs/beneath.ts";
 import { isWithin } from "../fs/paths.ts";
 import type { KmlLog } from "../kml/log.ts";
 import { CorruptLogError, FormatError } from "../errors.ts";
@@ -50,8 +49,7 @@ export function rebuildIndex(root: string, kml: KmlLog | null, state: State): Re
     if (!(e instanceof CorruptLogError || e instanceof FormatError)) throw e;
   }
   const out: RebuildResult = { adopted: 0, left: 0 };
-  const rootFd = openRoot(root);
-  try {
+  withRoot(root, (rootFd) =>
     state.transaction(() => {
       state.clearIndex();
       for (const [p, r] of want) {
@@ -61,10 +59,7 @@ export function rebuildIndex(root: string, kml: KmlLog | null, state: State): Re
           out.adopted++;
         } else out.left++;
       }
-    });
-  } finally {
-    libc().close(rootFd);
-  }
+    }));
   return out;
 }
 
