@@ -740,3 +740,52 @@ Deno.test({
     }
   },
 });
+
+/** The descriptor number of this process's fanotify group (there is one while a source is open). */
+function fanotifyFd(): number {
+  for (const e of Deno.readDirSync("/proc/self/fd")) {
+    try {
+      if (Deno.readLinkSync(`/proc/self/fd/${e.name}`) === "anon_inode:[fanotify]") {
+        return Number(e.name);
+      }
+    } catch { /* closed meanwhile (the listing's own descriptor) */ }
+  }
+  throw new Error("no fanotify descriptor in /proc/self/fd");
+}
+
+Deno.test({
+  name:
+    `fanotify: a failed read is a lost event (a rescan); only reads that keep failing stop it ${ROOT_ONLY}`,
+  ignore: !ROOT,
+  fn: async () => {
+    const root = await tempDir();
+    const src = openFanotify(root);
+    const libc = Deno.dlopen("libc.so.6", {
+      open: { parameters: ["buffer", "i32"], result: "i32" },
+      dup3: { parameters: ["i32", "i32", "i32"], result: "i32" },
+      close: { parameters: ["i32"], result: "i32" },
+    }).symbols;
+    try {
+      // A directory in the group's place: every poll says readable, every read fails (EISDIR).
+      const dir = libc.open(new TextEncoder().encode(`${root}\0`), 0o200000 | 0o2000000);
+      const fd = fanotifyFd();
+      assertEquals(libc.dup3(dir, fd, 0o2000000), fd);
+      libc.close(dir);
+      const first = await within(src.next(), 5000);
+      assert(first !== "timeout", "no hint after a failed read");
+      assertEquals(first.map((h) => h.kind), ["overflow"]);
+      let stopped: Error | null = null;
+      for (let i = 0; i < 200 && !stopped; i++) {
+        try {
+          await src.next();
+        } catch (e) {
+          stopped = e as Error;
+        }
+      }
+      assertMatch(String(stopped?.message), /read\(\) keeps failing \(EISDIR\)/);
+    } finally {
+      src.close();
+      await Deno.remove(root, { recursive: true });
+    }
+  },
+});

@@ -61,6 +61,15 @@ export const MUTANTS: Mutant[] = [
     run: tests("tests/lento_overflow_test.ts"),
   },
   {
+    name: "fanotify-read-error-fatal",
+    why:
+      "one failed read of the fanotify group stops lento (the kernel dropped an event: a rescan is due)",
+    file: "src/capture/fanotify.ts",
+    find: "if (++this.#readFailures >= MAX_FAILURES) {",
+    replace: "if (true) {",
+    run: tests("tests/fanotify_test.ts"),
+  },
+  {
     name: "lento-socket-world-writable",
     why: "lento's socket keeps the process umask: another user may ask it to run a sync",
     file: "src/capture/lento.ts",

@@ -91,7 +91,7 @@ import {
   O_PATH,
   O_RDONLY,
 } from "../fs/libc.ts";
-import { Poller } from "./poller.ts";
+import { MAX_FAILURES, Poller } from "./poller.ts";
 
 /** fanotify cannot be used here (not root, old kernel, unsupported filesystem). */
 export class FanotifyUnavailableError extends ReplicatorError {}
@@ -626,6 +626,8 @@ export class FanotifySource implements EventSource {
   readonly #poller: Poller;
   readonly #tree: DirTree;
   readonly #buf = new Uint8Array(READ_BUFFER_BYTES);
+  /** Reads that failed in a row. */
+  #readFailures = 0;
 
   constructor(root: string, poller: Poller, tree: DirTree) {
     this.root = root;
@@ -677,9 +679,10 @@ export class FanotifySource implements EventSource {
       if (n <= 0) {
         const e = n < 0 ? errno() : 0;
         if (e === EINTR) continue;
-        if (e !== EAGAIN && n < 0) this.#poller.fail(`read() failed (${errnoName(e)})`);
+        if (e !== EAGAIN && n < 0) lost += this.#readFailed(e);
         break;
       }
+      this.#readFailures = 0;
       for (const ev of parseFanotifyEvents(this.#buf.subarray(0, n))) {
         if (ev.fd >= 0) libc().close(ev.fd);
         if (ev.mask & FAN_Q_OVERFLOW) {
@@ -694,6 +697,18 @@ export class FanotifySource implements EventSource {
     if (lost > 0) hints.push({ kind: "overflow", lost });
     if (paths.size > 0) hints.push({ kind: "paths", paths: [...paths] });
     return hints;
+  }
+
+  /**
+   * A read that failed (as Presto's reader does, it is counted, and only
+   * MAX_FAILURES in a row stop the source): the kernel drops an event it
+   * could not copy out, so it counts as lost (a rescan follows). Returns 1.
+   */
+  #readFailed(e: number): number {
+    if (++this.#readFailures >= MAX_FAILURES) {
+      this.#poller.fail(`read() keeps failing (${errnoName(e)})`);
+    }
+    return 1;
   }
 
   /** Adds the paths of one event and keeps the tree current; returns 1 if it was lost. */
