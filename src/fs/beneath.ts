@@ -43,6 +43,7 @@ import {
   O_NONBLOCK,
   O_PATH,
   O_RDONLY,
+  O_RDWR,
   O_WRONLY,
 } from "./libc.ts";
 import { type Stat, statAt } from "./stat.ts";
@@ -448,9 +449,12 @@ export class Beneath {
     }
   }
 
-  /** Creates the regular file `rel` (it must not exist), open for writing as a descriptor. */
+  /**
+   * Creates the regular file `rel` (it must not exist), open for writing and
+   * reading back (a copy the kernel made is hashed as it landed) as a descriptor.
+   */
   createRaw(rel: string, perm: number): RawFile {
-    const flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK;
+    const flags = O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK;
     const fd = this.mustResolve(rel, "create", rel, flags, perm);
     this.#forget();
     return new RawFile(fd, this.abs(rel));

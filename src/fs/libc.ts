@@ -19,6 +19,7 @@ export const AT_SYMLINK_NOFOLLOW = 0x100;
 export const AT_EMPTY_PATH = 0x1000;
 export const O_RDONLY = 0;
 export const O_WRONLY = 0o1;
+export const O_RDWR = 0o2;
 export const O_CREAT = 0o100;
 export const O_EXCL = 0o200;
 export const O_NONBLOCK = 0o4000;

@@ -20,6 +20,7 @@ import {
   O_CLOEXEC,
   O_CREAT,
   O_NOFOLLOW,
+  O_RDWR,
   S_IFDIR,
   S_IFIFO,
   S_IFLNK,
@@ -130,7 +131,6 @@ export function createFresh(path: string, mode = 0o644): Deno.FsFile {
   return Deno.openSync(path, { write: true, createNew: true, mode });
 }
 
-const O_RDWR = 2;
 const LOCK_EX = 2;
 const LOCK_NB = 4;
 const { ELOOP } = Errno;

@@ -25,8 +25,12 @@ import { bothTimes, Errno, errno, errnoName, libc } from "./libc.ts";
 import { type Stat, statAt } from "./stat.ts";
 import { FsError } from "../errors.ts";
 
-const { EINTR } = Errno;
+const { EINTR, EXDEV, EINVAL, EOPNOTSUPP, ENOTTY } = Errno;
 const SEEK_SET = 0;
+/** ioctl_ficlone(2)'s request: _IOW(0x94, 9, int). */
+const FICLONE = 0x40049409n;
+/** What FICLONE fails with where the filesystem cannot clone (or not across these two). */
+const CANNOT_CLONE = new Set<number>([EXDEV, EINVAL, EOPNOTSUPP, ENOTTY]);
 
 /** A regular file open as a descriptor; close it. */
 export class RawFile {
@@ -45,6 +49,22 @@ export class RawFile {
       if (n >= 0) return n;
       if (errno() !== EINTR) this.fail("read");
     }
+  }
+
+  /**
+   * Makes this empty file a clone of `input` (ioctl FICLONE: the two share
+   * their extents on btrfs and XFS, so no data is copied or written again):
+   * false, with nothing changed, where the filesystem cannot clone these two.
+   */
+  cloneFrom(input: RawFile): boolean {
+    if (libc().ioctlInt(this.#fd, FICLONE, BigInt(input.#fd)) === 0) return true;
+    if (CANNOT_CLONE.has(errno())) return false;
+    this.fail("clone into");
+  }
+
+  /** Cuts the file to `size` bytes. */
+  truncate(size: number): void {
+    if (libc().ftruncate(this.#fd, BigInt(size)) !== 0) this.fail("truncate");
   }
 
   /** Moves the offset to `offset` bytes from the start. */
