@@ -66,7 +66,8 @@ async function exercise(L: Lib): Promise<unknown[]> {
   const r = Number(L.openat2(437n, BigInt(fd), c("sub/moved"), how, 24n));
   const back = new Uint8Array(64);
   seen.push(new TextDecoder().decode(back.subarray(0, Number(L.read(r, back, 64n)))));
-  seen.push(L.flock(r, LOCK_EX_NB), L.syncfs(r), L.fsync(r), L.close(r), L.fsync(r));
+  seen.push(L.flock(r, LOCK_EX_NB), L.syncfs(r), L.sync_file_range(r, 0n, 0n, 2));
+  seen.push(L.fsync(r), L.close(r), L.fsync(r));
   seen.push(Number(L.openat2(437n, BigInt(fd), c("sym/x"), how, 24n)), errno() !== 0);
   const s = L.socket(1, 1, 0); // AF_UNIX, SOCK_STREAM
   const addr = new Uint8Array(110);
@@ -103,6 +104,7 @@ Deno.test("each function does through syscall(2) what its own symbol does", asyn
     0,
     [0o120777, 9, 5, 7],
     "some bytes",
+    0,
     0,
     0,
     0,

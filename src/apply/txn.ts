@@ -19,7 +19,7 @@
 
 import { decodeRecord, frameLength, type KmlRecord, Op } from "../kml/record.ts";
 import type { ExpectEntry } from "../expect/expect.ts";
-import { fsyncDir, fsyncFile, syncFilesystem, writeFileAtomic } from "../fs/durable.ts";
+import { fsyncDir, fsyncFiles, syncFilesystem, writeFileAtomic } from "../fs/durable.ts";
 import { parentOf } from "../fs/paths.ts";
 import { Beneath } from "../fs/beneath.ts";
 import { mtimeNsOf, type Stat } from "../fs/stat.ts";
@@ -382,7 +382,7 @@ const FSYNC_AT_MOST = 64;
 /** Makes `files` and the entries of `dirs` durable. */
 function flush(root: string, files: string[], dirs: string[]): void {
   if (files.length + dirs.length > FSYNC_AT_MOST) return syncFilesystem(root);
-  for (const f of files) fsyncFile(f);
+  fsyncFiles(files);
   for (const d of dirs) {
     try {
       fsyncDir(d);

@@ -20,6 +20,7 @@ export const AT_EMPTY_PATH = 0x1000;
 export const O_RDONLY = 0;
 export const O_WRONLY = 0o1;
 export const O_RDWR = 0o2;
+export const SYNC_FILE_RANGE_WRITE = 2;
 export const O_CREAT = 0o100;
 export const O_EXCL = 0o200;
 export const O_NONBLOCK = 0o4000;
@@ -43,6 +44,7 @@ const SYMBOLS = {
   close: { parameters: ["i32"], result: "i32" },
   syncfs: { parameters: ["i32"], result: "i32" },
   fsync: { parameters: ["i32"], result: "i32" },
+  sync_file_range: { parameters: ["i32", "i64", "i64", "u32"], result: "i32" },
   getdents64: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   __errno_location: { parameters: [], result: "pointer" },
   statx: { parameters: ["i32", "buffer", "i32", "u32", "buffer"], result: "i32" },
@@ -205,6 +207,7 @@ const VIA_SYSCALL: Partial<Record<Key, Via>> = {
   flock: [73, (fd, op) => [fd, op, 0, 0, 0]],
   syncfs: [306, (fd) => [fd, 0, 0, 0, 0]],
   fsync: [74, (fd) => [fd, 0, 0, 0, 0]],
+  sync_file_range: [277, (fd, offset, bytes, flags) => [fd, offset, bytes, flags, 0]],
   getdents64: [217, (fd, buf, n) => [fd, buf, n, 0, null]],
   fchown: [93, (fd, uid, gid) => [fd, uid, gid, 0, 0]],
   fchmod: [91, (fd, mode) => [fd, mode, 0, 0, 0]],
