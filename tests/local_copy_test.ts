@@ -120,6 +120,17 @@ Deno.test("a large local copy on btrfs is a clone: shared extents, hashed as it 
     appended.set(recorded);
     Deno.writeFileSync(`${dir}/src`, appended);
     assertStaged(dir, await take(dir, recorded), recorded, "cloned, then cut");
+
+    // A file btrfs will not clone (no copy-on-write for it: chattr +C) is copied instead.
+    Deno.removeSync(`${dir}/dest`);
+    Deno.removeSync(`${dir}/src`);
+    Deno.writeFileSync(`${dir}/src`, new Uint8Array());
+    const chattr = await sh("chattr", "+C", `${dir}/src`);
+    assertEquals(chattr.code, 0, `chattr +C: ${chattr.stderr}`);
+    Deno.writeFileSync(`${dir}/src`, recorded);
+    const before2 = await used(dir);
+    assertStaged(dir, await take(dir, recorded), recorded, "not cloned: copied");
+    assert(await used(dir) - before2 >= recorded.length, "a copy of its own");
   } finally {
     if ((await sh("umount", dir)).code !== 0) await sh("umount", "-l", dir);
   }
