@@ -11,6 +11,7 @@ import { assert, assertEquals } from "./assert.ts";
 import { type Run, tempDir } from "./helpers.ts";
 import { Beneath } from "../src/fs/beneath.ts";
 import { LocalCopy } from "../src/sync/local_copy.ts";
+import { copyHashing } from "../src/sync/copy.ts";
 import type { Taken } from "../src/apply/mod.ts";
 
 const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
@@ -114,12 +115,28 @@ Deno.test("a large local copy on btrfs is a clone: shared extents, hashed as it 
     const grown = await used(dir) - before;
     assert(grown < 8 << 20, `a 64 MiB clone took ${grown} bytes more: not shared`);
 
-    // Grew since it was recorded: the clone is cut back to the recorded size.
+    // Grew since it was recorded: copied (a clone would take all of it), the recorded size only.
     Deno.removeSync(`${dir}/dest`);
     const appended = new Uint8Array(recorded.length + 100);
     appended.set(recorded);
     Deno.writeFileSync(`${dir}/src`, appended);
-    assertStaged(dir, await take(dir, recorded), recorded, "cloned, then cut");
+    const before2 = await used(dir);
+    assertStaged(dir, await take(dir, recorded), recorded, "grew: copied");
+    assert(await used(dir) - before2 >= recorded.length, "grew: a copy of its own");
+
+    // Grew between the open and the clone: the clone is cut back to the recorded size.
+    Deno.removeSync(`${dir}/dest`);
+    Deno.writeFileSync(`${dir}/src`, recorded);
+    const t = Beneath.open(dir);
+    try {
+      const input = t.openRaw("src");
+      assertEquals(input.opened().size, recorded.length);
+      Deno.writeFileSync(`${dir}/src`, new Uint8Array(100), { append: true });
+      const got = copyHashing(input, () => t.createRaw("dest", 0o640), recorded.length);
+      assertStaged(dir, got, recorded, "cloned, then cut");
+    } finally {
+      t.close();
+    }
 
     // A file btrfs will not clone (no copy-on-write for it: chattr +C) is copied instead.
     Deno.removeSync(`${dir}/dest`);
@@ -128,9 +145,9 @@ Deno.test("a large local copy on btrfs is a clone: shared extents, hashed as it 
     const chattr = await sh("chattr", "+C", `${dir}/src`);
     assertEquals(chattr.code, 0, `chattr +C: ${chattr.stderr}`);
     Deno.writeFileSync(`${dir}/src`, recorded);
-    const before2 = await used(dir);
+    const before3 = await used(dir);
     assertStaged(dir, await take(dir, recorded), recorded, "not cloned: copied");
-    assert(await used(dir) - before2 >= recorded.length, "a copy of its own");
+    assert(await used(dir) - before3 >= recorded.length, "not cloned: a copy of its own");
   } finally {
     if ((await sh("umount", dir)).code !== 0) await sh("umount", "-l", dir);
   }

@@ -453,6 +453,15 @@ export const MUTANTS: Mutant[] = [
     run: tests("tests/local_copy_test.ts"),
   },
   {
+    name: "clone-grown",
+    why:
+      "a file that grew since its record is cloned whole (its extents, its quota) before being cut",
+    file: "src/sync/copy.ts",
+    find: "if (input.opened().size !== limit || !output.cloneFrom(input)) return false;",
+    replace: "if (!output.cloneFrom(input)) return false;",
+    run: tests("tests/local_copy_test.ts"),
+  },
+  {
     name: "clone-never",
     why: "large files are always copied through the process, never cloned where the filesystem can",
     file: "src/sync/copy.ts",
@@ -553,8 +562,8 @@ export const MUTANTS: Mutant[] = [
     name: "fsync-blocks-on-fifo",
     why: "a staged file swapped for a FIFO is opened blocking to be fsynced: the sync hangs",
     file: "src/fs/durable.ts",
-    find: "fsyncPath(path, O_NOFOLLOW | O_NONBLOCK);",
-    replace: "fsyncPath(path, O_NOFOLLOW);",
+    find: "openForSync(path, O_NOFOLLOW | O_NONBLOCK);",
+    replace: "openForSync(path, O_NOFOLLOW);",
     run: tests("tests/durability_test.ts"),
   },
   {

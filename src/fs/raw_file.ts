@@ -25,12 +25,10 @@ import { bothTimes, Errno, errno, errnoName, libc } from "./libc.ts";
 import { type Stat, statAt } from "./stat.ts";
 import { FsError } from "../errors.ts";
 
-const { EINTR, EXDEV, EINVAL, EOPNOTSUPP, ENOTTY } = Errno;
+const { EINTR } = Errno;
 const SEEK_SET = 0;
 /** ioctl_ficlone(2)'s request: _IOW(0x94, 9, int). */
 const FICLONE = 0x40049409n;
-/** What FICLONE fails with, having done nothing, where the filesystem cannot clone these two files. */
-const CANNOT_CLONE = new Set<number>([EXDEV, EINVAL, EOPNOTSUPP, ENOTTY]);
 
 /** A regular file open as a descriptor; close it. */
 export class RawFile {
@@ -53,14 +51,14 @@ export class RawFile {
 
   /**
    * Makes this empty file a clone of `input` (ioctl FICLONE: the two share
-   * their extents on btrfs and XFS, so no data is copied or written again).
-   * False, with the file left empty, if it could not: the filesystem cannot
-   * clone (or not these two files), or the clone failed (a copy made instead
-   * meets the same fault and reports it).
+   * their extents on filesystems that can, btrfs and XFS among them, so no
+   * data is copied or written again). False, with the file left empty, if
+   * it could not: the filesystem cannot clone (or not these two files), or
+   * the clone failed; a copy made instead reports any fault of its own.
    */
   cloneFrom(input: RawFile): boolean {
     if (libc().ioctlInt(this.#fd, FICLONE, BigInt(input.#fd)) === 0) return true;
-    if (!CANNOT_CLONE.has(errno())) this.truncate(0); // whatever a failed clone left
+    this.truncate(0); // whatever a failed clone may have left
     return false;
   }
 

@@ -9,9 +9,9 @@ import { feedRawFile, type Hash, newHash } from "../fs/hash.ts";
 import type { RawFile } from "../fs/raw_file.ts";
 
 /**
- * Files expected to hold this much or more are cloned where the filesystem
- * can (btrfs, XFS: the copy shares the original's extents, so neither the
- * copy nor its flush writes the data again), then hashed as they landed.
+ * Files recorded with this size or more are cloned where the filesystem can
+ * (btrfs, XFS and others: the copy shares the original's extents, so neither
+ * the copy nor its flush writes the data again), then hashed as they landed.
  * Below it, one read and one write here cost less than a clone, a stat and
  * a read back. (copy_file_range(2), which copies inside the kernel where it
  * cannot clone, made 8 MiB files 5–15 % slower to stage on ext4 than read
@@ -20,7 +20,8 @@ import type { RawFile } from "../fs/raw_file.ts";
 const CLONE_FROM = 1 << 20;
 
 /**
- * Copies the open file `input` (from where it stands) into the file
+ * Copies the open file `input` (from where it stands; from its start if
+ * `limit` is given, as it is only with a descriptor just opened) into the file
  * `create()` makes, returning the hex SHA-256 of what was copied and the new
  * file, still open (staging finishes it through that descriptor). Closes
  * `input` in any case, and the new file if the copy fails. At most `limit`
@@ -46,12 +47,14 @@ export function copyHashing(input: RawFile, create: () => RawFile, limit = Infin
 }
 
 /**
- * Clones `input` into `output`, cut to `limit` bytes, and feeds `h` what
- * landed in `output` (not what `input` holds by then): false, with nothing
- * changed, where the filesystem cannot clone these two files.
+ * Clones `input` into `output` if it holds `limit` bytes (a clone takes the
+ * whole file: one that grew since its record is copied, at most `limit`
+ * bytes of it), cut to `limit` bytes should it have grown meanwhile, and
+ * feeds `h` what landed in `output` (not what `input` holds by then). False,
+ * with `output` still empty, where it was not cloned.
  */
 function cloned(input: RawFile, output: RawFile, limit: number, h: Hash): boolean {
-  if (!output.cloneFrom(input)) return false;
+  if (input.opened().size !== limit || !output.cloneFrom(input)) return false;
   if (output.stat().size > limit) output.truncate(limit);
   feedRawFile(output, h, limit);
   return true;
