@@ -11,7 +11,7 @@
 import type { Frame } from "../kml/log.ts";
 import type { Volume } from "../volume/volume.ts";
 import { checkRelativePath } from "../fs/paths.ts";
-import { Beneath } from "../fs/beneath.ts";
+import type { Beneath } from "../fs/beneath.ts";
 import type { RawFile } from "../fs/raw_file.ts";
 import { noFileThere } from "../errors.ts";
 import { captureFully, type CaptureResult } from "../capture/capture.ts";
@@ -94,22 +94,19 @@ export function positionIn(v: Volume, host: string, incarnation: string): Positi
   return e ? { seq: e.readSeq, offset: e.readOffset } : null;
 }
 
-/** The bytes of `path` below `root` from `from`, confined beneath it. */
+/** The bytes of `path` below the root of `tree` from `from`, confined beneath it. */
 export async function* readBeneath(
-  root: string,
+  tree: Beneath,
   path: string,
   from: number,
 ): AsyncGenerator<Uint8Array> {
   checkRelativePath(path);
   let file: RawFile;
-  const t = Beneath.open(root);
   try {
-    file = t.openRaw(path);
+    file = tree.openRaw(path);
   } catch (e) {
     if (gone(e)) throw new ContentGoneError(`${path}: no regular file there now`);
     throw e;
-  } finally {
-    t.close();
   }
   try {
     // Synchronous reads: each asynchronous one is a round trip through the
@@ -163,7 +160,6 @@ export function localPeer(
   opts: { journaled?: boolean; pullFromUs?: () => Promise<PullResult> } = {},
 ): Peer {
   let received = 0;
-  let tree: Beneath | undefined; // opened by the first openLocal, closed by close()
   return {
     who: identityOf(v),
     label: v.root,
@@ -171,14 +167,14 @@ export function localPeer(
       yield* windowOf(v.kml.frames(offset), offset, limit);
     },
     read: async function* (path, from) {
-      for await (const chunk of readBeneath(v.root, path, from)) {
+      for await (const chunk of readBeneath(v.tree(), path, from)) {
         received += chunk.length;
         yield chunk;
       }
     },
     openLocal: (path) => {
       checkRelativePath(path);
-      const file = (tree ??= Beneath.open(v.root)).openRaw(path);
+      const file = v.tree().openRaw(path);
       received += file.opened().size;
       return file;
     },
@@ -186,10 +182,6 @@ export function localPeer(
     readPosition: (host, incarnation) => Promise.resolve(positionIn(v, host, incarnation)),
     capture: () => captureFully(v, opts.journaled),
     pullFromUs: () => opts.pullFromUs ? opts.pullFromUs() : Promise.reject(new Error("no pull")),
-    close: () => {
-      tree?.close();
-      tree = undefined;
-      return Promise.resolve();
-    },
+    close: () => Promise.resolve(), // the volume's tree is closed with the volume
   };
 }

@@ -147,7 +147,7 @@ async function sendFile(
     } else await reply.frame(MsgType.Data, piece, end);
   };
   try {
-    for await (const chunk of readBeneath(vol.root, path, from)) {
+    for await (const chunk of readBeneath(vol.tree(), path, from)) {
       for (let i = 0; i < chunk.length; i += SEND_BYTES) {
         if (held) await send(held, false);
         held = chunk.subarray(i, i + SEND_BYTES);

@@ -7,6 +7,7 @@
  */
 
 import { absolutePath } from "../fs/paths.ts";
+import { Beneath } from "../fs/beneath.ts";
 import { KML_HEADER_BYTES, KmlLog } from "../kml/log.ts";
 import { type Change, decodeRecord, encodeRecord, type KmlRecord, Op } from "../kml/record.ts";
 import { decodeExpect, encodeExpect, type ExpectEntry } from "../expect/expect.ts";
@@ -117,6 +118,8 @@ export type IndexOwnTail = (vol: Volume, own: KmlRecord[]) => void;
 
 /** An open, locked replica. Close it to release the lock. */
 export class Volume {
+  #tree: Beneath | undefined;
+
   private constructor(
     readonly layout: Layout,
     public config: VolumeConfig,
@@ -218,7 +221,18 @@ export class Volume {
     return this.config.hostId;
   }
 
+  /**
+   * The volume's tree, opened on first use and closed with the volume: for
+   * reads that serve a peer one file after another (a descriptor of the root
+   * each time would cost a path resolution per file).
+   */
+  tree(): Beneath {
+    this.#tree ??= Beneath.open(this.root);
+    return this.#tree;
+  }
+
   close(): void {
+    this.#tree?.close();
     this.state.close();
     this.kml.close();
     this.release();
