@@ -17,16 +17,9 @@
 
 import { createHash } from "node:crypto";
 import { assert } from "./assert.ts";
-import { cli, listing, put, type Run, tempDir } from "./helpers.ts";
+import { cli, listing, put, type Run, sh, tempDir, unmount } from "./helpers.ts";
 
 const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
-
-async function sh(cmd: string, args: string[]): Promise<Run> {
-  const out = await new Deno.Command(cmd, { args, stdin: "null", stdout: "piped", stderr: "piped" })
-    .output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-}
 
 /** Mounts a tmpfs of `size` at `dir`; returns why not, or null when mounted. */
 async function mountTmpfs(dir: string, size: string): Promise<string | null> {
@@ -39,10 +32,6 @@ async function mountTmpfs(dir: string, size: string): Promise<string | null> {
 async function remount(dir: string, size: string): Promise<void> {
   const r = await sh("mount", ["-o", `remount,size=${size}`, dir]);
   assert(r.code === 0, `remount ${dir} size=${size}: ${r.stderr}`);
-}
-
-async function unmount(dir: string): Promise<void> {
-  if ((await sh("umount", [dir])).code !== 0) await sh("umount", ["-l", dir]);
 }
 
 /** Bytes free on the filesystem holding `dir`. */

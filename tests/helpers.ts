@@ -34,6 +34,19 @@ export async function cli(
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
 }
 
+/** Runs the program `cmd` with `args` and waits for it (standard input closed). */
+export async function sh(cmd: string, args: string[]): Promise<Run> {
+  const out = await new Deno.Command(cmd, { args, stdin: "null", stdout: "piped", stderr: "piped" })
+    .output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+/** Unmounts `dir`, lazily if it is busy. */
+export async function unmount(dir: string): Promise<void> {
+  if ((await sh("umount", [dir])).code !== 0) await sh("umount", ["-l", dir]);
+}
+
 /** Spawns `replicator ARGS...` without waiting (for kill tests). */
 export function spawnCli(args: string[], env?: Record<string, string>): Deno.ChildProcess {
   return new Deno.Command(Deno.execPath(), {

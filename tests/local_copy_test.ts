@@ -8,7 +8,7 @@
 
 import { createHash } from "node:crypto";
 import { assert, assertEquals } from "./assert.ts";
-import { type Run, tempDir } from "./helpers.ts";
+import { sh, tempDir, unmount } from "./helpers.ts";
 import { Beneath } from "../src/fs/beneath.ts";
 import { LocalCopy } from "../src/sync/local_copy.ts";
 import { copyHashing } from "../src/sync/copy.ts";
@@ -73,17 +73,10 @@ for (const size of [10, 3 << 20]) {
   });
 }
 
-async function sh(cmd: string, ...args: string[]): Promise<Run> {
-  const out = await new Deno.Command(cmd, { args, stdin: "null", stdout: "piped", stderr: "piped" })
-    .output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-}
-
 /** Bytes in use on the filesystem at `dir`, after a sync (btrfs allocates when it writes back). */
 async function used(dir: string): Promise<number> {
-  await sh("sync");
-  const r = await sh("df", "-B1", "--output=used", dir);
+  await sh("sync", []);
+  const r = await sh("df", ["-B1", "--output=used", dir]);
   return Number(r.stdout.trim().split("\n")[1]);
 }
 
@@ -92,10 +85,13 @@ async function mountBtrfs(img: string, dir: string): Promise<string | null> {
   if (Deno.uid() !== 0) return "not root: cannot mount a loop device";
   Deno.writeFileSync(img, new Uint8Array());
   Deno.truncateSync(img, 512 << 20);
-  const mkfs = await sh("mkfs.btrfs", "-q", "-f", img).catch((e) => ({ code: 1, stderr: `${e}` }));
+  const mkfs = await sh("mkfs.btrfs", ["-q", "-f", img]).catch((e) => ({
+    code: 1,
+    stderr: `${e}`,
+  }));
   if (mkfs.code !== 0) return `mkfs.btrfs failed: ${mkfs.stderr.trim()}`;
   Deno.mkdirSync(dir);
-  const r = await sh("mount", "-o", "loop", img, dir);
+  const r = await sh("mount", ["-o", "loop", img, dir]);
   return r.code === 0 ? null : `mount -o loop of a btrfs failed: ${r.stderr.trim()}`;
 }
 
@@ -142,13 +138,13 @@ Deno.test("a large local copy on btrfs is a clone: shared extents, hashed as it 
     Deno.removeSync(`${dir}/dest`);
     Deno.removeSync(`${dir}/src`);
     Deno.writeFileSync(`${dir}/src`, new Uint8Array());
-    const chattr = await sh("chattr", "+C", `${dir}/src`);
+    const chattr = await sh("chattr", ["+C", `${dir}/src`]);
     assertEquals(chattr.code, 0, `chattr +C: ${chattr.stderr}`);
     Deno.writeFileSync(`${dir}/src`, recorded);
     const before3 = await used(dir);
     assertStaged(dir, await take(dir, recorded), recorded, "not cloned: copied");
     assert(await used(dir) - before3 >= recorded.length, "not cloned: a copy of its own");
   } finally {
-    if ((await sh("umount", dir)).code !== 0) await sh("umount", "-l", dir);
+    await unmount(dir);
   }
 });
